@@ -1,0 +1,55 @@
+/** Every error m2vla throws is an M2vlaError with a stable `code`; native errors are converted to these classes. */
+export type ErrorCode = 'E_INPUT' | 'E_SHAPE' | 'E_CHECKPOINT' | 'E_CONFIG' | 'E_DISPOSED' | 'E_NATIVE' | 'E_LOAD';
+
+export class M2vlaError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+/** A user-supplied value is invalid (NaN in state, unknown option, wrong image count, ...). */
+export class InputError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_INPUT', message, options); }
+}
+/** A tensor or array has the wrong shape or size. */
+export class ShapeError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_SHAPE', message, options); }
+}
+/** A checkpoint file is missing, truncated, corrupt, or lacks / mis-shapes a tensor. */
+export class CheckpointError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_CHECKPOINT', message, options); }
+}
+/** A run directory's configuration is missing or inconsistent. */
+export class ConfigError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_CONFIG', message, options); }
+}
+/** The object was disposed. */
+export class DisposedError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_DISPOSED', message, options); }
+}
+/** The native addon or libtorch could not be loaded. */
+export class LoadError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_LOAD', message, options); }
+}
+/** An unexpected failure inside libtorch or the addon. */
+export class NativeError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_NATIVE', message, options); }
+}
+
+const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => M2vlaError> = {
+  E_INPUT: InputError, E_SHAPE: ShapeError, E_CHECKPOINT: CheckpointError, E_CONFIG: ConfigError,
+  E_DISPOSED: DisposedError, E_NATIVE: NativeError, E_LOAD: LoadError,
+};
+
+/** Convert an error from the addon (a plain Error with `code`) into its typed class; others pass through. */
+export function toTypedError(e: unknown): unknown {
+  if (e instanceof M2vlaError) return e;
+  if (e instanceof Error) {
+    const code = (e as Error & { code?: string }).code as ErrorCode | undefined;
+    const Cls = code && byCode[code];
+    if (Cls) return new Cls(e.message, { cause: e });
+  }
+  return e;
+}

@@ -1,0 +1,2 @@
+export * from './errors.js';
+export { runtimeInfo, measureGemmPeak, type RuntimeInfo } from './runtime.js';

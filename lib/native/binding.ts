@@ -1,0 +1,52 @@
+/**
+ * The raw addon, typed. Never exported publicly: lib/*.ts wrap it. Loading preloads libtorch from the same lookup
+ * the installer used (scripts/libtorch.mjs), so build/ and prebuilds/ binaries both find it without LD_LIBRARY_PATH.
+ */
+import { loadAddon } from '../../scripts/load-addon.mjs';
+import type { FoundLibtorch } from '../../scripts/libtorch.mjs';
+import { LoadError, M2vlaError } from '../errors.js';
+
+export interface BuildInfo {
+  torchVersion: string;
+  cuda: boolean;
+  cudaAvailable: boolean;
+  threads: number;
+  parallelInfo: string;
+  cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16', boolean>;
+  napiVersion: number;
+}
+
+export type NativeDtype = 'float32' | 'bfloat16';
+
+/** A tensor as it crosses the boundary: raw little-endian bytes + dtype + shape. */
+export interface NativeTensor {
+  dtype: 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'uint8' | 'bool';
+  shape: number[];
+  data: Uint8Array;
+}
+
+export interface BindingModule {
+  buildInfo(): BuildInfo;
+  measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
+}
+
+let cached: { addon: BindingModule; file: string; libtorch: FoundLibtorch } | undefined;
+
+export function getBinding(): BindingModule {
+  return loadBinding().addon;
+}
+
+export function loadBinding(): { addon: BindingModule; file: string; libtorch: FoundLibtorch } {
+  if (cached) return cached;
+  try {
+    const loaded = loadAddon();
+    cached = { addon: loaded.addon as BindingModule, file: loaded.file, libtorch: loaded.libtorch };
+    return cached;
+  } catch (e) {
+    if (e instanceof M2vlaError) throw e;
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new LoadError(`the m2vla native addon could not be loaded: ${msg}\n` +
+      'Fix: run `npm install` (or `npm run build:native`) in the m2vla package; `npx m2vla doctor` shows the libtorch lookup.',
+    { cause: e });
+  }
+}

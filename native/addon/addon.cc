@@ -1,0 +1,10 @@
+#include "addon/addon.h"
+
+namespace {
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  m2vla::addon::init_runtime(env, exports);
+  return exports;
+}
+}  // namespace
+
+NODE_API_MODULE(m2vla, Init)

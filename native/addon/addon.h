@@ -1,0 +1,7 @@
+// Each Addon*.cc registers its functions/classes on the exports object; addon.cc calls them all.
+#pragma once
+#include <napi.h>
+
+namespace m2vla::addon {
+void init_runtime(Napi::Env env, Napi::Object exports);
+}  // namespace m2vla::addon
