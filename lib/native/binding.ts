@@ -28,6 +28,7 @@ export interface NativeTensor {
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
+  loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;
 }
 
 let cached: { addon: BindingModule; file: string; libtorch: FoundLibtorch } | undefined;

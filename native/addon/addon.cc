@@ -3,6 +3,7 @@
 namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_runtime(env, exports);
+  m2vla::addon::init_checkpoint(env, exports);
   return exports;
 }
 }  // namespace

@@ -1,0 +1,86 @@
+#include "io/state_dict.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "error.h"
+#include "io/json.h"
+
+namespace m2vla::io {
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// `*.safetensors.index.json`: {"weight_map": {tensor: shard file}}; shards are read from the index's directory.
+StateDict load_sharded(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(ErrorCode::Checkpoint, path, ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  Json index;
+  try {
+    index = parse_json(ss.str());
+  } catch (const std::exception& e) {
+    fail(ErrorCode::Checkpoint, path, ": corrupt index (", e.what(), ")");
+  }
+  const Json* map = index.find("weight_map");
+  if (!map || !map->is(Json::Type::Object)) fail(ErrorCode::Checkpoint, path, ": no \"weight_map\" object");
+  std::map<std::string, std::vector<std::string>> by_shard;
+  for (const auto& [name, shard] : map->object) {
+    if (!shard.is(Json::Type::String)) fail(ErrorCode::Checkpoint, path, ": weight_map entry '", name, "' is not a file name");
+    by_shard[shard.string].push_back(name);
+  }
+  auto dir = std::filesystem::path(path).parent_path();
+  StateDict out;
+  out.source = path;
+  for (const auto& [shard, names] : by_shard) {
+    StateDict part = load_safetensors((dir / shard).string());
+    for (const auto& name : names) out.tensors.emplace(name, part.get(name));
+  }
+  return out;
+}
+
+}  // namespace
+
+const at::Tensor& StateDict::get(const std::string& name) const {
+  auto it = tensors.find(name);
+  if (it == tensors.end()) fail(ErrorCode::Checkpoint, source, ": missing tensor '", name, "'");
+  return it->second;
+}
+
+const at::Tensor& StateDict::get(const std::string& name, const std::vector<int64_t>& shape) const {
+  const at::Tensor& t = get(name);
+  if (t.sizes() != at::IntArrayRef(shape))
+    fail(ErrorCode::Checkpoint, source, ": tensor '", name, "' has shape ", shape_str(t.sizes()), ", expected ", shape_str(shape));
+  return t;
+}
+
+StateDict load_state_dict(const std::string& path, std::optional<at::ScalarType> dtype) {
+  if (!std::filesystem::exists(path)) fail(ErrorCode::Checkpoint, path, ": no such file");
+  StateDict raw = ends_with(path, ".index.json")    ? load_sharded(path)
+                  : ends_with(path, ".safetensors") ? load_safetensors(path)
+                                                    : load_torch_zip(path);
+  StateDict out;
+  out.source = raw.source;
+  for (auto& [name, t] : raw.tensors) {
+    std::string key = name.rfind("module.", 0) == 0 ? name.substr(7) : name;
+    at::Tensor v = (dtype && at::isFloatingType(t.scalar_type())) ? t.to(*dtype) : t;
+    out.tensors.emplace(std::move(key), std::move(v));
+  }
+  return out;
+}
+
+}  // namespace m2vla::io
