@@ -83,10 +83,13 @@ export function recordLibtorch(found) {
 /**
  * Load libtorch's shared libraries with RTLD_GLOBAL so that an addon built without an RPATH (a prebuild) resolves
  * them by soname. process.dlopen reports "did not self-register" for a plain library, but the library stays
- * loaded (libtorch is marked non-unloadable by its unique symbols), which is all we need.
+ * loaded (RTLD_NODELETE), which is all we need.
  */
 export function preloadLibtorch(dir) {
-  const flags = os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL;
+  // RTLD_NODELETE (glibc 0x1000; not in os.constants) keeps even a library without unique symbols (libtorch.so)
+  // mapped after process.dlopen's failed registration closes it.
+  const RTLD_NODELETE = process.platform === 'linux' ? 0x1000 : 0;
+  const flags = os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL | RTLD_NODELETE;
   for (const name of ['libc10.so', 'libtorch_cpu.so', 'libtorch.so']) {
     const file = path.join(dir, 'lib', name);
     if (!fs.existsSync(file)) continue;

@@ -1,0 +1,50 @@
+/** `m2vla doctor`: where libtorch came from, how the addon was built, what this CPU can do. Non-zero exit with the fix when the addon cannot load. */
+import { findLibtorch } from '../../scripts/libtorch.mjs';
+import { M2vlaError } from '../errors.js';
+import { runtimeInfo } from '../runtime.js';
+
+export const doctorCommand = {
+  summary: 'report libtorch, build flags, threads and CPU features',
+  async run(argv: string[]): Promise<number> {
+    if (argv.includes('--help')) {
+      console.log('usage: m2vla doctor [--json]');
+      return 0;
+    }
+    let info;
+    try {
+      info = runtimeInfo();
+    } catch (e) {
+      const tried: string[] = [];
+      const found = findLibtorch({ tried });
+      console.error('m2vla doctor: the native addon does not load.');
+      console.error(`  error: ${e instanceof Error ? e.message : String(e)}`);
+      console.error(`  libtorch: ${found ? `${found.dir} (${found.source}, ${found.version})` : 'not found'}`);
+      for (const t of tried) console.error(`    looked at ${t}`);
+      console.error('  fix: run `npm install` in the m2vla package (fetches the CPU libtorch wheel and builds the addon),\n' +
+        '       or point LIBTORCH at a libtorch directory and run `npm run build:native`.');
+      return e instanceof M2vlaError ? 1 : 2;
+    }
+    if (argv.includes('--json')) {
+      console.log(JSON.stringify(info, null, 2));
+      return 0;
+    }
+    const yes = (b: boolean) => (b ? 'yes' : 'no');
+    const lines = [
+      `m2vla doctor`,
+      `  addon:          ${info.addonPath}`,
+      `  libtorch:       ${info.libtorch.dir}`,
+      `  found via:      ${info.libtorch.source}`,
+      `  version:        ${info.libtorch.version} (addon compiled against ${info.torchVersion})`,
+      `  build:          CUDA ${info.cuda ? 'on' : 'off'}, N-API ${info.napiVersion}`,
+      `  CUDA usable:    ${yes(info.cudaAvailable)}`,
+      `  torch threads:  ${info.threads}`,
+      `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}`,
+    ];
+    if (!info.libtorch.version.startsWith(info.torchVersion)) {
+      lines.push(`  WARNING: the addon was compiled against libtorch ${info.torchVersion} but ${info.libtorch.version} is loaded; ` +
+        'run `npm run build:native`.');
+    }
+    console.log(lines.join('\n'));
+    return 0;
+  },
+};

@@ -1,0 +1,38 @@
+/** `m2vla <command>`: one file per command under lib/cli/, dispatched here. */
+import { M2vlaError } from '../errors.js';
+
+interface Command {
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
+
+const commands: Record<string, () => Promise<Command>> = {
+  doctor: async () => (await import('./doctor.js')).doctorCommand,
+};
+
+function usage(): string {
+  return ['usage: m2vla <command> [options]', '', 'commands:',
+    ...Object.keys(commands).map((c) => `  ${c}`), '', 'm2vla <command> --help shows its options.'].join('\n');
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h') {
+    console.log(usage());
+    return;
+  }
+  const load = commands[name];
+  if (!load) {
+    console.error(`m2vla: unknown command '${name}'\n\n${usage()}`);
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    process.exitCode = await (await load()).run(rest);
+  } catch (e) {
+    if (e instanceof M2vlaError) {
+      console.error(`m2vla ${name}: ${e.name} [${e.code}]: ${e.message}`);
+      process.exitCode = 1;
+    } else throw e;
+  }
+}
