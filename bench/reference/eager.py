@@ -1,0 +1,202 @@
+"""PyTorch eager reference of the M²-VLA forward, for side-by-side benchmarks and full-size cross-checks.
+
+Runs the model the way the released code does (timm ViTs, transformers Qwen2 with output_hidden_states and the LM
+head over every position, a head written from SPEC.md §3), on a run directory in the released layout, with the same
+thread count as the m2vla side. Prints one JSON line: timings (ms) and, with --dump, writes outputs to a
+safetensors file so m2vla's outputs can be compared at full size.
+
+usage: python3 eager.py <run_dir> [--mode backbone|policy] [--dtype float32|bfloat16] [--threads 2]
+                        [--iters 5] [--warmup 1] [--prompt-len 50] [--seed 0] [--dump out.safetensors]
+Needs torch, timm, transformers, safetensors (bench/reference/requirements.txt).
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def load_run(run, dtype):
+    import timm
+    from safetensors.torch import load_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = json.load(open(os.path.join(run, "config.json")))
+    manifest_path = os.path.join(run, "manifest.json")
+    manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else None
+    size = cfg["image_sizes"][0]
+    sd = load_file(os.path.join(run, "model.safetensors"))
+
+    def tower(prefix, timm_id, dims):
+        kw = dict(pretrained=False, img_size=size, num_classes=0, act_layer=None)
+        if dims:
+            kw.update(embed_dim=dims["embed_dim"], depth=dims["depth"], num_heads=dims["num_heads"])
+        m = timm.create_model(timm_id, **kw)
+        own = {k[len(prefix):].replace("scale_factor", "gamma"): v for k, v in sd.items() if k.startswith(prefix)}
+        m.load_state_dict(own, strict=True)
+        return m.to(dtype).eval()
+
+    mv = manifest["vision"] if manifest else {}
+    dino = tower("vision_backbone.featurizer.", cfg["timm_model_ids"][0], mv.get("featurizer"))
+    siglip = tower("vision_backbone.fused_featurizer.", cfg["timm_model_ids"][1], mv.get("fused_featurizer"))
+    proj = {k: sd[f"projector.{k}"].to(dtype) for k in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]}
+
+    tc = dict(cfg["text_config"])
+    qcfg = Qwen2Config(**{k: v for k, v in tc.items() if k not in ("architectures", "dtype", "torch_dtype")})
+    qcfg._attn_implementation = "sdpa"
+    llm = Qwen2ForCausalLM(qcfg)
+    own = {k[len("language_model."):]: v for k, v in sd.items() if k.startswith("language_model.")}
+    own.setdefault("lm_head.weight", own["model.embed_tokens.weight"])
+    llm.load_state_dict(own, strict=True)
+    llm = llm.to(dtype).eval()
+    return dict(size=size, dino=dino, siglip=siglip, proj=proj, llm=llm, aq=sd["action_queries.weight"].to(dtype),
+                manifest=manifest)
+
+
+def vlm_forward(m, pixel_values, ids, with_logits):
+    """pixel_values (B, 6*N, S, S); ids (B, P). Returns hidden states tuple and number of patches."""
+    n_img = pixel_values.shape[1] // 6
+    feats = []
+    for i in range(n_img):
+        img = pixel_values[:, 6 * i:6 * i + 6]
+        d = m["dino"].get_intermediate_layers(img[:, :3], n={len(m["dino"].blocks) - 2})[0]
+        s = m["siglip"].get_intermediate_layers(img[:, 3:], n={len(m["siglip"].blocks) - 2})[0]
+        feats.append(torch.cat([d, s], dim=-1))
+    x = torch.cat(feats, dim=1)
+    p = m["proj"]
+    x = F.gelu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
+    x = F.gelu(F.linear(x, p["fc2.weight"], p["fc2.bias"]))
+    patches = F.linear(x, p["fc3.weight"], p["fc3.bias"])
+    emb = m["llm"].model.embed_tokens
+    B = ids.shape[0]
+    stop = torch.full((B, 1), 2, dtype=torch.long)
+    seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), m["aq"].unsqueeze(0).expand(B, -1, -1), emb(stop)], dim=1)
+    if with_logits:  # what the released predict_action computes: the LM head over every position
+        out = m["llm"](inputs_embeds=seq, output_hidden_states=True)
+    else:
+        out = m["llm"].model(inputs_embeds=seq, output_hidden_states=True)
+    return out.hidden_states, patches
+
+
+def rope(x):
+    """Head RoPE as released: cos/sin from cat([freqs, freqs]) applied with an interleaved rotate_half."""
+    T, hd = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+    f = torch.outer(torch.arange(T).float(), inv)
+    emb = torch.cat([f, f], dim=-1)
+    rot = torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).reshape_as(x)
+    return x * emb.cos().to(x.dtype) + rot * emb.sin().to(x.dtype)
+
+
+def load_head(run, dtype):
+    from safetensors.torch import load_file
+    def load(name):
+        path = os.path.join(run, f"{name}.safetensors")
+        return {k.removeprefix("module."): v for k, v in load_file(path).items()}
+    h = load("action_head")
+    hd = {k: (v.to(dtype) if v.is_floating_point() and not k.startswith("memory_bank.") else v) for k, v in h.items()}
+    return hd, {k: v.to(dtype) for k, v in load("proprio_projector").items()}
+
+
+def head_forward(h, pp, hidden, np_, P, NT, proprio, key_layers, top_k):
+    """The M²-VLA L1 head (MoL blocks + MSM) on the stacked hidden states; returns normalized actions (B, chunk, A)."""
+    lin = lambda x, n: F.linear(x, h[n + ".weight"], h[n + ".bias"])
+    stack = torch.stack([torch.cat([hs[:, :np_], hs[:, np_ + P - 1:np_ + P - 1 + NT]], dim=1) for hs in hidden], dim=1)
+    B, D = stack.shape[0], stack.shape[-1]
+    task, aq = stack[:, :, :np_], stack[:, :, np_:]
+    pf = F.linear(F.gelu(F.linear(proprio, pp["fc1.weight"], pp["fc1.bias"])), pp["fc2.weight"], pp["fc2.bias"]).unsqueeze(1)
+    key = torch.cat([task[:, k].mean(dim=1) for k in key_layers], dim=-1).float()
+    size = int(h["memory_bank.size"])
+    vals = h["memory_bank.values"][:size].float()
+    sim = -10000 * torch.cdist(key, h["memory_bank.keys"][:size].float(), p=1) / key.shape[1]
+    _, idx = torch.topk(sim, k=min(top_k, size), dim=-1)
+    retrieved = vals[idx].to(stack.dtype)
+    h_mem = lin(retrieved, "memory_value_proj")
+    A = h["model.fc2.weight"].shape[0]
+    chunk = h["memory_value_proj.weight"].shape[1] // A
+    x = torch.zeros(B, chunk, A * D, dtype=stack.dtype)
+    x = F.relu(lin(F.layer_norm(x, (A * D,), h["model.layer_norm1.weight"], h["model.layer_norm1.bias"]), "model.fc1"))
+    nblocks = len({k.split(".")[2] for k in h if k.startswith("model.mlp_resnet_blocks.")})
+    H = h["model.mlp_resnet_blocks.0.k_adapter.weight"].shape[0] - D
+    hd = D // H
+    heads = lambda t: t.view(B, t.shape[1], H, hd).transpose(1, 2)
+    for i in range(nblocks):
+        b = f"model.mlp_resnet_blocks.{i}."
+        ha = torch.cat([aq[:, i + 1], pf], dim=1)
+        ht = task[:, i + 1]
+        q, ks, vs = rope(heads(lin(x, b + "q_proj"))), rope(heads(lin(x, b + "k_self"))), heads(lin(x, b + "v_self"))
+        kfull = lin(ha, b + "k_adapter")
+        ka, gate = rope(heads(kfull[..., :D])), kfull[..., D:]
+        va = heads(lin(ha, b + "v_adapter"))
+        kt, vt = rope(heads(lin(ht, b + "k_task"))), heads(lin(ht, b + "v_task"))
+        sa = torch.softmax(q @ ks.transpose(-2, -1) / math.sqrt(hd), -1) @ vs
+        ca = torch.softmax(q @ ka.transpose(-2, -1) / math.sqrt(hd), -1) @ va
+        ca = ca * torch.sigmoid(gate.view(B, -1, H, 1).transpose(1, 2).mean(dim=2, keepdim=True))
+        cv = torch.softmax(q @ kt.transpose(-2, -1) * torch.tanh(h[b + "gating_factor"]) / math.sqrt(hd), -1) @ vt
+        out = lin(torch.stack([sa, ca, cv]).mean(0).transpose(1, 2).reshape(B, chunk, D), b + "o_proj")
+        qm = x.reshape(B, 1, chunk * D)
+        w = torch.softmax(qm @ h_mem.transpose(-2, -1) / math.sqrt(chunk * D), -1)
+        out = out + (w @ h_mem).reshape(B, chunk, D)
+        y = F.layer_norm(out + x, (D,), h[b + "ffn.0.weight"], h[b + "ffn.0.bias"])
+        x = F.relu(lin(y, b + "ffn.1"))
+    x = F.layer_norm(x, (D,), h["model.layer_norm2.weight"], h["model.layer_norm2.bias"])
+    return lin(x, "model.fc2"), idx
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--mode", choices=["backbone", "policy"], default="backbone")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--prompt-len", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dump")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    dtype = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
+    t0 = time.perf_counter()
+    m = load_run(a.run, dtype)
+    head = load_head(a.run, dtype) if a.mode == "policy" else None
+    load_ms = (time.perf_counter() - t0) * 1000
+    g = torch.Generator().manual_seed(a.seed)
+    n_img = m["manifest"]["vision"]["num_images"] if m["manifest"] else 2
+    pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dtype)
+    vocab = m["llm"].config.vocab_size
+    ids = torch.randint(3, vocab, (a.batch, a.prompt_len), generator=g)
+    proprio = torch.rand(a.batch, 8, generator=g).to(dtype) * 2 - 1
+    times = []
+    with torch.inference_mode():
+        for it in range(a.warmup + a.iters):
+            t = time.perf_counter()
+            hidden, patches = vlm_forward(m, pv, ids, with_logits=a.mode == "policy")
+            if head:
+                man = m["manifest"]
+                NT = man["sequence"]["num_action_queries_NT"] if man else 64
+                keys = man["action_head"]["memory"]["key_layer_indices"] if man else [3, 11, 23]
+                actions, idx = head_forward(*head, hidden, patches.shape[1], a.prompt_len, NT, proprio, keys, 4)
+            if it >= a.warmup:
+                times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    pct = lambda p: times[min(len(times) - 1, int(round(p / 100 * (len(times) - 1))))]
+    print(json.dumps({"engine": "pytorch-eager", "torch": torch.__version__, "mode": a.mode, "dtype": a.dtype,
+                      "threads": a.threads, "iters": a.iters, "load_ms": load_ms, "mean_ms": statistics.mean(times),
+                      "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "min_ms": times[0]}))
+    if a.dump:
+        from safetensors.torch import save_file
+        out = {"pixel_values": pv.float(), "input_ids": ids, "proprio": proprio.float(),
+               "hidden_last": hidden[-1].float().contiguous(), "projected_patches": patches.float().contiguous()}
+        if head:
+            out.update(normalized_actions=actions.float().contiguous(), topk_indices=idx)
+        save_file(out, a.dump)
+
+
+if __name__ == "__main__":
+    main()
