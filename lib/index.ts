@@ -1,2 +1,7 @@
 export * from './errors.js';
 export { runtimeInfo, measureGemmPeak, type RuntimeInfo } from './runtime.js';
+export {
+  checkRawImage, decodeImage, pixelValues, readPreprocessorConfig, toRawImage,
+  type ImageInput, type ImagePreprocessing, type PixelValues, type PixelValuesOptions, type RawImage,
+} from './images.js';
+export { PromptTokenizer, promptText, QWEN_SYSTEM_PROMPT } from './tokenizer.js';

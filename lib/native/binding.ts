@@ -29,6 +29,16 @@ export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
   loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;
+  /** [images / imagesPerSample, 3 * means.length * imagesPerSample, size, size] float32, channels [set][RGB] per image. */
+  preprocessImages(options: {
+    images: Array<{ data: Uint8Array; width: number; height: number; name?: string }>;
+    size: number;
+    means: number[][];
+    stds: number[][];
+    centerCrop?: boolean | number;
+    imagesPerSample?: number;
+    threads?: number;
+  }): Promise<Float32Array>;
 }
 
 let cached: { addon: BindingModule; file: string; libtorch: FoundLibtorch } | undefined;

@@ -1,0 +1,140 @@
+/**
+ * Camera images in: raw HWC RGB bytes, or encoded PNG/JPEG bytes decoded with sharp (libvips threadpool, off the JS
+ * thread). Then the Prismatic processor's preprocessing, natively (native/model/preprocess.cc): PIL bicubic resize to
+ * S x S, optional LIBERO center crop, (x / 255 - mean) / std per vision backbone.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import sharp from 'sharp';
+import { ConfigError, InputError, ShapeError } from './errors.js';
+import { getBinding } from './native/binding.js';
+import { runTorchJob } from './native/queue.js';
+
+/** Raw pixels: `data` holds height * width * 3 bytes, row-major, RGB. */
+export interface RawImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** A raw image, or the bytes of an encoded image (PNG, JPEG, or anything else sharp decodes). */
+export type ImageInput = RawImage | Uint8Array;
+
+/** Checks a raw image (E_SHAPE / E_INPUT naming `name`, e.g. `images.wrist`) and returns it. */
+export function checkRawImage(image: RawImage, name: string): RawImage {
+  const { data, width, height } = image;
+  if (!(data instanceof Uint8Array)) throw new InputError(`${name}: data must be a Uint8Array of HWC RGB bytes`);
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0)
+    throw new InputError(`${name}: width and height must be non-negative integers, got ${width}x${height}`);
+  if (width === 0 || height === 0) throw new ShapeError(`${name}: zero-size image (${width}x${height})`);
+  const pixels = width * height;
+  if (data.length === pixels * 3) return image;
+  if (data.length % pixels === 0)
+    throw new ShapeError(`${name}: expected 3 channels (RGB, ${width}x${height}x3 = ${pixels * 3} bytes), got ` +
+      `${data.length / pixels} channels (${data.length} bytes); pass RGB, or the encoded PNG/JPEG bytes`);
+  throw new ShapeError(`${name}: expected ${width}x${height}x3 = ${pixels * 3} bytes (HWC RGB), got ${data.length}`);
+}
+
+/**
+ * Decodes PNG/JPEG/... bytes to 8-bit RGB the way PIL's `Image.open(f).convert('RGB')` does: alpha dropped (not
+ * composited), grayscale and palettes expanded, no EXIF rotation, embedded ICC profile ignored.
+ */
+export async function decodeImage(bytes: Uint8Array, name: string): Promise<RawImage> {
+  if (bytes.length === 0) throw new ShapeError(`${name}: empty image bytes`);
+  let decoded;
+  try {
+    decoded = await sharp(bytes, { ignoreIcc: true, failOn: 'error' })
+      .removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' })
+      .toUint8Array();
+  } catch (e) {
+    throw new InputError(`${name}: could not decode the image bytes (${(e as Error).message})`, { cause: e });
+  }
+  const { data, info: { width, height, channels } } = decoded;
+  if (channels !== 3) throw new ShapeError(`${name}: decoded to ${channels} channels, expected 3 (RGB)`);
+  return checkRawImage({ data, width, height }, name);
+}
+
+/** Raw images are checked; byte arrays are decoded. */
+export async function toRawImage(input: ImageInput, name: string): Promise<RawImage> {
+  if (input instanceof Uint8Array) return decodeImage(input, name);
+  if (input === null || typeof input !== 'object')
+    throw new InputError(`${name}: expected {data, width, height} or encoded image bytes (Uint8Array)`);
+  return checkRawImage(input, name);
+}
+
+/** What the processor does, per vision backbone (one mean/std set each: [DINOv2, SigLIP] for the fused backbone). */
+export interface ImagePreprocessing {
+  size: number;
+  means: number[][];
+  stds: number[][];
+}
+
+/**
+ * Reads a run directory's `preprocessor_config.json` (PrismaticImageProcessor). `tvf_normalize_params` win over
+ * `means`/`stds` (the processor sets them after its constructor; VLA-Adapter's DINO ones are bf16-rounded).
+ */
+export async function readPreprocessorConfig(runDir: string): Promise<ImagePreprocessing> {
+  const file = path.join(runDir, 'preprocessor_config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(await fs.readFile(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`${file}: ${(e as Error).message}`, { cause: e });
+  }
+  return parsePreprocessorConfig(json, file);
+}
+
+export function parsePreprocessorConfig(json: unknown, source: string): ImagePreprocessing {
+  const cfg = json as Record<string, unknown>;
+  const bad = (msg: string): never => { throw new ConfigError(`${source}: ${msg}`); };
+  const strategy = cfg.image_resize_strategy ?? 'resize-naive';
+  if (strategy !== 'resize-naive') bad(`image_resize_strategy '${String(strategy)}' is not supported (only resize-naive)`);
+  if (cfg.tvf_do_letterbox) bad('tvf_do_letterbox is not supported');
+  const triple = (v: unknown) => Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number');
+  const norm = cfg.tvf_normalize_params as Array<{ mean?: unknown; std?: unknown }> | undefined;
+  const means = (norm ? norm.map((n) => n.mean) : cfg.means) as unknown[];
+  const stds = (norm ? norm.map((n) => n.std) : cfg.stds) as unknown[];
+  if (!Array.isArray(means) || !Array.isArray(stds) || means.length === 0 || means.length !== stds.length ||
+      ![...means, ...stds].every(triple)) bad('expected one [r, g, b] mean and std per vision backbone');
+  const resize = cfg.tvf_resize_params as Array<{ size?: unknown; interpolation?: unknown }> | undefined;
+  const sizes = resize ? resize.map((r) => (Array.isArray(r.size) ? r.size : [r.size, r.size]))
+    : (cfg.input_sizes as unknown[][] | undefined)?.map((s) => s.slice(-2)) ?? [];
+  const size = Number(sizes[0]?.[0]);
+  if (!Number.isInteger(size) || size <= 0 || !sizes.every((s) => s[0] === size && s[1] === size))
+    bad('all backbones must resize to the same square size');
+  if (resize && !resize.every((r) => r.interpolation === 3)) bad('only bicubic resizing (interpolation 3) is supported');
+  return { size, means: means as number[][], stds: stds as number[][] };
+}
+
+export interface PixelValuesOptions {
+  /** Images per sample (primary, wrist, ...); default: all images form one sample. */
+  imagesPerSample?: number;
+  /** LIBERO center crop: true = area 0.9, or an area fraction in (0, 1]. */
+  centerCrop?: boolean | number;
+  /** Names for error messages, default `images[i]`. */
+  names?: string[];
+  threads?: number;
+}
+
+export interface PixelValues {
+  data: Float32Array;
+  shape: [number, number, number, number];  // [batch, 3 * backbones * imagesPerSample, size, size]
+}
+
+/** Decodes/validates the images and returns the model's pixel values (one torch job). */
+export async function pixelValues(images: ImageInput[], prep: ImagePreprocessing,
+  options: PixelValuesOptions = {}): Promise<PixelValues> {
+  const perSample = options.imagesPerSample ?? images.length;
+  if (images.length === 0) throw new InputError('images: at least one image is needed');
+  if (!Number.isInteger(perSample) || perSample <= 0 || images.length % perSample !== 0)
+    throw new ShapeError(`images: ${images.length} images do not split into samples of ${perSample}`);
+  const names = images.map((_, i) => options.names?.[i] ?? `images[${i}]`);
+  const raw = await Promise.all(images.map((img, i) => toRawImage(img, names[i])));
+  const data = await runTorchJob(() => getBinding().preprocessImages({
+    images: raw.map((r, i) => ({ ...r, name: names[i] })),
+    size: prep.size, means: prep.means, stds: prep.stds,
+    centerCrop: options.centerCrop, imagesPerSample: perSample, threads: options.threads,
+  }));
+  const shape: PixelValues['shape'] = [images.length / perSample, 3 * prep.means.length * perSample, prep.size, prep.size];
+  return { data, shape };
+}
