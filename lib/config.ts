@@ -7,6 +7,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from './errors.js';
+import { parsePreprocessorConfig, type ImagePreprocessing } from './images.js';
+import { readJson, type Json } from './json.js';
 
 export interface VitConfig {
   kind: 'dinov2' | 'siglip';
@@ -34,15 +36,13 @@ export interface LlmConfig {
   vocabSize: number;
 }
 
-export interface NormalizeConfig { mean: [number, number, number]; std: [number, number, number] }
-
 export interface BackboneConfig {
   imageSize: number;
   numImages: number;
   featurizer: VitConfig;
   fusedFeaturizer: VitConfig;
-  /** preprocessor_config.json tvf_normalize_params: [DINO, SigLIP]. */
-  normalize: [NormalizeConfig, NormalizeConfig];
+  /** preprocessor_config.json: resize size and the [DINO, SigLIP] normalization. */
+  preprocessing: ImagePreprocessing;
   llm: LlmConfig;
   numActionQueries: number;
   /** Token id used as the placeholder of action-query positions and the appended stop id (SPEC §1.4). */
@@ -68,22 +68,6 @@ export const TIMM_VISION_TABLE: Record<string, Omit<VitConfig, 'takeBlock'>> = {
     classToken: false, regTokens: 0, layerScale: false,
   },
 };
-
-type Json = Record<string, unknown>;
-
-export function readJson(file: string): Json {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ConfigError(`${file}: cannot read (${(e as Error).message})`, { cause: e });
-  }
-  try {
-    return JSON.parse(text) as Json;
-  } catch (e) {
-    throw new ConfigError(`${file}: invalid JSON (${(e as Error).message})`, { cause: e });
-  }
-}
 
 function num(obj: Json, key: string, file: string, fallback?: number): number {
   const v = obj[key];
@@ -115,19 +99,6 @@ function vitFromTimmId(id: unknown, file: string): VitConfig {
       `${Object.keys(TIMM_VISION_TABLE).join(', ')} (or give explicit dims in manifest.json "vision")`);
   }
   return { ...row, takeBlock: row.depth - 2 };
-}
-
-function normalizeParams(dir: string): [NormalizeConfig, NormalizeConfig] {
-  const file = path.join(dir, 'preprocessor_config.json');
-  const pc = readJson(file);
-  // tvf_normalize_params override means/stds (ImageProcessingMixin sets kwargs after __init__).
-  const tvf = pc.tvf_normalize_params as Array<{ mean: number[]; std: number[] }> | undefined;
-  const means = (tvf?.map((p) => p.mean) ?? pc.means) as number[][] | undefined;
-  const stds = (tvf?.map((p) => p.std) ?? pc.stds) as number[][] | undefined;
-  if (!means || !stds || means.length !== 2 || stds.length !== 2 || [...means, ...stds].some((v) => v.length !== 3)) {
-    throw new ConfigError(`${file}: expected two normalization triples (DINO, SigLIP) in tvf_normalize_params or means/stds`);
-  }
-  return [0, 1].map((i) => ({ mean: means[i], std: stds[i] })) as [NormalizeConfig, NormalizeConfig];
 }
 
 export interface RunConfig {
@@ -162,6 +133,12 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
   }
   const sizes = cfg.image_sizes as number[] | undefined;
   const imageSize = sizes?.[0] ?? 224;
+  const prepFile = path.join(dir, 'preprocessor_config.json');
+  const preprocessing = parsePreprocessorConfig(readJson(prepFile), prepFile);
+  if (preprocessing.size !== imageSize || preprocessing.means.length !== 2) {
+    throw new ConfigError(`${prepFile}: expects ${preprocessing.size}px images for ${preprocessing.means.length} backbone(s); ` +
+      `config.json image_sizes says ${imageSize}px for the DINOv2 + SigLIP pair`);
+  }
 
   const hiddenSize = num(tc, 'hidden_size', cfgFile);
   const numHeads = num(tc, 'num_attention_heads', cfgFile);
@@ -188,7 +165,7 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
     numImages,
     featurizer,
     fusedFeaturizer,
-    normalize: normalizeParams(dir),
+    preprocessing,
     llm,
     numActionQueries: ms ? num(ms, 'num_action_queries_NT', manifestFile) : 64,
     aqPlaceholderId: ms ? num(ms, 'aq_placeholder_token_id', manifestFile) : 1,

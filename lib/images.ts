@@ -3,9 +3,9 @@
  * thread). Then the Prismatic processor's preprocessing, natively (native/model/preprocess.cc): PIL bicubic resize to
  * S x S, optional LIBERO center crop, (x / 255 - mean) / std per vision backbone.
  */
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
+import { readJson } from './json.js';
 import { ConfigError, InputError, ShapeError } from './errors.js';
 import { getBinding } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
@@ -75,13 +75,7 @@ export interface ImagePreprocessing {
  */
 export async function readPreprocessorConfig(runDir: string): Promise<ImagePreprocessing> {
   const file = path.join(runDir, 'preprocessor_config.json');
-  let json: unknown;
-  try {
-    json = JSON.parse(await fs.readFile(file, 'utf8'));
-  } catch (e) {
-    throw new ConfigError(`${file}: ${(e as Error).message}`, { cause: e });
-  }
-  return parsePreprocessorConfig(json, file);
+  return parsePreprocessorConfig(readJson(file), file);
 }
 
 export function parsePreprocessorConfig(json: unknown, source: string): ImagePreprocessing {
