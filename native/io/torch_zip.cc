@@ -45,7 +45,8 @@ struct Value {
 };
 
 const char* kind_name(Value::Kind k) {
-  static const char* names[] = {"None", "bool", "int", "float", "str", "tuple", "list", "dict", "global", "storage", "tensor"};
+  static const char* names[] = {"None",   "a bool", "an int",   "a float",   "a str",   "a tuple",
+                                "a list", "a dict", "a global", "a storage", "a tensor"};
   return names[static_cast<int>(k)];
 }
 
@@ -124,7 +125,7 @@ class Unpickler {
         }
         case 0x93: {  // STACK_GLOBAL
           Ref name = pop(), module = pop();
-          push(make_global(str(module), str(name)));
+          push(make_global(str(module, "STACK_GLOBAL"), str(name, "STACK_GLOBAL")));
           break;
         }
         case 'Q': push(persistent_load(pop())); break;  // BINPERSID
@@ -245,10 +246,10 @@ class Unpickler {
   }
 
   const Value& expect(Ref r, Value::Kind kind, const char* what) const {
-    if (heap_[r].kind != kind) corrupt(what, " expects a ", kind_name(kind), ", got a ", kind_name(heap_[r].kind));
+    if (heap_[r].kind != kind) corrupt(what, ": expected ", kind_name(kind), ", got ", kind_name(heap_[r].kind));
     return heap_[r];
   }
-  const std::string& str(Ref r) const { return expect(r, Value::Kind::String, "a name").string; }
+  const std::string& str(Ref r, const char* what) const { return expect(r, Value::Kind::String, what).string; }
   int64_t integer(Ref r, const char* what) const { return expect(r, Value::Kind::Int, what).integer; }
   std::vector<int64_t> int_tuple(Ref r, const char* what) const {
     std::vector<int64_t> out;
@@ -271,8 +272,8 @@ class Unpickler {
     else if (module == "torch" && storage != storage_types().end()) g.global = Global::Storage, g.tensor.dtype = storage->second;
     else
       fail(ErrorCode::Checkpoint, path_, ": refusing pickle global '", module, ".", name,
-           "' (a state dict needs only OrderedDict, tensors and storages; this file is not a plain state dict, and "
-           "torch.load could run code from it)");
+           "' (a state dict may use only collections.OrderedDict, torch._utils._rebuild_tensor_v2, "
+           "torch._utils._rebuild_parameter and torch.<Type>Storage)");
     return r;
   }
 
@@ -285,7 +286,7 @@ class Unpickler {
     const Value& type = expect(t[1], Value::Kind::Global, "a storage type");
     if (type.global != Global::Storage) corrupt("persistent id names a non-storage type");
     Ref r = make(Value::Kind::Storage);
-    heap_[r].tensor = {str(t[2]), type.tensor.dtype, integer(t[4], "a storage size")};
+    heap_[r].tensor = {str(t[2], "a storage key"), type.tensor.dtype, integer(t[4], "a storage size")};
     return r;
   }
 
@@ -327,6 +328,12 @@ class Unpickler {
   std::unordered_map<uint64_t, Ref> memo_;
 };
 
+std::string dims(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
 // Copies the view a tensor describes out of its storage record into memory the tensor owns. The record must hold
 // exactly the storage, and every element the view touches must lie inside it.
 at::Tensor materialize(const ZipArchive& zip, const std::string& archive, const std::string& name, const TensorDesc& d) {
@@ -351,7 +358,7 @@ at::Tensor materialize(const ZipArchive& zip, const std::string& archive, const 
     if (d.strides[i] > 0 && d.sizes[i] - 1 > (d.numel - 1 - last) / d.strides[i]) inside = false;
     else last += (d.sizes[i] - 1) * d.strides[i];
   }
-  if (!inside) bad("reads outside its storage of ", d.numel, " elements (offset ", d.offset, ")");
+  if (!inside) bad("(offset ", d.offset, ", size ", dims(d.sizes), ", stride ", dims(d.strides), ") reads outside its storage of ", d.numel, " elements");
 
   const auto options = at::TensorOptions().dtype(d.dtype);
   auto* ptr = const_cast<uint8_t*>(zip.data(it->second));
@@ -388,16 +395,16 @@ StateDict load_torch_zip(const std::string& path) {
   const ZipEntry& pkl = zip.entries.at(archive + "data.pkl");
   Unpickler unpickler(path, zip.data(pkl), pkl.size);
   const Value& root = unpickler[unpickler.run()];
-  if (root.kind != Value::Kind::Dict) fail(ErrorCode::Checkpoint, path, ": holds a ", kind_name(root.kind), ", not a state dict");
+  if (root.kind != Value::Kind::Dict) fail(ErrorCode::Checkpoint, path, ": not a state dict (data.pkl holds ", kind_name(root.kind), ")");
 
   StateDict sd;
   sd.source = path;
   for (size_t i = 0; i < root.items.size(); i += 2) {
     const Value& key = unpickler[root.items[i]];
     const Value& value = unpickler[root.items[i + 1]];
-    if (key.kind != Value::Kind::String) fail(ErrorCode::Checkpoint, path, ": state dict has a ", kind_name(key.kind), " key");
+    if (key.kind != Value::Kind::String) fail(ErrorCode::Checkpoint, path, ": not a state dict (a key is ", kind_name(key.kind), ")");
     if (value.kind != Value::Kind::Tensor)
-      fail(ErrorCode::Checkpoint, path, ": entry '", key.string, "' is a ", kind_name(value.kind), ", not a tensor");
+      fail(ErrorCode::Checkpoint, path, ": entry '", key.string, "' is not a tensor (found ", kind_name(value.kind), ")");
     sd.tensors[key.string] = materialize(zip, archive, key.string, value.tensor);
   }
   return sd;

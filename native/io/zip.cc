@@ -83,9 +83,10 @@ ZipArchive open_zip(const std::string& path, std::shared_ptr<MappedFile> file) {
       x = field_end;
     }
     if (flags & 1) fail(ErrorCode::Checkpoint, path, ": zip entry '", name, "' is encrypted");
-    if (method != 0 || compressed != size)
+    if (method != 0)
       fail(ErrorCode::Checkpoint, path, ": zip entry '", name, "' is compressed (method ", method,
            "); torch.save writes stored entries only, so re-save the checkpoint with torch.save");
+    if (compressed != size) corrupt(path, "stored entry '", name, "' has two different sizes");
     // The local header repeats name and extra field (torch pads the extra field to align the data to 64 bytes);
     // the data follows it and must end before the central directory.
     if (local > cd_offset || r.le(local, 4) != kLocalHeader) corrupt(path, "entry '", name, "' has a damaged local header");
