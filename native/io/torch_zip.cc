@@ -67,7 +67,7 @@ class Unpickler {
   // Runs the pickle to its STOP and returns the top-level value.
   Ref run() {
     for (;;) {
-      const size_t at = pos_;
+      const size_t op_start = pos_;
       const uint8_t op = *take(1);
       switch (op) {
         case 0x80: {  // PROTO
@@ -166,7 +166,7 @@ class Unpickler {
           return result;
         }
         default:
-          pos_ = at;
+          pos_ = op_start;
           corrupt("unsupported pickle opcode 0x", std::hex, int(op), std::dec);
       }
     }
@@ -358,7 +358,9 @@ at::Tensor materialize(const ZipArchive& zip, const std::string& archive, const 
     if (d.strides[i] > 0 && d.sizes[i] - 1 > (d.numel - 1 - last) / d.strides[i]) inside = false;
     else last += (d.sizes[i] - 1) * d.strides[i];
   }
-  if (!inside) bad("(offset ", d.offset, ", size ", dims(d.sizes), ", stride ", dims(d.strides), ") reads outside its storage of ", d.numel, " elements");
+  if (!inside)
+    bad("(offset ", d.offset, ", size ", dims(d.sizes), ", stride ", dims(d.strides), ") reads outside its storage of ",
+        d.numel, " elements");
 
   const auto options = at::TensorOptions().dtype(d.dtype);
   auto* ptr = const_cast<uint8_t*>(zip.data(it->second));

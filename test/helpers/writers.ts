@@ -94,7 +94,12 @@ export function encodeZip(entries: ZipInput[]): Buffer {
 
 /** Pickle pieces (protocol 2, as torch.save writes). */
 export const pickle = {
-  str: (s: string) => { const b = Buffer.from(s); const n = Buffer.alloc(4); n.writeUInt32LE(b.length); return Buffer.concat([Buffer.from('X'), n, b]); },
+  str: (s: string) => {
+    const b = Buffer.from(s);
+    const n = Buffer.alloc(4);
+    n.writeUInt32LE(b.length);
+    return Buffer.concat([Buffer.from('X'), n, b]);
+  },
   int: (v: number) => { const b = Buffer.alloc(5); b.write('J'); b.writeInt32LE(v, 1); return b; },
   global: (module: string, name: string) => Buffer.from(`c${module}\n${name}\n`),
   tuple: (...items: Buffer[]) => Buffer.concat([Buffer.from('('), ...items, Buffer.from('t')]),
