@@ -5,3 +5,4 @@ export {
   type ImageInput, type ImagePreprocessing, type PixelValues, type PixelValuesOptions, type RawImage,
 } from './images.js';
 export { PromptTokenizer, promptText, QWEN_SYSTEM_PROMPT } from './tokenizer.js';
+export { loadStateDict, type CheckpointTensor, type LoadStateDictOptions } from './checkpoint.js';

@@ -20,7 +20,7 @@ export type NativeDtype = 'float32' | 'bfloat16';
 
 /** A tensor as it crosses the boundary: raw little-endian bytes + dtype + shape. */
 export interface NativeTensor {
-  dtype: 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'uint8' | 'bool';
+  dtype: 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
   shape: number[];
   data: Uint8Array;
 }

@@ -2,44 +2,16 @@
 // of the file; every offset and size is checked against the file before a view is made.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstring>
-#include <memory>
 
 #include "error.h"
 #include "io/json.h"
+#include "io/mapped_file.h"
 #include "io/state_dict.h"
 
 namespace m2vla::io {
 namespace {
-
-struct Mapping {
-  void* addr = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr != MAP_FAILED) munmap(addr, size);
-  }
-};
-
-std::shared_ptr<Mapping> map_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(ErrorCode::Checkpoint, path, ": cannot open (", std::strerror(errno), ")");
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    ::close(fd);
-    fail(ErrorCode::Checkpoint, path, ": cannot stat (", std::strerror(errno), ")");
-  }
-  auto m = std::make_shared<Mapping>();
-  m->size = static_cast<size_t>(st.st_size);
-  if (m->size > 0) m->addr = mmap(nullptr, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m->size > 0 && m->addr == MAP_FAILED) fail(ErrorCode::Checkpoint, path, ": mmap failed (", std::strerror(errno), ")");
-  return m;
-}
 
 struct DtypeInfo {
   at::ScalarType type;
@@ -64,7 +36,7 @@ DtypeInfo safetensors_dtype(const std::string& path, const std::string& name, co
 
 StateDict load_safetensors(const std::string& path) {
   auto map = map_file(path);
-  const auto* base = static_cast<const uint8_t*>(map->addr);
+  const uint8_t* base = map->data;
   if (map->size < 8) fail(ErrorCode::Checkpoint, path, ": truncated (", map->size, " bytes; a safetensors file starts with an 8-byte header length)");
   uint64_t header_len = 0;
   std::memcpy(&header_len, base, 8);
@@ -91,16 +63,22 @@ StateDict load_safetensors(const std::string& path) {
         !offsets->is(Json::Type::Array) || offsets->array.size() != 2)
       fail(ErrorCode::Checkpoint, path, ": tensor '", name, "' has a malformed header entry");
     auto info = safetensors_dtype(path, name, dtype->string);
+    // Every dimension is checked against the data section as it is multiplied in, so a crafted shape can neither
+    // overflow numel nor make a view larger than the bytes that back it.
     std::vector<int64_t> sizes;
     size_t numel = 1;
     for (const auto& d : shape->array) {
-      if (!d.is(Json::Type::Number) || d.number < 0) fail(ErrorCode::Checkpoint, path, ": tensor '", name, "' has a bad shape");
+      bool integer = d.is(Json::Type::Number) && d.number >= 0 && d.number <= 0x1p53 && d.number == double(int64_t(d.number));
+      if (!integer || (d.number > 0 && numel > data_size / size_t(d.number)))
+        fail(ErrorCode::Checkpoint, path, ": tensor '", name, "' has a bad shape");
       sizes.push_back(static_cast<int64_t>(d.number));
       numel *= static_cast<size_t>(d.number);
     }
+    if (!offsets->array[0].is(Json::Type::Number) || !offsets->array[1].is(Json::Type::Number))
+      fail(ErrorCode::Checkpoint, path, ": tensor '", name, "' has a malformed header entry");
     double b = offsets->array[0].number, e = offsets->array[1].number;
     if (b < 0 || e < b || e > static_cast<double>(data_size))
-      fail(ErrorCode::Checkpoint, path, ": tensor '", name, "' lies outside the file (offsets [", size_t(b), ", ", size_t(e),
+      fail(ErrorCode::Checkpoint, path, ": tensor '", name, "' lies outside the file (offsets [", int64_t(b), ", ", int64_t(e),
            "), data section holds ", data_size, " bytes; truncated file?)");
     size_t begin = static_cast<size_t>(b), end = static_cast<size_t>(e);
     if (end - begin != numel * info.bytes)

@@ -46,9 +46,15 @@ StateDict load_sharded(const std::string& path) {
   auto dir = std::filesystem::path(path).parent_path();
   StateDict out;
   out.source = path;
+  // Errors about the layout name the index (what the user passed) and the shard; a damaged shard names itself.
   for (const auto& [shard, names] : by_shard) {
-    StateDict part = load_safetensors((dir / shard).string());
-    for (const auto& name : names) out.tensors.emplace(name, part.get(name));
+    const std::string file = (dir / shard).string();
+    if (!std::filesystem::exists(file)) fail(ErrorCode::Checkpoint, path, ": shard '", shard, "' does not exist (", file, ")");
+    StateDict part = load_safetensors(file);
+    for (const auto& name : names) {
+      if (!part.has(name)) fail(ErrorCode::Checkpoint, path, ": weight_map puts '", name, "' in shard '", shard, "', which lacks it");
+      out.tensors.emplace(name, part.tensors.at(name));
+    }
   }
   return out;
 }

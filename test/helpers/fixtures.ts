@@ -21,6 +21,7 @@ export function toFloat32(t: NativeTensor): Float32Array {
     case 'float64': return Float32Array.from(new Float64Array(buf));
     case 'int64': return Float32Array.from(new BigInt64Array(buf), (v) => Number(v));
     case 'int32': return Float32Array.from(new Int32Array(buf));
+    case 'int8': return Float32Array.from(new Int8Array(buf));
     case 'uint8': case 'bool': return Float32Array.from(new Uint8Array(buf));
     case 'bfloat16': {
       const u16 = new Uint16Array(buf), u32 = new Uint32Array(u16.length);

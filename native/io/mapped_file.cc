@@ -1,0 +1,42 @@
+#include "io/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "error.h"
+
+namespace m2vla::io {
+
+MappedFile::~MappedFile() {
+  if (data) munmap(data, size);
+}
+
+std::shared_ptr<MappedFile> map_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(ErrorCode::Checkpoint, path, ": cannot open (", std::strerror(errno), ")");
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    fail(ErrorCode::Checkpoint, path, ": cannot stat (", std::strerror(err), ")");
+  }
+  auto m = std::make_shared<MappedFile>();
+  if (st.st_size > 0) {
+    void* addr = mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    ::close(fd);
+    if (addr == MAP_FAILED) fail(ErrorCode::Checkpoint, path, ": mmap failed (", std::strerror(err), ")");
+    m->data = static_cast<uint8_t*>(addr);
+    m->size = size_t(st.st_size);
+  } else {
+    ::close(fd);
+  }
+  return m;
+}
+
+}  // namespace m2vla::io
