@@ -6,12 +6,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { runtimeInfo } from '../lib/index.js';
+import { ensureRandomRun, FULL_SIZE_DIMS } from '../lib/random-run.js';
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(BENCH_DIR, '..');
 export const FIXTURE_A = path.join(REPO_ROOT, 'test', 'fixtures', 'm2vla-tiny-a');
 /** Where the generated full-size random run directory lives (3.3 GB; override with M2VLA_FULLSIZE_DIR). */
 export const FULLSIZE_DIR = process.env.M2VLA_FULLSIZE_DIR ?? path.join(os.tmpdir(), 'm2vla-fullsize');
+
+/** The full-size random run directory (generated on first use, ~20 s, 3.3 GB). */
+export function fullsizeRun(): string {
+  return ensureRandomRun(FULLSIZE_DIR, FULL_SIZE_DIMS);
+}
 
 export interface LatencyStats { samples: number; mean: number; p50: number; p95: number; p99: number; min: number; max: number }
 

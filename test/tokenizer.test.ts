@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, InputError } from '../lib/errors.js';
 import { PromptTokenizer, promptText } from '../lib/tokenizer.js';
 
-const DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'tokenizer-tiny');
+const DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'models', 'tokenizer-tiny');
 interface Expected {
   vocab_size: number;
   special_ids: Record<string, number>;

@@ -1,0 +1,264 @@
+/**
+ * Writes a run directory with deterministic random weights in the released layout (VLA-Adapter/M²-VLA tensor names,
+ * config.json, preprocessor_config.json, dataset_statistics.json): the embedded demo model (tiny dims, stated in a
+ * manifest.json) and the full-size benchmark model (real DINOv2-L/reg4 + SigLIP-so400m + Qwen2.5-0.5B dims, bf16,
+ * no manifest: vision dims come from the timm ids, as for a released run). Nothing is downloaded.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface TowerDims { dim: number; depth: number; heads: number; mlp: number }
+export interface RandomRunDims {
+  imageSize: number;
+  numImages: number;
+  dino: TowerDims;
+  siglip: TowerDims;
+  llm: { hidden: number; layers: number; heads: number; kvHeads: number; intermediate: number; vocab: number };
+  numActionQueries: number;
+  head: { heads: number; chunk: number; actionDim: number; proprioDim: number; keyLayers: number[]; topK: number;
+    bankSize: number; bankFill: number };
+  /** bf16 (the released checkpoints) or f32 weights. */
+  dtype: 'bfloat16' | 'float32';
+  /** Write manifest.json with the dims (needed unless the towers are the real ones named by the timm ids). */
+  manifest: boolean;
+}
+
+export const FULL_SIZE_DIMS: RandomRunDims = {
+  imageSize: 224, numImages: 2,
+  dino: { dim: 1024, depth: 24, heads: 16, mlp: 4096 }, siglip: { dim: 1152, depth: 27, heads: 16, mlp: 4304 },
+  llm: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936 },
+  numActionQueries: 64,
+  head: { heads: 8, chunk: 8, actionDim: 7, proprioDim: 8, keyLayers: [3, 11, 23], topK: 4, bankSize: 10000, bankFill: 9000 },
+  dtype: 'bfloat16', manifest: false,
+};
+
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The tokenizer shipped for the demo model (models/tokenizer-tiny, a Qwen2-style byte-level BPE with 585 ids). */
+export const TINY_TOKENIZER_DIR = path.join(PACKAGE_ROOT, 'models', 'tokenizer-tiny');
+
+export const DEMO_DIMS: RandomRunDims = {
+  imageSize: 56, numImages: 2,
+  dino: { dim: 48, depth: 3, heads: 4, mlp: 192 }, siglip: { dim: 40, depth: 3, heads: 4, mlp: 149 },
+  llm: { hidden: 64, layers: 4, heads: 4, kvHeads: 2, intermediate: 128, vocab: 585 },
+  numActionQueries: 8,
+  head: { heads: 4, chunk: 8, actionDim: 7, proprioDim: 8, keyLayers: [1, 2, 4], topK: 4, bankSize: 64, bankFill: 50 },
+  dtype: 'float32', manifest: true,
+};
+
+type Init = 'w' | 'zero' | 'one' | 'ls' | 'small' | 'bank' | 'tied';
+type Spec = Array<[name: string, shape: number[], init: Init]>;
+
+function vlmSpec(d: RandomRunDims): Spec {
+  const t: Spec = [];
+  const lin = (n: string, o: number, i: number, bias = true) => {
+    t.push([`${n}.weight`, [o, i], 'w']);
+    if (bias) t.push([`${n}.bias`, [o], 'zero']);
+  };
+  const ln = (n: string, dim: number, bias = true) => {
+    t.push([`${n}.weight`, [dim], 'one']);
+    if (bias) t.push([`${n}.bias`, [dim], 'zero']);
+  };
+  const patches = (d.imageSize / 14) ** 2;
+  const tower = (p: string, s: TowerDims, reg: number, dino: boolean) => {
+    if (dino) t.push([`${p}cls_token`, [1, 1, s.dim], 'w'], [`${p}reg_token`, [1, reg, s.dim], 'w']);
+    t.push([`${p}pos_embed`, [1, patches, s.dim], 'w'], [`${p}patch_embed.proj.weight`, [s.dim, 3, 14, 14], 'w'],
+      [`${p}patch_embed.proj.bias`, [s.dim], 'zero']);
+    for (let b = 0; b < s.depth; b++) {
+      const q = `${p}blocks.${b}.`;
+      ln(`${q}norm1`, s.dim); lin(`${q}attn.qkv`, 3 * s.dim, s.dim); lin(`${q}attn.proj`, s.dim, s.dim); ln(`${q}norm2`, s.dim);
+      lin(`${q}mlp.fc1`, s.mlp, s.dim); lin(`${q}mlp.fc2`, s.dim, s.mlp);
+      if (dino) t.push([`${q}ls1.scale_factor`, [s.dim], 'ls'], [`${q}ls2.scale_factor`, [s.dim], 'ls']);
+    }
+    ln(`${p}norm`, s.dim);
+    if (!dino) { // SigLIP's MAP head: present in checkpoints, unused by the policy
+      t.push([`${p}attn_pool.latent`, [1, 1, s.dim], 'w']);
+      lin(`${p}attn_pool.q`, s.dim, s.dim); lin(`${p}attn_pool.kv`, 2 * s.dim, s.dim); lin(`${p}attn_pool.proj`, s.dim, s.dim);
+      ln(`${p}attn_pool.norm`, s.dim); lin(`${p}attn_pool.mlp.fc1`, s.mlp, s.dim); lin(`${p}attn_pool.mlp.fc2`, s.dim, s.mlp);
+    }
+  };
+  tower('vision_backbone.featurizer.', d.dino, 4, true);
+  tower('vision_backbone.fused_featurizer.', d.siglip, 0, false);
+  const fused = d.dino.dim + d.siglip.dim, H = d.llm.hidden, kv = (H / d.llm.heads) * d.llm.kvHeads;
+  lin('projector.fc1', 4 * fused, fused); lin('projector.fc2', H, 4 * fused); lin('projector.fc3', H, H);
+  t.push(['language_model.model.embed_tokens.weight', [d.llm.vocab, H], 'w']);
+  for (let l = 0; l < d.llm.layers; l++) {
+    const q = `language_model.model.layers.${l}.`;
+    ln(`${q}input_layernorm`, H, false); ln(`${q}post_attention_layernorm`, H, false);
+    lin(`${q}self_attn.q_proj`, H, H); lin(`${q}self_attn.k_proj`, kv, H); lin(`${q}self_attn.v_proj`, kv, H);
+    lin(`${q}self_attn.o_proj`, H, H, false);
+    const I = d.llm.intermediate;
+    lin(`${q}mlp.gate_proj`, I, H, false); lin(`${q}mlp.up_proj`, I, H, false); lin(`${q}mlp.down_proj`, H, I, false);
+  }
+  ln('language_model.model.norm', H, false);
+  t.push(['language_model.lm_head.weight', [d.llm.vocab, H], 'tied'], ['action_queries.weight', [d.numActionQueries, H], 'w']);
+  return t;
+}
+
+function headSpec(d: RandomRunDims): Spec {
+  const t: Spec = [];
+  const D = d.llm.hidden, { chunk, actionDim: A } = d.head;
+  const lin = (n: string, o: number, i: number) => t.push([`${n}.weight`, [o, i], 'w'], [`${n}.bias`, [o], 'zero']);
+  t.push(['model.layer_norm1.weight', [D * A], 'one'], ['model.layer_norm1.bias', [D * A], 'small']);
+  lin('model.fc1', D, D * A);
+  for (let b = 0; b < d.llm.layers; b++) {
+    const q = `model.mlp_resnet_blocks.${b}.`;
+    for (const n of ['q_proj', 'k_self', 'v_self', 'v_adapter', 'k_task', 'v_task', 'k_memory', 'v_memory', 'o_proj']) lin(q + n, D, D);
+    lin(`${q}k_adapter`, D + d.head.heads, D); lin(`${q}film_gen.0`, 2 * D, D);
+    t.push([`${q}ffn.0.weight`, [D], 'one'], [`${q}ffn.0.bias`, [D], 'zero']);
+    lin(`${q}ffn.1`, D, D);
+    t.push([`${q}gating_factor`, [1], 'small']);
+  }
+  t.push(['model.layer_norm2.weight', [D], 'one'], ['model.layer_norm2.bias', [D], 'zero']);
+  lin('model.fc2', A, D); lin('memory_value_proj', chunk * D, chunk * A);
+  const keyDim = d.head.keyLayers.length * D;
+  t.push(['memory_bank.keys', [d.head.bankSize, keyDim], 'bank'], ['memory_bank.values', [d.head.bankSize, chunk * A], 'bank']);
+  return t;
+}
+
+/** Uniform in [-1, 1) from a seeded xorshift32: deterministic and fast enough for 1.6 G values. */
+function makeUniform(seed: number): () => number {
+  let s = (seed ^ 0x9e3779b9) >>> 0 || 1;
+  return () => {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    return s / 2147483648 - 1;
+  };
+}
+
+function fill(init: Init, out: Float32Array, uniform: () => number, rows?: number, filled?: number) {
+  const std = init === 'w' ? 0.02 : init === 'small' ? 0.1 : init === 'bank' ? 0.5 : 0;
+  if (std) {
+    const a = std * Math.sqrt(3); // uniform with that std
+    const n = init === 'bank' && rows ? (out.length / rows) * (filled ?? rows) : out.length; // rows past `size` stay 0
+    for (let i = 0; i < n; i++) out[i] = uniform() * a;
+  } else out.fill(init === 'one' ? 1 : init === 'ls' ? 1e-5 : 0);
+}
+
+function toBf16(src: Float32Array): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length), out = new Uint16Array(src.length);
+  for (let i = 0; i < u.length; i++) out[i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16; // round to nearest even
+  return out;
+}
+
+interface Extra { dtype: string; shape: number[]; bytes: Uint8Array }
+
+function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: number, extra: Record<string, Extra> = {}) {
+  const bf16 = dims.dtype === 'bfloat16', elem = bf16 ? 2 : 4;
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt', generator: 'm2vla lib/random-run.ts' } };
+  let off = 0;
+  for (const [name, shape] of spec) {
+    const n = elem * shape.reduce((a, b) => a * b, 1);
+    header[name] = { dtype: bf16 ? 'BF16' : 'F32', shape, data_offsets: [off, off + n] };
+    off += n;
+  }
+  for (const [name, t] of Object.entries(extra)) {
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.bytes.length] };
+    off += t.bytes.length;
+  }
+  let h = Buffer.from(JSON.stringify(header));
+  h = Buffer.concat([h, Buffer.alloc((8 - (h.length % 8)) % 8, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(h.length));
+  const fd = fs.openSync(`${file}.tmp`, 'w');
+  fs.writeSync(fd, len);
+  fs.writeSync(fd, h);
+  const uniform = makeUniform(seed);
+  let tied: Uint8Array | undefined;
+  for (const [name, shape, init] of spec) {
+    let bytes: Uint8Array;
+    if (init === 'tied' && tied) bytes = tied;
+    else {
+      const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      fill(init, v, uniform, shape[0], dims.head.bankFill);
+      const out = bf16 ? toBf16(v) : v;
+      bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+    }
+    if (name.endsWith('embed_tokens.weight')) tied = bytes;
+    fs.writeSync(fd, bytes);
+  }
+  for (const t of Object.values(extra)) fs.writeSync(fd, t.bytes);
+  fs.closeSync(fd);
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+function writeJson(file: string, value: unknown) {
+  fs.writeFileSync(file, JSON.stringify(value, null, 2) + '\n');
+}
+
+function writeConfigs(dir: string, d: RandomRunDims) {
+  const dtype = d.dtype;
+  writeJson(path.join(dir, 'config.json'), {
+    architectures: ['OpenVLAForActionPrediction'], model_type: 'openvla', arch_specifier: 'no-align+fused-gelu-mlp',
+    hf_llm_id: 'Qwen/Qwen2.5-0.5B', llm_backbone_id: 'qwen25-0_5b-extra', vision_backbone_id: 'dinosiglip-vit-so-224px',
+    image_resize_strategy: 'resize-naive', image_sizes: [d.imageSize, d.imageSize], use_fused_vision_backbone: true,
+    timm_model_ids: ['vit_large_patch14_reg4_dinov2.lvd142m', 'vit_so400m_patch14_siglip_224'],
+    timm_override_act_layers: [null, null], torch_dtype: dtype,
+    text_config: {
+      model_type: 'qwen2', hidden_act: 'silu', hidden_size: d.llm.hidden, intermediate_size: d.llm.intermediate,
+      num_hidden_layers: d.llm.layers, num_attention_heads: d.llm.heads, num_key_value_heads: d.llm.kvHeads,
+      max_position_embeddings: 32768, rms_norm_eps: 1e-6, rope_theta: 1e6, tie_word_embeddings: true,
+      vocab_size: d.llm.vocab, torch_dtype: dtype,
+    },
+  });
+  const S = d.imageSize;
+  writeJson(path.join(dir, 'preprocessor_config.json'), {
+    image_processor_type: 'PrismaticImageProcessor', image_resize_strategy: 'resize-naive', use_fused_vision_backbone: true,
+    input_sizes: [[3, S, S], [3, S, S]], interpolations: ['bicubic', 'bicubic'],
+    means: [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]], stds: [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
+    tvf_resize_params: [0, 1].map(() => ({ antialias: true, interpolation: 3, max_size: null, size: [S, S] })),
+    tvf_crop_params: [0, 1].map(() => ({ output_size: [S, S] })),
+    // VLA-Adapter's DINO mean/std are bf16-rounded ImageNet values
+    tvf_normalize_params: [
+      { inplace: false, mean: [0.484375, 0.455078125, 0.40625], std: [0.228515625, 0.2236328125, 0.224609375] },
+      { inplace: false, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] },
+    ],
+    tvf_do_letterbox: false, tvf_letterbox_fill: null,
+  });
+  const A = d.head.actionDim, P = d.head.proprioDim;
+  const stat = (n: number, lo: number, hi: number, gripperPassThrough: boolean) => ({
+    mean: Array(n).fill((lo + hi) / 2), std: Array(n).fill((hi - lo) / 4),
+    max: Array(n).fill(hi * 1.05), min: Array(n).fill(lo * 1.05), q01: Array(n).fill(lo), q99: Array(n).fill(hi),
+    mask: Array.from({ length: n }, (_, i) => !(gripperPassThrough && i === n - 1)),
+  });
+  writeJson(path.join(dir, 'dataset_statistics.json'), {
+    random_demo: {
+      action: stat(A, -0.5, 0.5, true), proprio: stat(P, -1, 1, false), num_transitions: 0, num_trajectories: 0,
+    },
+  });
+  if (d.manifest) {
+    const tower = (t: TowerDims, kind: 'dinov2' | 'siglip') => ({
+      kind, embed_dim: t.dim, depth: t.depth, num_heads: t.heads, mlp_hidden: t.mlp, class_token: kind === 'dinov2',
+      reg_tokens: kind === 'dinov2' ? 4 : 0, layerscale: kind === 'dinov2', take_block_index: t.depth - 2,
+    });
+    writeJson(path.join(dir, 'manifest.json'), {
+      name: 'm2vla random run', generator: 'm2vla lib/random-run.ts',
+      vision: { image_size: S, num_images: d.numImages, featurizer: tower(d.dino, 'dinov2'), fused_featurizer: tower(d.siglip, 'siglip') },
+      sequence: { num_action_queries_NT: d.numActionQueries, aq_placeholder_token_id: 1, stop_token_id: 2 },
+      action_head: { memory: { key_layer_indices: d.head.keyLayers, top_k: d.head.topK } },
+    });
+  }
+}
+
+/**
+ * Create (once; a `.complete` marker makes it idempotent) a random run directory with these dims and return it.
+ * `tokenizerDir` (optional) is copied in (tokenizer.json, tokenizer_config.json).
+ */
+export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { seed?: number; tokenizerDir?: string } = {}): string {
+  const done = path.join(dir, '.complete');
+  if (fs.existsSync(done)) return dir;
+  const seed = options.seed ?? 0;
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed);
+  const size = new BigInt64Array([BigInt(dims.head.bankFill)]);
+  writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1,
+    { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
+  const D = dims.llm.hidden;
+  writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), [['fc1.weight', [D, dims.head.proprioDim], 'w'],
+    ['fc1.bias', [D], 'zero'], ['fc2.weight', [D, D], 'w'], ['fc2.bias', [D], 'zero']], dims, seed + 2);
+  writeConfigs(dir, dims);
+  if (options.tokenizerDir) {
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(options.tokenizerDir, f), path.join(dir, f));
+  }
+  fs.writeFileSync(done, `${JSON.stringify({ seed, dims })}\n`);
+  return dir;
+}
