@@ -4,6 +4,9 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_runtime(env, exports);
   m2vla::addon::init_checkpoint(env, exports);
+  m2vla::addon::init_head(env, exports);
+  m2vla::addon::init_memory_bank(env, exports);
+  m2vla::addon::init_diffusion(env, exports);
   return exports;
 }
 }  // namespace
