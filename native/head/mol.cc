@@ -78,11 +78,13 @@ float MolBlock::tanh_g() const { return std::tanh(gating_factor.item<float>()); 
 
 MolCondition mol_condition(const MolBlock& block, const at::Tensor& h_adapter, const at::Tensor& h_task,
                            const MolTables& tables, MolImpl impl) {
-  MolCondition cond{impl, block.kv_adapter(h_adapter).contiguous(), block.kv_task(h_task).contiguous()};
-  if (impl == MolImpl::Fused) {
-    apply_rope_inplace(cond.adapter, 0, block.heads, block.head_dim, tables.adapter);
-    apply_rope_inplace(cond.task, 0, block.heads, block.head_dim, tables.task);
-  }
+  const int64_t D = block.dim, H = block.heads;
+  if (impl == MolImpl::Reference) return {impl, block.kv_adapter(h_adapter), block.kv_task(h_task), {}, {}};
+  // Keys (and the gate scores) only: values are projected after the attention-weighted sum (mol_fused.cc).
+  MolCondition cond{impl, block.kv_adapter.rows(0, D + H)(h_adapter).contiguous(), block.kv_task.rows(0, D)(h_task).contiguous(),
+                    h_adapter, h_task};
+  apply_rope_inplace(cond.adapter, 0, H, block.head_dim, tables.adapter);
+  apply_rope_inplace(cond.task, 0, H, block.head_dim, tables.task);
   return cond;
 }
 
@@ -92,7 +94,7 @@ at::Tensor mol_forward(const MolBlock& block, const at::Tensor& x, const MolCond
   at::Tensor mix;
   if (cond.impl == MolImpl::Fused) {
     apply_rope_inplace(qkv, 0, 2 * block.heads, block.head_dim, tables.chunk);  // q and k_self are adjacent
-    mix = mol_attention_fused(qkv, cond, block.tanh_g(), block.heads, block.head_dim);
+    mix = mol_attention_fused(block, qkv, cond);
   } else {
     mix = mix_reference(block, qkv, cond, tables, trace);
   }

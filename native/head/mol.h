@@ -6,9 +6,14 @@
 // then out = o_proj(mix) + MSM context, x = FFN(out + x) with FFN = LayerNorm → Linear → ReLU (no outer residual).
 // k_memory, v_memory and film_gen exist in checkpoints but the reference forward never uses them: not loaded.
 //
-// Two implementations: Reference (op by op as the reference code; yields every intermediate) and Fused (one pass
-// over the queries per (batch, head), reading q/k/v straight out of the projection outputs). They agree to float
-// rounding (tests: 1e-5).
+// Two implementations that agree to float rounding (tests: 1e-5):
+// - Reference: op by op as the reference code (separate projections, reshapes, three matmul/softmax/matmul);
+//   yields every intermediate.
+// - Fused: one pass over the queries per (batch, head) computes the three logit rows and softmaxes, reading keys in
+//   place from the projection outputs (no reshape/transpose/RoPE copy/concat). The conditioning values are never
+//   projected per token: sum_j w_j (W_v h_j + b) = W_v (sum_j w_j h_j) + b because the weights sum to one, so the
+//   weighted sums are taken over the raw tokens (one GEMM per branch) and projected once per query and head. For
+//   the 512 vision tokens that drops the v_task projection, half of the head's FLOPs (SPEC §3.1 shapes).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -42,12 +47,13 @@ struct MolTables {
   RopeTable chunk, adapter, task;  // 0..chunk-1, 0..NT, 0..NP-1
 };
 
-// The projections of a block's conditioning tokens. They do not depend on the action latent, so a forward computes
-// them once and every denoising step reuses them. The fused path stores its keys already rotated.
+// What a block needs of its conditioning tokens. It does not depend on the action latent, so a forward computes it
+// once and every denoising step reuses it.
 struct MolCondition {
   MolImpl impl;
-  at::Tensor adapter;  // [B, NT+1, 2D+H]: keys | gate scores | values
-  at::Tensor task;     // [B, NP, 2D]: keys | values
+  at::Tensor adapter;  // Reference: [B, NT+1, 2D+H] keys | gate scores | values. Fused: [B, NT+1, D+H] rotated keys | gate
+  at::Tensor task;     // Reference: [B, NP, 2D] keys | values. Fused: [B, NP, D] rotated keys
+  at::Tensor adapter_tokens, task_tokens;  // Fused: the [AQ; proprio] and vision tokens, [B, n, D]
 };
 
 // Every intermediate of the Reference path, named like the fixture's `expected.head.block{N}.*`.
@@ -65,7 +71,7 @@ at::Tensor mol_forward(const MolBlock& block, const at::Tensor& x, const MolCond
                        const MolTables& tables, BlockTrace* trace = nullptr);
 
 // The fused attention: mix [B, chunk, D] (o_proj input) from the q/k/v projection [B, chunk, 3D] (q and k rotated)
-// and the condition's projections, parallel over batch × heads.
-at::Tensor mol_attention_fused(const at::Tensor& qkv, const MolCondition& cond, float tanh_g, int64_t heads, int64_t head_dim);
+// and a Fused condition.
+at::Tensor mol_attention_fused(const MolBlock& block, const at::Tensor& qkv, const MolCondition& cond);
 
 }  // namespace m2vla::head

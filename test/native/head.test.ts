@@ -181,7 +181,8 @@ describe('fused MoL == op-by-op math', () => {
     const proprio = Float32Array.from(f64(fixture('case3', 'expected.proprio_norm')));
     const fused = await bf16.forward({ ...input, proprio, referenceCasts: true, impl: 'fused' });
     const plain = await bf16.forward({ ...input, proprio, referenceCasts: true, impl: 'reference' });
-    within('bf16.fused_vs_plain', fused.normalized, plain.normalized, 0.05);
+    // bfloat16 keeps ~3 significant digits and the two paths round at different points; actions are O(1).
+    within('bf16.fused_vs_plain', fused.normalized, plain.normalized, 0.1);
     within('bf16.vs_float32_reference', fused.normalized, f32('case3', 'expected.normalized_actions'), 0.1);
     bf16.dispose();
   });
