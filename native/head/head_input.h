@@ -12,7 +12,6 @@ namespace m2vla::head {
 struct HeadInput {
   std::vector<at::Tensor> vision;          // per hidden state: [B, NP, D] (views into the hidden states)
   std::vector<at::Tensor> action_queries;  // per hidden state: [B, NT, D]
-  int64_t num_hidden_states() const { return int64_t(vision.size()); }
 };
 
 // `hidden`: [L+1, B, seq, D]. `round_aq_bf16` applies the reference's hard-coded `.to(torch.bfloat16)` of the AQ

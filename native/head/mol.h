@@ -33,7 +33,7 @@ struct MolBlock {
   Linear kv_adapter;  // k_adapter (D key rows + `heads` gate rows) | v_adapter: [2D + H, D]
   Linear kv_task;     // k_task | v_task: [2D, D]
   Linear o_proj;
-  at::Tensor gating_factor;  // [1] float32: the static vision factor tanh(g)
+  at::Tensor gating_factor;  // [1] float32 g: vision logits are scaled by the static factor tanh(g)
   LayerNorm ffn_norm;
   Linear ffn_fc;
 

@@ -11,8 +11,9 @@
 //   subsequence that keeps the first k elements and every element that beats the k-th best of the rows before it
 //   gives the same heap. Each chunk keeps exactly such a superset for its rows (every element that beats the k-th
 //   best of the chunk's own earlier rows; the chunk's k-th best is never above the global one), the chunks'
-//   candidate lists are concatenated in row order and std::partial_sort runs on that. Small banks (n < 64k) keep
-//   all n similarities (at most 64k floats per query) and repeat the nth_element path.
+//   candidate lists are concatenated in row order and std::partial_sort runs on that. A chunk keeps about
+//   k·ln(rows/k) candidates on unordered data (at most all its rows, for a bank sorted by increasing similarity).
+//   Small banks (n < 64k) keep all n similarities (fewer than 64k floats per query) and repeat the nth_element path.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
