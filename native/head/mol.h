@@ -7,8 +7,9 @@
 // k_memory, v_memory and film_gen exist in checkpoints but the reference forward never uses them: not loaded.
 //
 // Two implementations that agree to float rounding (tests: 1e-5):
-// - Reference: op by op as the reference code (separate projections, reshapes, three matmul/softmax/matmul);
-//   yields every intermediate.
+// - Reference: the reference code's op sequence (projections, head reshapes, RoPE, three matmul/softmax/matmul,
+//   stack-mean; the projections of one input share a GEMM through stacked weights, same dot products); yields
+//   every intermediate.
 // - Fused: one pass over the queries per (batch, head) computes the three logit rows and softmaxes, reading keys in
 //   place from the projection outputs (no reshape/transpose/RoPE copy/concat). The conditioning values are never
 //   projected per token: sum_j w_j (W_v h_j + b) = W_v (sum_j w_j h_j) + b because the weights sum to one, so the
