@@ -6,3 +6,8 @@ export {
 } from './images.js';
 export { PromptTokenizer, promptText, QWEN_SYSTEM_PROMPT } from './tokenizer.js';
 export { loadStateDict, type CheckpointTensor, type LoadStateDictOptions } from './checkpoint.js';
+export {
+  ActionHead, createHead, loadHead, readDatasetStatistics,
+  type DatasetStatistics, type DenoiseOptions, type HeadCreateOptions, type HeadForwardInput, type HeadForwardOutput,
+  type HeadPredictInput, type HeadPredictOutput, type HeadRetrieval, type LoadHeadOptions, type NormStats,
+} from './head.js';

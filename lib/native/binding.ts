@@ -25,6 +25,97 @@ export interface NativeTensor {
   data: Uint8Array;
 }
 
+export interface NativeDenoiseConfig {
+  trainSteps?: number;
+  inferenceSteps?: number;
+  clipSample?: boolean;
+  timeEmbedDim?: number;
+  initSeed?: number;
+}
+
+export interface NativeHeadConfig {
+  keyLayerIndices: number[];
+  topK: number;
+  objective?: 'l1' | 'denoise';
+  numPatches: number;
+  numActionQueries: number;
+  denoise?: NativeDenoiseConfig;
+}
+
+export interface NativeHeadDims {
+  hidden: number;
+  numBlocks: number;
+  numHeads: number;
+  headDim: number;
+  actionDim: number;
+  chunk: number;
+  proprioDim: number;
+  keyDim: number;
+  bankCapacity: number;
+  bankSize: number;
+}
+
+export interface NativeHeadForwardInput {
+  hiddenStates: Float32Array;
+  /** [L+1, B, seq, D] */
+  hiddenShape: number[];
+  promptLen: number;
+  /** [B, proprioDim], already normalized. */
+  proprio: Float32Array;
+  referenceCasts?: boolean;
+  intermediates?: boolean;
+  impl?: 'fused' | 'reference';
+  seed?: number;
+}
+
+export interface NativeRetrieval {
+  indices: Int32Array;
+  similarities: Float32Array;
+  values: Float32Array;
+}
+
+export interface NativeBlockTrace {
+  in: NativeTensor; tanhG: NativeTensor; saWeights: NativeTensor; caSWeights: NativeTensor; caSGate: NativeTensor;
+  caVWeights: NativeTensor; attnMix: NativeTensor; oProjOut: NativeTensor; memWeights: NativeTensor;
+  memContext: NativeTensor; ffnIn: NativeTensor; out: NativeTensor;
+}
+
+export interface NativeHeadTrace {
+  inputAq: NativeTensor;
+  proprioFeatures: NativeTensor;
+  hMemory: NativeTensor;
+  x0: NativeTensor;
+  blocks: NativeBlockTrace[];
+}
+
+export interface NativeHeadOutput {
+  normalized: Float32Array;
+  shape: [number, number, number];
+  retrieval: NativeRetrieval & { queryKeys: Float32Array };
+  intermediates?: NativeHeadTrace;
+}
+
+export interface NativeHead {
+  forward(input: NativeHeadForwardInput): Promise<NativeHeadOutput>;
+  dims(): NativeHeadDims;
+  dispose(): void;
+}
+
+export interface NativeMemoryBank {
+  append(rows: { keys: Float32Array; values: Float32Array }): Promise<number>;
+  query(options: { queries: Float32Array; topK: number; impl?: 'fused' | 'reference' }): Promise<NativeRetrieval>;
+  snapshot(): Promise<{ keys: NativeTensor; values: NativeTensor; size: number }>;
+  info(): { size: number; capacity: number; keyDim: number; valueDim: number };
+  dispose(): void;
+}
+
+export interface NativeBoundsStats {
+  q01: Float64Array;
+  q99: Float64Array;
+  /** 1 = normalize this dimension, 0 = pass it through. */
+  mask: Uint8Array;
+}
+
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
@@ -39,6 +130,17 @@ export interface BindingModule {
     imagesPerSample?: number;
     threads?: number;
   }): Promise<Float32Array>;
+  createHead(options: {
+    actionHeadPath: string; proprioProjectorPath: string; config: NativeHeadConfig; dtype?: NativeDtype; threads?: number;
+  }): Promise<NativeHead>;
+  normalizeBounds(args: NativeBoundsStats & { values: Float64Array }): Float64Array;
+  unnormalizeBounds(args: NativeBoundsStats & { values: Float32Array }): Float64Array;
+  createMemoryBank(options: { capacity: number; keyDim: number; valueDim: number; threads?: number }): Promise<NativeMemoryBank>;
+  ddimSchedule(options: { trainSteps: number; inferenceSteps: number }): { alphasCumprod: Float64Array; timesteps: Int32Array };
+  ddimStep(options: {
+    sample: Float32Array; modelOutput: Float32Array; timestep: number; prevTimestep: number; trainSteps: number; clipSample?: boolean;
+  }): Float32Array;
+  ddimAddNoise(options: { sample: Float32Array; noise: Float32Array; timesteps: number[]; trainSteps: number }): Float32Array;
 }
 
 let cached: { addon: BindingModule; file: string; libtorch: FoundLibtorch } | undefined;

@@ -5,6 +5,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_runtime(env, exports);
   m2vla::addon::init_checkpoint(env, exports);
   m2vla::addon::init_preprocess(env, exports);
+  m2vla::addon::init_head(env, exports);
+  m2vla::addon::init_memory_bank(env, exports);
+  m2vla::addon::init_diffusion(env, exports);
   return exports;
 }
 }  // namespace

@@ -6,4 +6,7 @@ namespace m2vla::addon {
 void init_runtime(Napi::Env env, Napi::Object exports);
 void init_checkpoint(Napi::Env env, Napi::Object exports);
 void init_preprocess(Napi::Env env, Napi::Object exports);
+void init_head(Napi::Env env, Napi::Object exports);
+void init_memory_bank(Napi::Env env, Napi::Object exports);
+void init_diffusion(Napi::Env env, Napi::Object exports);
 }  // namespace m2vla::addon

@@ -1,0 +1,242 @@
+/**
+ * The M²-VLA action head on its own: the VLM's hidden states and the robot state in, an action chunk out.
+ *
+ *   await using head = await loadHead(runDir);
+ *   const { actions } = await head.predict({ hiddenStates, hiddenShape, promptLen, state });
+ *
+ * TypeScript validates and packs; the addon computes (normalization, retrieval, the MoL blocks, unnormalization).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { readRunConfig, type HeadConfig } from './config.js';
+import { readJson } from './json.js';
+import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
+import {
+  getBinding, type NativeDenoiseConfig, type NativeDtype, type NativeHead, type NativeHeadDims, type NativeHeadTrace,
+} from './native/binding.js';
+import { runTorchJob } from './native/queue.js';
+
+/** BOUNDS_Q99 statistics of one quantity (dataset_statistics.json[key].action / .proprio). */
+export interface NormStats {
+  q01: Float64Array;
+  q99: Float64Array;
+  /** true = normalize this dimension; false = pass it through (the gripper of LIBERO actions). */
+  mask: boolean[];
+}
+
+export interface DatasetStatistics {
+  /** The unnorm key the statistics were taken from. */
+  key: string;
+  action: NormStats;
+  proprio: NormStats;
+}
+
+export type DenoiseOptions = NativeDenoiseConfig;
+
+export interface HeadCreateOptions {
+  actionHeadPath: string;
+  proprioProjectorPath: string;
+  config: HeadConfig & { numPatches: number; numActionQueries: number; denoise?: DenoiseOptions };
+  /** Weights and activations (the memory bank stays bfloat16, retrieval float32). Default float32. */
+  dtype?: NativeDtype;
+  /** Torch threads for this head's jobs (default: libtorch's choice). */
+  threads?: number;
+  /** Needed by predict() (normalize the state, unnormalize the actions). */
+  statistics?: DatasetStatistics;
+}
+
+export interface HeadForwardInput {
+  /** [L+1, B, seq, D] hidden states of the VLM, index 0 = embeddings. */
+  hiddenStates: Float32Array;
+  hiddenShape: [number, number, number, number] | number[];
+  /** Prompt tokens including the first one (P): the action queries start at NP + P - 1 after the off-by-one. */
+  promptLen: number;
+  /** [B, proprioDim] normalized proprio. */
+  proprio: Float32Array;
+  /**
+   * Round the action-query slice of every hidden state and the normalized proprio to bfloat16, as the reference's
+   * hard-coded `.to(torch.bfloat16)` does (computation continues in the head's dtype). Default false.
+   */
+  referenceCasts?: boolean;
+  /** Per-block intermediates (runs the op-by-op reference path). */
+  intermediates?: boolean;
+  /** 'fused' (default) or 'reference' (op by op, and retrieval by cdist + topk). */
+  impl?: 'fused' | 'reference';
+  /** Denoise objective: seed of the initial noise (random when absent). */
+  seed?: number;
+}
+
+export interface HeadRetrieval {
+  /** [B, topK] bank rows by descending similarity; 0-padded when the bank has fewer rows, -1 when it is empty. */
+  indices: Int32Array;
+  /** [B, topK] -10000 × mean |query - key|. */
+  similarities: Float32Array;
+  /** [B, topK, chunk × actionDim] the retrieved value rows. */
+  values: Float32Array;
+  /** [B, keyDim] the query keys. */
+  queryKeys: Float32Array;
+}
+
+export interface HeadForwardOutput {
+  /** [B, chunk, actionDim] in the normalized action space. */
+  normalized: Float32Array;
+  shape: [number, number, number];
+  retrieval: HeadRetrieval;
+  intermediates?: NativeHeadTrace;
+}
+
+export interface HeadPredictInput extends Omit<HeadForwardInput, 'proprio' | 'intermediates'> {
+  /** [B, proprioDim] raw robot state (e.g. LIBERO's 8 values per sample). */
+  state: ArrayLike<number>;
+}
+
+export interface HeadPredictOutput extends HeadForwardOutput {
+  /** [B, chunk, actionDim] unnormalized actions (float64, like the reference's numpy result). */
+  actions: Float64Array;
+  /** [B, proprioDim] the normalized state fed to the head (float64, before the float32 conversion). */
+  proprio: Float64Array;
+}
+
+function numbers(value: unknown, what: string): number[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+    throw new ConfigError(`${what}: expected an array of finite numbers`);
+  }
+  return value as number[];
+}
+
+function normStats(entry: unknown, what: string): NormStats {
+  const e = (entry ?? {}) as Record<string, unknown>;
+  const q01 = numbers(e.q01, `${what}.q01`), q99 = numbers(e.q99, `${what}.q99`);
+  if (q99.length !== q01.length) throw new ConfigError(`${what}: q01 and q99 have different lengths`);
+  const mask = e.mask === undefined ? q01.map(() => true) : e.mask;
+  if (!Array.isArray(mask) || mask.length !== q01.length || mask.some((m) => typeof m !== 'boolean')) {
+    throw new ConfigError(`${what}.mask: expected ${q01.length} booleans`);
+  }
+  return { q01: Float64Array.from(q01), q99: Float64Array.from(q99), mask: mask as boolean[] };
+}
+
+/**
+ * dataset_statistics.json → the statistics of one dataset. Without `unnormKey` the file must hold exactly one; like
+ * the LIBERO eval script, "<key>_no_noops" is used when only that exists.
+ */
+export function readDatasetStatistics(file: string, unnormKey?: string): DatasetStatistics {
+  const all = readJson(file);
+  const keys = Object.keys(all);
+  let key = unnormKey;
+  if (key === undefined) {
+    if (keys.length !== 1) throw new ConfigError(`${file}: holds ${keys.length} datasets; pass unnormKey, one of: ${keys.join(', ')}`);
+    key = keys[0];
+  } else if (!(key in all) && `${key}_no_noops` in all) {
+    key = `${key}_no_noops`;
+  }
+  if (!(key in all)) throw new ConfigError(`unnormKey: "${unnormKey}" is not in ${file}; available: ${keys.join(', ')}`);
+  const entry = all[key] as Record<string, unknown>;
+  return { key, action: normStats(entry.action, `${file}: ${key}.action`), proprio: normStats(entry.proprio, `${file}: ${key}.proprio`) };
+}
+
+function nativeStats(s: NormStats) {
+  return { q01: s.q01, q99: s.q99, mask: Uint8Array.from(s.mask, (m) => (m ? 1 : 0)) };
+}
+
+export class ActionHead implements AsyncDisposable {
+  #native: NativeHead | undefined;
+  /** Read off the checkpoint. */
+  readonly dims: NativeHeadDims;
+
+  constructor(native: NativeHead, readonly statistics?: DatasetStatistics) {
+    this.#native = native;
+    this.dims = native.dims();
+  }
+
+  /** Normalized proprio in, normalized actions out (plus the retrieval, and intermediates on request). */
+  forward(input: HeadForwardInput): Promise<HeadForwardOutput> {
+    const native = this.#native;
+    if (!native) return Promise.reject(new DisposedError('ActionHead: forward() after dispose()'));
+    const { hiddenStates, hiddenShape, promptLen, proprio, referenceCasts, intermediates, impl, seed } = input;
+    return runTorchJob(() => native.forward({
+      hiddenStates, hiddenShape: [...hiddenShape], promptLen, proprio, referenceCasts, intermediates, impl, seed,
+    }));
+  }
+
+  /** Raw state in, unnormalized actions out, with the run's dataset statistics. */
+  async predict(input: HeadPredictInput): Promise<HeadPredictOutput> {
+    const stats = this.statistics;
+    if (!stats) throw new ConfigError('ActionHead.predict: no dataset statistics (pass `statistics` when creating the head)');
+    const { state, ...rest } = input;
+    const batch = input.hiddenShape[1];
+    const expected = batch * this.dims.proprioDim;
+    if (state.length !== expected) {
+      throw new ShapeError(`state: expected ${expected} values (batch ${batch} × proprio dim ${this.dims.proprioDim}), got ${state.length}`);
+    }
+    for (let i = 0; i < state.length; i++) {
+      if (!Number.isFinite(state[i])) throw new InputError(`state: value ${i} is ${state[i]}; expected finite numbers`);
+    }
+    if (stats.proprio.q01.length !== this.dims.proprioDim || stats.action.q01.length !== this.dims.actionDim) {
+      throw new ConfigError(`statistics "${stats.key}": proprio/action have ${stats.proprio.q01.length}/${stats.action.q01.length} ` +
+        `dimensions, the head ${this.dims.proprioDim}/${this.dims.actionDim}`);
+    }
+    const binding = getBinding();
+    const proprio = binding.normalizeBounds({ values: Float64Array.from(state), ...nativeStats(stats.proprio) });
+    // torch.Tensor(normalized) in the reference: float64 → float32.
+    const out = await this.forward({ ...rest, proprio: Float32Array.from(proprio) });
+    const actions = binding.unnormalizeBounds({ values: out.normalized, ...nativeStats(stats.action) });
+    return { ...out, actions, proprio };
+  }
+
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+}
+
+export function createHead(options: HeadCreateOptions): Promise<ActionHead> {
+  const { actionHeadPath, proprioProjectorPath, config, dtype = 'float32', threads, statistics } = options;
+  return runTorchJob(async () => {
+    const native = await getBinding().createHead({ actionHeadPath, proprioProjectorPath, config, dtype, threads });
+    return new ActionHead(native, statistics);
+  });
+}
+
+/** A head checkpoint of a run directory: `<stem>.safetensors`, else the one `<stem>--*checkpoint.pt`. */
+function headFile(runDir: string, stem: string): string {
+  const safetensors = path.join(runDir, `${stem}.safetensors`);
+  if (fs.existsSync(safetensors)) return safetensors;
+  const pt = fs.readdirSync(runDir).filter((f) => f.startsWith(`${stem}--`) && f.endsWith('checkpoint.pt'));
+  if (pt.length === 1) return path.join(runDir, pt[0]);
+  throw new CheckpointError(pt.length === 0
+    ? `${runDir}: no ${stem}.safetensors or ${stem}--*checkpoint.pt`
+    : `${runDir}: several ${stem} checkpoints (${pt.join(', ')}); pass the file explicitly to createHead()`);
+}
+
+export interface LoadHeadOptions {
+  dtype?: NativeDtype;
+  threads?: number;
+  /** dataset_statistics.json entry; required when the file holds several datasets. */
+  unnormKey?: string;
+  /** Overrides of the run directory's head config. */
+  head?: Partial<HeadConfig> & { denoise?: DenoiseOptions };
+}
+
+/** The action head of a run directory (checkpoints, config.json/manifest.json, dataset_statistics.json). */
+export function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise<ActionHead> {
+  const run = readRunConfig(runDir, { keyLayerIndices: options.head?.keyLayerIndices });
+  const { backbone } = run;
+  const patchesPerImage = (backbone.imageSize / backbone.featurizer.patchSize) ** 2;
+  return createHead({
+    actionHeadPath: headFile(runDir, 'action_head'),
+    proprioProjectorPath: headFile(runDir, 'proprio_projector'),
+    config: {
+      ...run.head,
+      ...options.head,
+      numPatches: backbone.numImages * patchesPerImage,
+      numActionQueries: backbone.numActionQueries,
+    },
+    dtype: options.dtype,
+    threads: options.threads,
+    statistics: readDatasetStatistics(path.join(runDir, 'dataset_statistics.json'), options.unnormKey),
+  });
+}

@@ -1,0 +1,285 @@
+// createHead({actionHeadPath, proprioProjectorPath, config, dtype, threads}) -> Promise<Head>;
+// head.forward({hiddenStates, hiddenShape, promptLen, proprio, referenceCasts, intermediates, impl, seed}) ->
+// Promise<{normalized, shape, retrieval, intermediates?}>; head.dims(); head.dispose().
+// normalizeBounds / unnormalizeBounds: the BOUNDS_Q99 maps (synchronous: a few numbers).
+// Loading and forward run in TorchWorkers; a forward in flight keeps the head alive after dispose() (shared_ptr).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "addon/addon.h"
+#include "addon/js_args.h"
+#include "addon/marshal.h"
+#include "addon/workers.h"
+#include "error.h"
+#include "head/action_head.h"
+#include "head/normalize.h"
+
+namespace m2vla::addon {
+namespace {
+
+using HeadPtr = std::shared_ptr<const head::ActionHead>;
+
+Napi::Object dims_to_js(Napi::Env env, const head::ActionHead& h) {
+  const head::HeadDims& d = h.dims();
+  auto o = Napi::Object::New(env);
+  auto set = [&](const char* k, int64_t v) { o.Set(k, Napi::Number::New(env, double(v))); };
+  set("hidden", d.hidden);
+  set("numBlocks", d.num_blocks);
+  set("numHeads", d.num_heads);
+  set("headDim", d.head_dim);
+  set("actionDim", d.action_dim);
+  set("chunk", d.chunk);
+  set("proprioDim", d.proprio_dim);
+  set("keyDim", d.key_dim);
+  set("bankCapacity", d.bank_capacity);
+  set("bankSize", h.bank().size());
+  return o;
+}
+
+class AddonHead : public Napi::ObjectWrap<AddonHead> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Head", {InstanceMethod<&AddonHead::Forward>("forward"), InstanceMethod<&AddonHead::Dims>("dims"),
+                                     InstanceMethod<&AddonHead::Dispose>("dispose")});
+  }
+
+  // Only createHead constructs instances: info[0] is an External holding the loaded head, info[1] the threads.
+  explicit AddonHead(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonHead>(info) {
+    if (!info[0].IsExternal()) throw make_error(info.Env(), "E_INPUT", "Head: use createHead() to load one");
+    head_ = *info[0].As<Napi::External<HeadPtr>>().Data();
+    threads_ = info[1].As<Napi::Number>().Int32Value();
+  }
+
+ private:
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Dims(const Napi::CallbackInfo& info) {
+    if (!head_) throw make_error(info.Env(), "E_DISPOSED", "Head: dims() after dispose()");
+    return dims_to_js(info.Env(), *head_);
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    head_.reset();
+    return info.Env().Undefined();
+  }
+
+  HeadPtr head_;
+  int threads_ = 0;
+};
+
+class LoadHeadWorker : public TorchWorker {
+ public:
+  LoadHeadWorker(Napi::Env env, Napi::FunctionReference* ctor, std::string head_path, std::string proprio_path,
+                 head::HeadOptions options, int threads)
+      : TorchWorker(env, threads), ctor_(ctor), head_path_(std::move(head_path)), proprio_path_(std::move(proprio_path)),
+        options_(std::move(options)), threads_(threads) {}
+
+ protected:
+  void Run() override { head_ = head::ActionHead::load(head_path_, proprio_path_, options_); }
+  Napi::Value Result(Napi::Env env) override {
+    return ctor_->New({Napi::External<HeadPtr>::New(env, &head_), Napi::Number::New(env, threads_)});
+  }
+
+ private:
+  Napi::FunctionReference* ctor_;
+  std::string head_path_, proprio_path_;
+  head::HeadOptions options_;
+  int threads_;
+  HeadPtr head_;
+};
+
+// Result tensors are made float32 and contiguous on the worker thread, so Result() only copies bytes.
+at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+class HeadForwardWorker : public TorchWorker {
+ public:
+  HeadForwardWorker(Napi::Env env, int threads, HeadPtr head, head::HeadForwardInput in)
+      : TorchWorker(env, threads), head_(std::move(head)), in_(std::move(in)) {}
+
+ protected:
+  void Run() override {
+    out_ = head_->forward(in_);
+    out_.normalized = f32(out_.normalized);
+    if (out_.trace) {
+      head::HeadTrace& t = *out_.trace;
+      for (at::Tensor* p : {&t.input_aq, &t.proprio_features, &t.h_memory, &t.x0}) *p = f32(*p);
+      for (auto& b : t.blocks)
+        for (at::Tensor* p : {&b.in, &b.tanh_g, &b.sa_weights, &b.ca_s_weights, &b.ca_s_gate, &b.ca_v_weights, &b.attn_mix,
+                              &b.o_proj_out, &b.mem_weights, &b.mem_context, &b.ffn_in, &b.out})
+          *p = f32(*p);
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    out.Set("normalized", tensor_to_float32_array(env, out_.normalized));
+    auto shape = Napi::Array::New(env, 3);
+    for (uint32_t i = 0; i < 3; ++i) shape.Set(i, Napi::Number::New(env, double(out_.normalized.size(i))));
+    out.Set("shape", shape);
+    auto retrieval = Napi::Object::New(env);
+    retrieval.Set("indices", tensor_to_int32_array(env, out_.retrieval.indices));
+    retrieval.Set("similarities", tensor_to_float32_array(env, out_.retrieval.similarities));
+    retrieval.Set("values", tensor_to_float32_array(env, out_.retrieval.values));
+    retrieval.Set("queryKeys", tensor_to_float32_array(env, out_.query_keys));
+    out.Set("retrieval", retrieval);
+    if (out_.trace) {
+      const head::HeadTrace& t = *out_.trace;
+      auto tr = Napi::Object::New(env);
+      tr.Set("inputAq", tensor_to_js(env, t.input_aq));
+      tr.Set("proprioFeatures", tensor_to_js(env, t.proprio_features));
+      tr.Set("hMemory", tensor_to_js(env, t.h_memory));
+      tr.Set("x0", tensor_to_js(env, t.x0));
+      auto blocks = Napi::Array::New(env, t.blocks.size());
+      for (size_t i = 0; i < t.blocks.size(); ++i) {
+        const head::BlockTrace& b = t.blocks[i];
+        auto o = Napi::Object::New(env);
+        o.Set("in", tensor_to_js(env, b.in));
+        o.Set("tanhG", tensor_to_js(env, b.tanh_g));
+        o.Set("saWeights", tensor_to_js(env, b.sa_weights));
+        o.Set("caSWeights", tensor_to_js(env, b.ca_s_weights));
+        o.Set("caSGate", tensor_to_js(env, b.ca_s_gate));
+        o.Set("caVWeights", tensor_to_js(env, b.ca_v_weights));
+        o.Set("attnMix", tensor_to_js(env, b.attn_mix));
+        o.Set("oProjOut", tensor_to_js(env, b.o_proj_out));
+        o.Set("memWeights", tensor_to_js(env, b.mem_weights));
+        o.Set("memContext", tensor_to_js(env, b.mem_context));
+        o.Set("ffnIn", tensor_to_js(env, b.ffn_in));
+        o.Set("out", tensor_to_js(env, b.out));
+        blocks.Set(uint32_t(i), o);
+      }
+      tr.Set("blocks", blocks);
+      out.Set("intermediates", tr);
+    }
+    return out;
+  }
+
+ private:
+  HeadPtr head_;
+  head::HeadForwardInput in_;
+  head::HeadForwardOutput out_;
+};
+
+Napi::Value AddonHead::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!head_) throw make_error(env, "E_DISPOSED", "Head: forward() after dispose()");
+  try {
+    Napi::Object o = object_arg(info, 0, "forward");
+    std::vector<int64_t> shape = integer_array_option(o, "hiddenShape");
+    if (shape.size() != 4) fail(ErrorCode::Shape, "hiddenShape: expected [L+1, B, seq, D], got ", shape.size(), " dims");
+    for (int64_t s : shape)
+      if (s < 1) fail(ErrorCode::Shape, "hiddenShape: every dim must be at least 1");
+    head::HeadForwardInput in;
+    in.hidden = float32_from_js(o.Get("hiddenStates"), shape, "hiddenStates");
+    in.prompt_len = integer_option(o, "promptLen");
+    in.proprio = float32_from_js(o.Get("proprio"), {shape[1], head_->dims().proprio_dim}, "proprio");
+    in.reference_casts = bool_option(o, "referenceCasts", false);
+    in.trace = bool_option(o, "intermediates", false);
+    Napi::Value impl = o.Get("impl");
+    std::string impl_name = impl.IsUndefined() ? (in.trace ? "reference" : "fused") : string_option(o, "impl");
+    if (impl_name == "fused") in.impl = head::MolImpl::Fused;
+    else if (impl_name == "reference") in.impl = head::MolImpl::Reference;
+    else fail(ErrorCode::Input, "impl: expected 'fused' or 'reference', got '", impl_name, "'");
+    if (auto seed = optional_integer(o, "seed")) in.seed = uint64_t(*seed);
+    return (new HeadForwardWorker(env, threads_, head_, std::move(in)))->Start();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+head::HeadOptions head_options(const Napi::Object& o) {
+  Napi::Value cv = o.Get("config");
+  if (!cv.IsObject()) fail(ErrorCode::Input, "config: expected an object");
+  auto c = cv.As<Napi::Object>();
+  head::HeadOptions opt;
+  opt.key_layer_indices = integer_array_option(c, "keyLayerIndices");
+  opt.top_k = integer_option(c, "topK");
+  opt.num_patches = integer_option(c, "numPatches");
+  opt.num_action_queries = integer_option(c, "numActionQueries");
+  std::string objective = c.Get("objective").IsUndefined() ? "l1" : string_option(c, "objective");
+  if (objective == "l1") opt.objective = head::Objective::L1;
+  else if (objective == "denoise") opt.objective = head::Objective::Denoise;
+  else fail(ErrorCode::Input, "objective: expected 'l1' or 'denoise', got '", objective, "'");
+  Napi::Value dv = c.Get("denoise");
+  if (dv.IsObject()) {
+    auto d = dv.As<Napi::Object>();
+    if (auto v = optional_integer(d, "trainSteps")) opt.denoise.train_steps = *v;
+    if (auto v = optional_integer(d, "inferenceSteps")) opt.denoise.inference_steps = *v;
+    if (auto v = optional_integer(d, "timeEmbedDim")) opt.denoise.time_embed_dim = *v;
+    if (auto v = optional_integer(d, "initSeed")) opt.denoise.init_seed = uint64_t(*v);
+    opt.denoise.clip_sample = bool_option(d, "clipSample", opt.denoise.clip_sample);
+  }
+  Napi::Value dt = o.Get("dtype");
+  std::string dtype = dt.IsUndefined() ? "float32" : string_option(o, "dtype");
+  if (dtype == "float32") opt.dtype = at::kFloat;
+  else if (dtype == "bfloat16") opt.dtype = at::kBFloat16;
+  else fail(ErrorCode::Input, "dtype: expected 'float32' or 'bfloat16', got '", dtype, "'");
+  return opt;
+}
+
+Napi::Value CreateHead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object o = object_arg(info, 0, "createHead");
+    auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
+    return (new LoadHeadWorker(env, ctor, string_option(o, "actionHeadPath"), string_option(o, "proprioProjectorPath"),
+                               head_options(o), threads_option(o)))
+        ->Start();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+// A TypedArray of the given type copied into a tensor [len / n, n] (the rows of BOUNDS_Q99 maps).
+at::Tensor rows_from_js(const Napi::Value& v, const char* key, int64_t n, napi_typedarray_type type, at::ScalarType st,
+                        const char* expected) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) fail(ErrorCode::Input, key, ": expected a ", expected);
+  auto a = v.As<Napi::TypedArray>();
+  const int64_t len = a.ElementLength();
+  if (n == 0 || len % n != 0) fail(ErrorCode::Shape, key, ": expected a multiple of ", n, " values, got ", len);
+  auto* data = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  return at::from_blob(data, {len / n, n}, st).clone();
+}
+
+// {values, q01, q99, mask}: q01/q99 Float64Array of n statistics, mask Uint8Array (0 = pass through), values rows of n.
+Napi::Value map_rows(const Napi::CallbackInfo& info, const char* what, bool unnormalize) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object o = object_arg(info, 0, what);
+    Napi::Value q01 = o.Get("q01");
+    if (!q01.IsTypedArray()) fail(ErrorCode::Input, "q01: expected a Float64Array");
+    const int64_t n = q01.As<Napi::TypedArray>().ElementLength();
+    auto stat = [&](const char* key) { return rows_from_js(o.Get(key), key, n, napi_float64_array, at::kDouble, "Float64Array"); };
+    head::BoundsStats stats;
+    stats.q01 = stat("q01").reshape({n});
+    stats.q99 = stat("q99").reshape({n});
+    Napi::Value mask = o.Get("mask");
+    stats.mask = rows_from_js(mask, "mask", n, napi_uint8_array, at::kByte, "Uint8Array").reshape({n}).to(at::kBool);
+    at::Tensor y = unnormalize
+                       ? head::unnormalize_bounds_q99(rows_from_js(o.Get("values"), "values", n, napi_float32_array, at::kFloat, "Float32Array"), stats)
+                       : head::normalize_bounds_q99(rows_from_js(o.Get("values"), "values", n, napi_float64_array, at::kDouble, "Float64Array"), stats);
+    y = y.contiguous();
+    auto out = Napi::Float64Array::New(env, y.numel());
+    std::memcpy(out.Data(), y.data_ptr<double>(), y.numel() * sizeof(double));
+    return out;
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+Napi::Value NormalizeBounds(const Napi::CallbackInfo& info) { return map_rows(info, "normalizeBounds", false); }
+Napi::Value UnnormalizeBounds(const Napi::CallbackInfo& info) { return map_rows(info, "unnormalizeBounds", true); }
+
+}  // namespace
+
+void init_head(Napi::Env env, Napi::Object exports) {
+  // The class constructor lives as long as this env; createHead's workers use it to wrap loaded heads.
+  auto* ctor = new Napi::FunctionReference(Napi::Persistent(AddonHead::Define(env)));
+  env.AddCleanupHook([ctor] { delete ctor; });
+  exports.Set("createHead", Napi::Function::New(env, CreateHead, "createHead", ctor));
+  exports.Set("normalizeBounds", Napi::Function::New(env, NormalizeBounds, "normalizeBounds"));
+  exports.Set("unnormalizeBounds", Napi::Function::New(env, UnnormalizeBounds, "unnormalizeBounds"));
+}
+
+}  // namespace m2vla::addon

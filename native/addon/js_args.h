@@ -1,0 +1,23 @@
+// Reading plain JS option objects on the JS thread with errors that name the option (E_INPUT), shared by the
+// Addon*.cc files of the head.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <napi.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace m2vla::addon {
+
+Napi::Object object_arg(const Napi::CallbackInfo& info, size_t index, const char* what);
+std::string string_option(const Napi::Object& o, const char* key);
+int64_t integer_option(const Napi::Object& o, const char* key);
+std::optional<int64_t> optional_integer(const Napi::Object& o, const char* key);
+bool bool_option(const Napi::Object& o, const char* key, bool fallback);
+std::vector<int64_t> integer_array_option(const Napi::Object& o, const char* key);
+// An integer tensor copied into an Int32Array (indices, for JS consumers that index arrays with them).
+Napi::Int32Array tensor_to_int32_array(Napi::Env env, const at::Tensor& t);
+
+}  // namespace m2vla::addon

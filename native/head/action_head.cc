@@ -1,0 +1,158 @@
+#include "head/action_head.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <random>
+
+#include "error.h"
+#include "head/head_input.h"
+
+namespace m2vla::head {
+namespace {
+
+const at::Tensor& matrix(const io::StateDict& sd, const std::string& name) {
+  const at::Tensor& t = sd.get(name);
+  if (t.dim() != 2) fail(ErrorCode::Checkpoint, sd.source, ": tensor '", name, "' should be a matrix, got shape ", t.sizes());
+  return t;
+}
+
+void check_options(const HeadOptions& o) {
+  if (o.key_layer_indices.empty()) fail(ErrorCode::Config, "keyLayerIndices: expected at least one hidden-state index");
+  for (int64_t k : o.key_layer_indices)
+    if (k < 0) fail(ErrorCode::Config, "keyLayerIndices: ", k, " is not a hidden-state index");
+  if (o.top_k < 1) fail(ErrorCode::Config, "topK: expected at least 1, got ", o.top_k);
+  if (o.num_patches < 1) fail(ErrorCode::Config, "numPatches: expected at least 1, got ", o.num_patches);
+  if (o.num_action_queries < 1) fail(ErrorCode::Config, "numActionQueries: expected at least 1, got ", o.num_action_queries);
+}
+
+}  // namespace
+
+std::shared_ptr<const ActionHead> ActionHead::load(const std::string& action_head_path, const std::string& proprio_path,
+                                                   const HeadOptions& options) {
+  check_options(options);
+  const at::ScalarType dtype = options.dtype;
+  io::StateDict sd = io::load_state_dict(action_head_path);
+  std::shared_ptr<ActionHead> head(new ActionHead());
+  head->options_ = options;
+  HeadDims& d = head->dims_;
+
+  const at::Tensor& fc2 = matrix(sd, "model.fc2.weight");
+  d.action_dim = fc2.size(0);
+  d.hidden = fc2.size(1);
+  const int64_t D = d.hidden;
+  while (sd.has("model.mlp_resnet_blocks." + std::to_string(d.num_blocks) + ".q_proj.weight")) ++d.num_blocks;
+  if (d.num_blocks == 0) fail(ErrorCode::Checkpoint, sd.source, ": no 'model.mlp_resnet_blocks.0.*' (not an M²-VLA action head?)");
+  d.num_heads = matrix(sd, "model.mlp_resnet_blocks.0.k_adapter.weight").size(0) - D;
+  d.head_dim = d.num_heads > 0 ? D / d.num_heads : 0;
+  const at::Tensor& mem_proj = matrix(sd, "memory_value_proj.weight");
+  if (mem_proj.size(0) % D != 0)
+    fail(ErrorCode::Checkpoint, sd.source, ": 'memory_value_proj.weight' has ", mem_proj.size(0), " rows, expected chunk x ", D);
+  d.chunk = mem_proj.size(0) / D;
+  d.key_dim = int64_t(options.key_layer_indices.size()) * D;
+
+  head->fc1 = Linear::load(sd, "model.fc1", D, d.action_dim * D, dtype);
+  head->fc2 = Linear::load(sd, "model.fc2", d.action_dim, D, dtype);
+  head->layer_norm2 = LayerNorm::load(sd, "model.layer_norm2", D, dtype);
+  // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
+  LayerNorm layer_norm1 = LayerNorm::load(sd, "model.layer_norm1", d.action_dim * D, dtype);
+  head->x0_ = at::relu(head->fc1(layer_norm1(at::zeros({1, 1, d.action_dim * D}, dtype))));
+  head->memory_value_proj = Linear::load(sd, "memory_value_proj", d.chunk * D, d.chunk * d.action_dim, dtype);
+  for (int64_t i = 0; i < d.num_blocks; ++i)
+    head->blocks_.push_back(
+        MolBlock::load(sd, "model.mlp_resnet_blocks." + std::to_string(i) + ".", D, d.num_heads, dtype));
+  head->tables_ = {RopeTable::make(d.chunk, d.head_dim), RopeTable::make(options.num_action_queries + 1, d.head_dim),
+                   RopeTable::make(options.num_patches, d.head_dim)};
+  head->bank_ = MemoryBank::load(sd, d.key_dim, d.chunk * d.action_dim);
+  d.bank_capacity = head->bank_.capacity();
+  if (options.objective == Objective::Denoise) {
+    head->denoise_ = DenoiseModule::load_or_init(sd, D, d.action_dim, options.denoise, dtype);
+    head->schedule_ = NoiseSchedule::squaredcos_cap_v2(options.denoise.train_steps);
+    head->ddim_steps_ = head->schedule_->ddim_timesteps(options.denoise.inference_steps);
+  }
+
+  head->proprio_ = ProprioProjector::load(io::load_state_dict(proprio_path), D, dtype);
+  d.proprio_dim = head->proprio_.proprio_dim();
+  return head;
+}
+
+void ActionHead::check_input(const HeadForwardInput& in) const {
+  const at::Tensor& h = in.hidden;
+  if (h.dim() != 4) fail(ErrorCode::Shape, "hiddenShape: expected [L+1, B, seq, D], got ", h.sizes());
+  if (h.size(3) != dims_.hidden)
+    fail(ErrorCode::Shape, "hiddenStates: hidden size ", h.size(3), " does not fit this head, whose checkpoint has hidden size ",
+         dims_.hidden);
+  if (h.size(0) < dims_.num_blocks + 1)
+    fail(ErrorCode::Shape, "hiddenStates: the head has ", dims_.num_blocks, " blocks reading hidden states 1..", dims_.num_blocks,
+         ", got only ", h.size(0), " hidden states");
+  for (int64_t k : options_.key_layer_indices)
+    if (k >= h.size(0))
+      fail(ErrorCode::Shape, "hiddenStates: keyLayerIndices has ", k, " but there are only ", h.size(0), " hidden states");
+  if (h.size(1) < 1) fail(ErrorCode::Shape, "hiddenStates: batch is empty");
+  if (in.proprio.dim() != 2 || in.proprio.size(0) != h.size(1) || in.proprio.size(1) != dims_.proprio_dim)
+    fail(ErrorCode::Shape, "proprio: expected [", h.size(1), ", ", dims_.proprio_dim, "], got ", in.proprio.sizes());
+  if (in.trace && in.impl != MolImpl::Reference)
+    fail(ErrorCode::Input, "intermediates: only the reference implementation records them");
+}
+
+at::Tensor ActionHead::network(const at::Tensor& latent, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
+                               HeadTrace* trace) const {
+  at::Tensor x = latent;
+  if (trace) {
+    trace->x0 = latent;
+    trace->blocks.assign(blocks_.size(), BlockTrace());
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    x = mol_forward(blocks_[i], x, conds[i], h_memory, tables_, trace ? &trace->blocks[i] : nullptr);
+  return fc2(layer_norm2(x));
+}
+
+HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
+  check_input(in);
+  const at::ScalarType dtype = options_.dtype;
+  const int64_t B = in.hidden.size(1);
+  HeadInput input = slice_head_input(in.hidden, options_.num_patches, in.prompt_len, options_.num_action_queries,
+                                     in.reference_casts, dtype);
+  at::Tensor proprio = in.reference_casts ? in.proprio.to(at::kBFloat16) : in.proprio;
+  at::Tensor proprio_features = proprio_(proprio.to(dtype));
+
+  HeadForwardOutput out;
+  out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
+  out.retrieval = in.impl == MolImpl::Fused ? bank_.query(out.query_keys, options_.top_k)
+                                            : bank_.query_reference(out.query_keys, options_.top_k);
+  at::Tensor h_memory = memory_value_proj(out.retrieval.values.to(dtype));
+
+  std::vector<MolCondition> conds;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    at::Tensor h_adapter = at::cat({input.action_queries[i + 1], proprio_features.unsqueeze(1)}, 1);
+    conds.push_back(mol_condition(blocks_[i], h_adapter, input.vision[i + 1], tables_, in.impl));
+  }
+
+  HeadTrace trace;
+  HeadTrace* tp = in.trace ? &trace : nullptr;
+  const at::Tensor x0 = x0_.expand({B, dims_.chunk, dims_.hidden});
+  at::Tensor actions;
+  if (options_.objective == Objective::L1) {
+    actions = network(x0, conds, h_memory, tp);
+  } else {
+    at::Generator gen = at::detail::createCPUGenerator(in.seed ? *in.seed : std::random_device{}());
+    // The sample stays float32 across steps; only the network runs in the head's dtype.
+    actions = at::randn({B, dims_.chunk, dims_.action_dim}, gen, at::TensorOptions().dtype(at::kFloat));
+    const std::vector<int64_t>& steps = ddim_steps_;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      at::Tensor eps = network(x0 + (*denoise_)(actions.to(dtype), steps[s]), conds, h_memory, tp).to(at::kFloat);
+      const int64_t prev = s + 1 < steps.size() ? steps[s + 1] : -1;
+      actions = schedule_->ddim_step(actions, eps, steps[s], prev, options_.denoise.clip_sample);
+    }
+  }
+  out.normalized = actions.to(at::kFloat);
+  if (tp) {
+    trace.input_aq = at::stack(input.action_queries, 1);
+    trace.proprio_features = proprio_features;
+    trace.h_memory = h_memory;
+    out.trace = std::move(trace);
+  }
+  return out;
+}
+
+}  // namespace m2vla::head

@@ -1,0 +1,90 @@
+// The M²-VLA action head (reference L1RegressionActionHead with MLPResNet(use_pro_version) and MemoryBank):
+// the VLM's hidden states + normalized proprio in, a normalized action chunk [B, chunk, A] out.
+//
+//   latent x = relu(fc1(layer_norm1(zeros(B, chunk, A*D))))   (a constant at inference: LN(0) = its bias)
+//   block i (0..blocks-1) = MoL block over hidden state i+1, with the MSM retrieval made once per forward
+//   out = fc2(layer_norm2(x))
+//
+// Objective::Denoise runs the same network K times under DDIM (denoise.h, diffusion.h); conditioning projections
+// and the retrieval are computed once per forward and shared by all steps.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "head/config.h"
+#include "head/denoise.h"
+#include "head/diffusion.h"
+#include "head/layers.h"
+#include "head/mol.h"
+#include "head/msm.h"
+#include "head/proprio.h"
+
+namespace m2vla::head {
+
+struct HeadForwardInput {
+  at::Tensor hidden;   // [L+1, B, seq, D] float32, index 0 = embeddings
+  int64_t prompt_len = 0;
+  at::Tensor proprio;  // [B, proprio_dim], already normalized
+  // The reference's hard-coded bfloat16 roundings inside the head: the action-query slice of every hidden state and
+  // the normalized proprio (values rounded, computation continues in the head's dtype).
+  bool reference_casts = false;
+  MolImpl impl = MolImpl::Fused;  // Reference also switches retrieval to at::cdist + at::topk
+  bool trace = false;             // record intermediates (Reference impl only)
+  std::optional<uint64_t> seed;   // Denoise: seed of the initial noise (random when absent)
+};
+
+// Intermediates of one forward (Denoise: the blocks of its last network evaluation).
+struct HeadTrace {
+  at::Tensor input_aq;          // [B, L+1, NT, D] the AQ part of the head input as the blocks see it
+  at::Tensor proprio_features;  // [B, D]
+  at::Tensor h_memory;          // [B, R, chunk*D]
+  at::Tensor x0;                // [B, chunk, D] latent entering block 0
+  std::vector<BlockTrace> blocks;
+};
+
+struct HeadForwardOutput {
+  at::Tensor normalized;  // [B, chunk, A] float32
+  at::Tensor query_keys;  // [B, key_dim] float32
+  Retrieval retrieval;
+  std::optional<HeadTrace> trace;
+};
+
+class ActionHead {
+ public:
+  // Dims come from the checkpoint: hidden D and action dim A from model.fc2 [A, D], blocks from the count of
+  // model.mlp_resnet_blocks.N, heads from k_adapter rows - D, chunk from memory_value_proj rows / D, proprio dim
+  // from the projector's fc1 columns, bank capacity from memory_bank.keys rows.
+  static std::shared_ptr<const ActionHead> load(const std::string& action_head_path, const std::string& proprio_path,
+                                                const HeadOptions& options);
+
+  const HeadDims& dims() const { return dims_; }
+  const HeadOptions& options() const { return options_; }
+  const MemoryBank& bank() const { return bank_; }
+  HeadForwardOutput forward(const HeadForwardInput& in) const;
+
+ private:
+  ActionHead() = default;
+  // layer_norm2 → fc2 after the blocks, from a latent [B, chunk, D].
+  at::Tensor network(const at::Tensor& latent, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
+                     HeadTrace* trace) const;
+  void check_input(const HeadForwardInput& in) const;
+
+  HeadOptions options_;
+  HeadDims dims_;
+  Linear fc1, fc2, memory_value_proj;
+  LayerNorm layer_norm2;
+  std::vector<MolBlock> blocks_;
+  MolTables tables_;
+  at::Tensor x0_;  // [1, 1, D]: relu(fc1(layer_norm1(0))), the constant initial latent row
+  ProprioProjector proprio_;
+  MemoryBank bank_{0, 0, 0};
+  std::optional<DenoiseModule> denoise_;
+  std::optional<NoiseSchedule> schedule_;
+  std::vector<int64_t> ddim_steps_;
+};
+
+}  // namespace m2vla::head

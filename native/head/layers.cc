@@ -1,0 +1,36 @@
+#include "head/layers.h"
+
+#include <ATen/ops/cat.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+
+namespace m2vla::head {
+
+Linear Linear::load(const io::StateDict& sd, const std::string& name, int64_t out, int64_t in, at::ScalarType dtype) {
+  return {sd.get(name + ".weight", {out, in}).to(dtype).contiguous(), sd.get(name + ".bias", {out}).to(dtype).contiguous()};
+}
+
+Linear Linear::stack(const std::vector<Linear>& parts) {
+  std::vector<at::Tensor> w, b;
+  for (const auto& p : parts) {
+    w.push_back(p.weight);
+    b.push_back(p.bias);
+  }
+  return {at::cat(w, 0), at::cat(b, 0)};
+}
+
+Linear Linear::rows(int64_t begin, int64_t count) const {
+  return {weight.narrow(0, begin, count), bias.narrow(0, begin, count)};
+}
+
+at::Tensor Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+
+LayerNorm LayerNorm::load(const io::StateDict& sd, const std::string& name, int64_t dim, at::ScalarType dtype) {
+  return {sd.get(name + ".weight", {dim}).to(dtype).contiguous(), sd.get(name + ".bias", {dim}).to(dtype).contiguous()};
+}
+
+at::Tensor LayerNorm::operator()(const at::Tensor& x) const {
+  return at::layer_norm(x, {weight.size(0)}, weight, bias, kEps);
+}
+
+}  // namespace m2vla::head
