@@ -4,6 +4,7 @@
  */
 import { loadAddon } from '../../scripts/load-addon.mjs';
 import type { FoundLibtorch } from '../../scripts/libtorch.mjs';
+import type { BackboneConfig } from '../config.js';
 import { LoadError, M2vlaError } from '../errors.js';
 
 export interface BuildInfo {
@@ -25,9 +26,20 @@ export interface NativeTensor {
   data: Uint8Array;
 }
 
+/** A loaded frozen VLM (native/addon/AddonBackbone.cc). */
+export interface NativeBackbone {
+  /** pixelValues: [batch, 6*numImages, S, S]; inputIds: [batch, promptLen] (same prompt length for every row). */
+  forward(args: {
+    pixelValues: Float32Array; batch: number; inputIds: BigInt64Array; promptLen: number; referenceCasts: boolean;
+  }): Promise<{ hiddenStates: Float32Array; hiddenShape: number[]; projectedPatches: Float32Array; patchesShape: number[] }>;
+  /** Releases the model (a forward in flight finishes first); later calls reject with E_DISPOSED. */
+  dispose(): void;
+}
+
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
+  createBackbone(options: { modelPath: string; config: BackboneConfig; dtype: NativeDtype; threads?: number }): Promise<NativeBackbone>;
   loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;
 }
 

@@ -4,6 +4,7 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_runtime(env, exports);
   m2vla::addon::init_checkpoint(env, exports);
+  m2vla::addon::init_backbone(env, exports);
   return exports;
 }
 }  // namespace

@@ -5,4 +5,5 @@
 namespace m2vla::addon {
 void init_runtime(Napi::Env env, Napi::Object exports);
 void init_checkpoint(Napi::Env env, Napi::Object exports);
+void init_backbone(Napi::Env env, Napi::Object exports);
 }  // namespace m2vla::addon
