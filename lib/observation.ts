@@ -39,7 +39,8 @@ function checkPixelValues(pv: TensorData, cfg: BackboneConfig, name: string): Fl
   if (shape.length !== 3) throw new ShapeError(`${name}: expected ${expected}, got ${fmt(pv.shape)}`);
   const [channels, h, w] = shape;
   if (channels !== c && channels > 0 && channels % 6 === 0 && h === s && w === s) {
-    throw new InputError(`${name}: ${channels} channels are ${channels / 6} images, but this model takes ` +
+    const n = channels / 6;
+    throw new InputError(`${name}: ${channels} channels are ${n} image${n === 1 ? '' : 's'}, but this model takes ` +
       `${cfg.numImages} (6 channels each, primary first)`);
   }
   if (channels !== c || h !== s || w !== s) throw new ShapeError(`${name}: expected ${expected}, got ${fmt(pv.shape)}`);

@@ -8,11 +8,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBackbone, type Backbone } from '../../lib/backbone.js';
 import { CheckpointError, DisposedError, InputError, ShapeError } from '../../lib/errors.js';
-import type { NativeTensor } from '../../lib/native/binding.js';
+import { getBinding, type NativeTensor } from '../../lib/native/binding.js';
 import type { Observation } from '../../lib/observation.js';
 import { FIXTURE_A, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
 import { writeSafetensors } from '../helpers/safetensors.js';
-import { getBinding } from '../../lib/native/binding.js';
 
 const CASES = ['case0', 'case1', 'case2', 'case3'];
 const TOL = 1e-4;
@@ -100,16 +99,128 @@ describe('backbone parity (float32)', () => {
 });
 
 describe('backbone in bfloat16', () => {
-  // bf16 weights and activations (8-bit mantissa) against the float32 reference: hidden states of this tiny model
-  // have magnitudes up to ~4, so an absolute error of a few 1e-2 is expected; the bound is 10x the measured worst.
-  it.each(CASES)('%s: error vs the float32 reference stays bounded', async (c) => {
+  // bf16 weights and activations (8-bit mantissa) against the float32 reference, relative to the largest magnitude of
+  // each tensor. Measured worst: 2.3% (deeper hidden states; vision/projector <= 1%); HF Qwen2 itself run in bf16 on the
+  // same inputs shows the same ~2.2% against the float32 reference. Bound: 4%.
+  const BF16_RELATIVE_BOUND = 0.04;
+  const maxAbs = (a: ArrayLike<number>) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i])); return m; };
+
+  it.each(CASES)('%s: error vs the float32 reference stays within 4%% of the magnitude', async (c) => {
     const out = await bf16.forward(observations(c));
-    const hsErr = maxAbsDiff(out.hiddenStates.data, toFloat32(cases[`${c}.expected.hidden_states`]));
-    const pErr = maxAbsDiff(out.projectedPatches.data, toFloat32(cases[`${c}.expected.projected_patches`]));
-    measured[`${c} bf16 hidden_states`] = hsErr;
-    measured[`${c} bf16 projected_patches`] = pErr;
-    expect(hsErr).toBeLessThan(BF16_BOUND);
-    expect(pErr).toBeLessThan(BF16_BOUND);
+    const expectedPatches = toFloat32(cases[`${c}.expected.projected_patches`]);
+    const pRel = maxAbsDiff(out.projectedPatches.data, expectedPatches) / maxAbs(expectedPatches);
+    measured[`${c} bf16 projected_patches (relative)`] = pRel;
+    expect(pRel).toBeLessThan(BF16_RELATIVE_BOUND);
+    const hs = cases[`${c}.expected.hidden_states`], expected = toFloat32(hs), per = expected.length / hs.shape[0];
+    for (let k = 0; k < hs.shape[0]; k++) {
+      const e = expected.subarray(k * per, (k + 1) * per);
+      const rel = maxAbsDiff(out.hiddenStates.data.subarray(k * per, (k + 1) * per), e) / maxAbs(e);
+      measured[`${c} bf16 hidden_states[${k}] (relative)`] = rel;
+      expect(rel, `hidden state ${k}`).toBeLessThan(BF16_RELATIVE_BOUND);
+    }
   });
 });
-const BF16_BOUND = 1;
+
+describe('backbone input errors', () => {
+  const one = () => observations('case0')[0];
+
+  it('rejects pixel values whose size does not match their shape', async () => {
+    const o = one();
+    o.pixelValues = { data: o.pixelValues!.data.slice(1), shape: o.pixelValues!.shape };
+    await expect(withCasts.forward(o)).rejects.toThrow(ShapeError);
+    await expect(withCasts.forward(o)).rejects.toThrow(/pixelValues: shape \[12, 56, 56\] needs 37632 values, got 37631/);
+  });
+
+  it('rejects pixel values of the wrong image size, naming the expected shape', async () => {
+    const o = one();
+    o.pixelValues = { data: new Float32Array(12 * 64 * 64), shape: [12, 64, 64] };
+    await expect(withCasts.forward(o)).rejects.toThrow(/^pixelValues: expected \[12, 56, 56\].*got \[12, 64, 64\]/);
+  });
+
+  it('rejects an image count other than the model\'s', async () => {
+    const o = one();
+    o.pixelValues = { data: o.pixelValues!.data.slice(0, 6 * 56 * 56), shape: [6, 56, 56] };
+    const err = await withCasts.forward(o).catch((e) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toMatch(/pixelValues: 6 channels are 1 image, but this model takes 2/);
+  });
+
+  it('rejects a token id outside the vocabulary, naming it and its position (native check)', async () => {
+    const o = one();
+    (o.inputIds as number[])[3] = 300;
+    const err = await withCasts.forward(o).catch((e) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toMatch(/token id 300 at position 3 of observation 0 is outside the vocabulary \(0\.\.299\)/);
+  });
+
+  it('rejects a batch with different prompt lengths', async () => {
+    const [a] = observations('case0'), [b] = observations('case1');
+    await expect(withCasts.forward([a, b])).rejects.toThrow(/observations\[1\]\.inputIds: 7 tokens, but observations\[0\] has 12/);
+  });
+
+  it('names the observation of a batch whose input is wrong', async () => {
+    const [a, b] = observations('case3');
+    b.inputIds = [1.5];
+    await expect(withCasts.forward([a, b])).rejects.toThrow(/observations\[1\]\.inputIds: position 0 is 1.5/);
+  });
+
+  it('rejects calls after dispose, also through Symbol.asyncDispose', async () => {
+    const bb = await loadBackbone(FIXTURE_A, { threads: 1 });
+    bb.dispose();
+    await expect(bb.forward(one())).rejects.toThrow(DisposedError);
+    const bb2 = await loadBackbone(FIXTURE_A, { threads: 1 });
+    {
+      await using scoped = bb2;
+      expect((await scoped.forward(one())).hiddenStates.shape).toEqual([5, 1, 53, 64]);
+    }
+    await expect(bb2.forward(one())).rejects.toThrow(DisposedError);
+  });
+});
+
+describe('backbone checkpoint errors', () => {
+  let dir: string;
+  let weights: Record<string, NativeTensor>;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-backbone-'));
+    for (const f of ['config.json', 'manifest.json', 'preprocessor_config.json']) fs.copyFileSync(path.join(FIXTURE_A, f), path.join(dir, f));
+    weights = await getBinding().loadStateDict(path.join(FIXTURE_A, 'model.safetensors'));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const damaged = (edit: (w: Record<string, NativeTensor>) => void) => {
+    const copy = { ...weights };
+    edit(copy);
+    writeSafetensors(path.join(dir, 'model.safetensors'), copy);
+    return loadBackbone(dir, { threads: 1 });
+  };
+
+  it('names a missing tensor', async () => {
+    const err = await damaged((w) => { delete w['language_model.model.layers.1.mlp.up_proj.weight']; }).catch((e) => e);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.message).toMatch(/missing tensor 'language_model\.model\.layers\.1\.mlp\.up_proj\.weight'/);
+  });
+
+  it('names a mis-shaped tensor with both shapes', async () => {
+    const name = 'language_model.model.layers.0.self_attn.q_proj.weight';
+    const err = await damaged((w) => { w[name] = { ...w[name], shape: [32, 128] }; }).catch((e) => e);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.message).toMatch(/tensor 'language_model\.model\.layers\.0\.self_attn\.q_proj\.weight' has shape \[32, 128\], expected \[64, 64\]/);
+  });
+
+  it('names a position table that does not match the patch grid', async () => {
+    const name = 'vision_backbone.featurizer.pos_embed';
+    const err = await damaged((w) => {
+      w[name] = { dtype: 'float32', shape: [1, 25, 48], data: new Uint8Array(25 * 48 * 4) };
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.message).toMatch(/'vision_backbone\.featurizer\.pos_embed' has shape \[1, 25, 48\], expected \[1, 16, 48\] \(a 4x4 patch grid/);
+  });
+
+  it('loads the undamaged copy (the writer round-trips)', async () => {
+    const bb = await damaged(() => {});
+    const out = await bb.forward(observations('case0'));
+    bb.dispose();
+    expect(maxAbsDiff(out.projectedPatches.data, toFloat32(cases['case0.expected_nocast.projected_patches']))).toBeLessThan(TOL);
+  });
+});
