@@ -19,6 +19,16 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 at::Tensor apply_rope(const at::Tensor& x, const Rope& r) { return x * r.cos + rotate_half(x) * r.sin; }
 
+// residual + x @ weight^T as one GEMM (beta = 1), written into `out` when given: o_proj and down_proj have no bias.
+at::Tensor residual_linear(const at::Tensor& residual, const at::Tensor& x, const Linear& l, at::Tensor out = {}) {
+  const int64_t d = residual.size(-1);
+  at::Tensor r2 = residual.reshape({-1, d}), x2 = x.reshape({-1, x.size(-1)});
+  if (!out.defined()) return at::addmm(r2, x2, l.weight.t()).view(residual.sizes());
+  at::Tensor out2 = out.view({-1, d});
+  at::addmm_out(out2, r2, x2, l.weight.t());
+  return out;
+}
+
 }  // namespace
 
 at::Tensor RmsNorm::operator()(const at::Tensor& x) const {
@@ -75,12 +85,13 @@ at::Tensor Qwen2::attention(const Layer& l, const at::Tensor& x, const Rope& r) 
   // Scale head_dim^-0.5 (SDPA's default, as HF eager); each kv head serves heads/kv_heads query heads (GQA).
   at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
                                                     /*scale=*/std::nullopt, /*enable_gqa=*/kvh != h);
-  return l.o_proj(out.transpose(1, 2).reshape({b, t, h * hd}));
+  return out.transpose(1, 2).reshape({b, t, h * hd});
 }
 
-at::Tensor Qwen2::mlp(const Layer& l, const at::Tensor& x) const {
+// In place in the gate half of the fused projection's output.
+at::Tensor Qwen2::mlp_activation(const Layer& l, const at::Tensor& x) const {
   auto gate_up = l.gate_up(x).chunk(2, -1);
-  return l.down(at::silu(gate_up[0]) * gate_up[1]);
+  return at::silu_(gate_up[0]).mul_(gate_up[1]);
 }
 
 at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds) const {
@@ -92,10 +103,9 @@ at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds) const {
   at::Tensor x = hs[0];
   for (int64_t i = 0; i < n; ++i) {
     const Layer& l = layers_[i];
-    at::Tensor h = x + attention(l, l.input_norm(x), r);
+    at::Tensor h = residual_linear(x, attention(l, l.input_norm(x), r), l.o_proj);
     at::Tensor out = i + 1 < n ? hs[i + 1] : at::empty_like(h);
-    at::add_out(out, h, mlp(l, l.post_attention_norm(h)));
-    x = out;
+    x = residual_linear(h, mlp_activation(l, l.post_attention_norm(h)), l.down, out);
   }
   hs[n].copy_(norm_(x));
   return hs;

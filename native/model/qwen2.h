@@ -50,8 +50,10 @@ class Qwen2 {
     Linear down;
   };
   Rope rope(int64_t start, int64_t length, at::ScalarType dtype) const;
+  // Attention output before o_proj (heads merged): o_proj is fused with the residual add.
   at::Tensor attention(const Layer& l, const at::Tensor& x, const Rope& rope) const;
-  at::Tensor mlp(const Layer& l, const at::Tensor& x) const;
+  // silu(gate) * up, before down_proj (fused with the residual add).
+  at::Tensor mlp_activation(const Layer& l, const at::Tensor& x) const;
 
   LlmConfig cfg_;
   at::Tensor embed_tokens_;

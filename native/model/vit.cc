@@ -74,12 +74,15 @@ at::Tensor Vit::attention(const Block& b, const at::Tensor& x) const {
 }
 
 at::Tensor Vit::forward(const at::Tensor& images) const {
+  // The residual stream and the MLP activation are updated in place: every block would otherwise allocate (and
+  // page-fault in) fresh [N, T, dim] and [N, T, mlp_hidden] buffers.
   at::Tensor x = embed(images);
   for (const Block& b : blocks_) {
     at::Tensor a = attention(b, b.norm1(x));
-    x = x + (b.ls1 ? a * *b.ls1 : a);
-    at::Tensor m = b.fc2(at::gelu(b.fc1(b.norm2(x))));
-    x = x + (b.ls2 ? m * *b.ls2 : m);
+    b.ls1 ? x.addcmul_(a, *b.ls1) : x.add_(a);
+    at::Tensor hidden = b.fc1(b.norm2(x));
+    at::Tensor m = b.fc2(at::gelu_(hidden));
+    b.ls2 ? x.addcmul_(m, *b.ls2) : x.add_(m);
   }
   return x.slice(1, cfg_.num_prefix_tokens());
 }
