@@ -32,6 +32,12 @@ export interface BackboneOutput {
   projectedPatches: TensorData;
 }
 
+export interface AskOptions {
+  maxNewTokens?: number;
+  /** Token ids that end the answer (e.g. Qwen's <|im_end|> 151645 and <|endoftext|> 151643). */
+  stopIds?: number[];
+}
+
 /** The VLM checkpoint of a run directory: a single safetensors file or a sharded index. */
 function modelFile(runDir: string): string {
   for (const name of ['model.safetensors', 'model.safetensors.index.json']) {
@@ -93,7 +99,30 @@ export class Backbone implements AsyncDisposable {
     return { pixelValues, inputIds, batch: inputs.length, promptLen };
   }
 
-  /** Releases the native model; a forward already running finishes. Later calls reject with DisposedError. */
+  /**
+   * Visual question answering with the VLM's own language head: greedy decoding (KV cache, tied LM head) over
+   * [first prompt token] + image patches + the rest of the prompt, without action queries. Returns the generated
+   * token ids, ending with a stop id if one was produced within `maxNewTokens` (default 64).
+   */
+  ask(observation: Observation, options: AskOptions = {}): Promise<number[]> {
+    const native = this.#native;
+    if (!native) return Promise.reject(new DisposedError('Backbone: ask() after dispose()'));
+    const { maxNewTokens = 64, stopIds = [] } = options;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
+      return Promise.reject(new InputError(`maxNewTokens: expected a positive integer, got ${maxNewTokens}`));
+    }
+    let inputs;
+    try {
+      inputs = toModelInputs(observation, this.config);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return runTorchJob(() => native.generate({
+      ...inputs, promptLen: inputs.inputIds.length, maxNewTokens, stopIds, referenceCasts: this.referenceCasts,
+    }));
+  }
+
+  /** Releases the native model; a call already running finishes. Later calls reject with DisposedError. */
   dispose(): void {
     this.#native?.dispose();
     this.#native = undefined;

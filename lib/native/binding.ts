@@ -32,7 +32,12 @@ export interface NativeBackbone {
   forward(args: {
     pixelValues: Float32Array; batch: number; inputIds: BigInt64Array; promptLen: number; referenceCasts: boolean;
   }): Promise<{ hiddenStates: Float32Array; hiddenShape: number[]; projectedPatches: Float32Array; patchesShape: number[] }>;
-  /** Releases the model (a forward in flight finishes first); later calls reject with E_DISPOSED. */
+  /** Greedy VQA decoding of one prompt; the generated ids (ending with a stop id if one was produced). */
+  generate(args: {
+    pixelValues: Float32Array; inputIds: BigInt64Array; promptLen: number; maxNewTokens: number; stopIds: number[];
+    referenceCasts: boolean;
+  }): Promise<number[]>;
+  /** Releases the model (a call in flight finishes first); later calls reject with E_DISPOSED. */
   dispose(): void;
 }
 

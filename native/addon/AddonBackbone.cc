@@ -1,9 +1,11 @@
 // createBackbone({modelPath, config, dtype, threads}) -> Promise<Backbone>; backbone.forward({pixelValues, batch,
 // inputIds, promptLen, referenceCasts}) -> Promise<{hiddenStates, hiddenShape, projectedPatches, patchesShape}>;
-// backbone.dispose(). Loading and forward run in TorchWorkers; a forward in flight keeps the model alive after
-// dispose() (it holds a shared_ptr).
+// backbone.generate({pixelValues, inputIds, maxNewTokens, stopIds, referenceCasts}) -> Promise<number[]> (greedy VQA,
+// one prompt); backbone.dispose(). Loading, forward and generate run in TorchWorkers; a call in flight keeps the
+// model alive after dispose() (it holds a shared_ptr).
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "addon/addon.h"
 #include "addon/config_js.h"
@@ -21,6 +23,7 @@ class AddonBackbone : public Napi::ObjectWrap<AddonBackbone> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Backbone", {InstanceMethod<&AddonBackbone::Forward>("forward"),
+                                         InstanceMethod<&AddonBackbone::Generate>("generate"),
                                          InstanceMethod<&AddonBackbone::Dispose>("dispose")});
   }
 
@@ -33,6 +36,7 @@ class AddonBackbone : public Napi::ObjectWrap<AddonBackbone> {
 
  private:
   Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Generate(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     model_.reset();
     return info.Env().Undefined();
@@ -97,10 +101,63 @@ class ForwardWorker : public TorchWorker {
   at::Tensor hidden_, patches_;
 };
 
+class GenerateWorker : public TorchWorker {
+ public:
+  GenerateWorker(Napi::Env env, int threads, BackbonePtr model, at::Tensor pixels, at::Tensor ids, int64_t max_new_tokens,
+                 std::vector<int64_t> stop_ids, bool reference_casts)
+      : TorchWorker(env, threads), model_(std::move(model)), pixels_(std::move(pixels)), ids_(std::move(ids)),
+        max_new_tokens_(max_new_tokens), stop_ids_(std::move(stop_ids)), reference_casts_(reference_casts) {}
+
+ protected:
+  void Run() override { tokens_ = model_->generate(pixels_, ids_, max_new_tokens_, stop_ids_, reference_casts_); }
+  Napi::Value Result(Napi::Env env) override {
+    auto out = Napi::Array::New(env, tokens_.size());
+    for (size_t i = 0; i < tokens_.size(); ++i) out.Set(uint32_t(i), Napi::Number::New(env, double(tokens_[i])));
+    return out;
+  }
+
+ private:
+  BackbonePtr model_;
+  at::Tensor pixels_, ids_;
+  int64_t max_new_tokens_;
+  std::vector<int64_t> stop_ids_;
+  bool reference_casts_;
+  std::vector<int64_t> tokens_;
+};
+
 int64_t integer_option(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) fail(ErrorCode::Input, key, ": expected a number");
   return v.As<Napi::Number>().Int64Value();
+}
+
+Napi::Value AddonBackbone::Generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!model_) throw make_error(env, "E_DISPOSED", "Backbone: generate() after dispose()");
+  try {
+    if (!info[0].IsObject()) fail(ErrorCode::Input, "generate: expected an options object");
+    auto o = info[0].As<Napi::Object>();
+    const model::BackboneConfig& cfg = model_->config();
+    const int64_t prompt_len = integer_option(o, "promptLen"), max_new = integer_option(o, "maxNewTokens");
+    if (prompt_len < 1) fail(ErrorCode::Input, "promptLen: expected at least 1, got ", prompt_len);
+    if (max_new < 1) fail(ErrorCode::Input, "maxNewTokens: expected at least 1, got ", max_new);
+    at::Tensor pixels = float32_from_js(o.Get("pixelValues"), {1, cfg.pixel_channels(), cfg.image_size, cfg.image_size},
+                                        "pixelValues");
+    at::Tensor ids = int64_from_js(o.Get("inputIds"), {1, prompt_len}, "inputIds");
+    std::vector<int64_t> stop_ids;
+    if (o.Get("stopIds").IsArray()) {
+      auto a = o.Get("stopIds").As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        if (!a.Get(i).IsNumber()) fail(ErrorCode::Input, "stopIds[", i, "]: expected a number");
+        stop_ids.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+      }
+    }
+    bool casts = o.Get("referenceCasts").ToBoolean();
+    return (new GenerateWorker(env, threads_, model_, std::move(pixels), std::move(ids), max_new, std::move(stop_ids), casts))
+        ->Start();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
 }
 
 Napi::Value AddonBackbone::Forward(const Napi::CallbackInfo& info) {

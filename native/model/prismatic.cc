@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "error.h"
 
 namespace m2vla::model {
@@ -57,20 +59,45 @@ at::Tensor Backbone::vision(const at::Tensor& pixel_values) const {
   return fused.view({n, b, g, dv}).transpose(0, 1).reshape({b, n * g, dv});
 }
 
+at::Tensor Backbone::patches(const at::Tensor& pixel_values, bool reference_casts) const {
+  at::Tensor pixels = reference_casts ? pixel_values.to(at::kBFloat16).to(dtype_) : pixel_values.to(dtype_);
+  return projector_(vision(pixels));
+}
+
 // The reference embeds placeholder ids (aq_placeholder_id) at the action-query positions and overwrites them with
 // action_queries.weight; embedding the queries directly gives the same tensor.
-at::Tensor Backbone::sequence(const at::Tensor& input_ids, const at::Tensor& patches) const {
+at::Tensor Backbone::sequence(const at::Tensor& input_ids, const at::Tensor& patches, bool with_action_queries) const {
   const int64_t b = input_ids.size(0);
   at::Tensor text = llm_.embed(input_ids);  // [B, P, D]
-  at::Tensor stop = llm_.embed_tokens()[cfg_.stop_token_id].expand({b, 1, -1});
-  return at::cat({text.slice(1, 0, 1), patches, text.slice(1, 1), action_queries_.expand({b, -1, -1}), stop}, 1);
+  std::vector<at::Tensor> parts{text.slice(1, 0, 1), patches, text.slice(1, 1)};
+  if (with_action_queries) {
+    parts.push_back(action_queries_.expand({b, -1, -1}));
+    parts.push_back(llm_.embed_tokens()[cfg_.stop_token_id].expand({b, 1, -1}));
+  }
+  return at::cat(parts, 1);
 }
 
 BackboneOutput Backbone::forward(const at::Tensor& pixel_values, const at::Tensor& input_ids, bool reference_casts) const {
   check_inputs(pixel_values, input_ids);
-  at::Tensor pixels = reference_casts ? pixel_values.to(at::kBFloat16).to(dtype_) : pixel_values.to(dtype_);
-  at::Tensor patches = projector_(vision(pixels));
-  return {llm_.hidden_states(sequence(input_ids, patches)), patches};
+  at::Tensor projected = patches(pixel_values, reference_casts);
+  return {llm_.hidden_states(sequence(input_ids, projected, /*with_action_queries=*/true)), projected};
+}
+
+std::vector<int64_t> Backbone::generate(const at::Tensor& pixel_values, const at::Tensor& input_ids, int64_t max_new_tokens,
+                                        const std::vector<int64_t>& stop_ids, bool reference_casts) const {
+  check_inputs(pixel_values, input_ids);
+  if (input_ids.size(0) != 1) fail(ErrorCode::Input, "generate: one prompt at a time, got a batch of ", input_ids.size(0));
+  at::Tensor prompt = sequence(input_ids, patches(pixel_values, reference_casts), /*with_action_queries=*/false);
+  KvCache cache = llm_.make_cache(1, prompt.size(1) + max_new_tokens, dtype_);
+  at::Tensor hidden = llm_.extend(prompt, cache);
+  std::vector<int64_t> tokens;
+  while (int64_t(tokens.size()) < max_new_tokens) {
+    const int64_t next = llm_.logits(hidden.select(1, -1)).argmax(-1).item<int64_t>();
+    tokens.push_back(next);
+    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) break;
+    if (int64_t(tokens.size()) < max_new_tokens) hidden = llm_.extend(llm_.embed(at::full({1, 1}, next, at::kLong)), cache);
+  }
+  return tokens;
 }
 
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype) {

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "io/state_dict.h"
 #include "model/config.h"
@@ -38,12 +39,20 @@ class Backbone {
   // `.to(torch.bfloat16)` does, while computation stays in the model dtype.
   BackboneOutput forward(const at::Tensor& pixel_values, const at::Tensor& input_ids, bool reference_casts) const;
 
+  // VQA: greedy decoding of one prompt (input_ids [1, P]) over [ids[0]] + patches + ids[1:] (no action queries),
+  // with a KV cache and the tied LM head. Stops after `max_new_tokens` or at the first id of `stop_ids`
+  // (which is included in the result).
+  std::vector<int64_t> generate(const at::Tensor& pixel_values, const at::Tensor& input_ids, int64_t max_new_tokens,
+                                const std::vector<int64_t>& stop_ids, bool reference_casts) const;
+
   const BackboneConfig& config() const { return cfg_; }
   at::ScalarType dtype() const { return dtype_; }
 
  private:
   at::Tensor vision(const at::Tensor& pixel_values) const;  // -> fused patch features [B, num_patches, dino+siglip]
-  at::Tensor sequence(const at::Tensor& input_ids, const at::Tensor& patches) const;
+  at::Tensor patches(const at::Tensor& pixel_values, bool reference_casts) const;  // projected [B, num_patches, D]
+  // [ids[0]] + patches + ids[1:], then the action queries and the stop embedding when `with_action_queries`.
+  at::Tensor sequence(const at::Tensor& input_ids, const at::Tensor& patches, bool with_action_queries) const;
   void check_inputs(const at::Tensor& pixel_values, const at::Tensor& input_ids) const;
 
   BackboneConfig cfg_;

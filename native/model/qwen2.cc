@@ -76,14 +76,24 @@ Rope Qwen2::rope(int64_t start, int64_t length, at::ScalarType dtype) const {
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-at::Tensor Qwen2::attention(const Layer& l, const at::Tensor& x, const Rope& r) const {
+at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, KvCache* cache) const {
   const int64_t b = x.size(0), t = x.size(1), h = cfg_.num_heads, kvh = cfg_.num_kv_heads, hd = cfg_.head_dim;
-  auto qkv = l.qkv(x).split({h * hd, kvh * hd, kvh * hd}, -1);
+  auto qkv = layers_[i].qkv(x).split({h * hd, kvh * hd, kvh * hd}, -1);
   at::Tensor q = apply_rope(qkv[0].view({b, t, h, hd}).transpose(1, 2), r);  // [B, heads, T, hd]
   at::Tensor k = apply_rope(qkv[1].view({b, t, kvh, hd}).transpose(1, 2), r);
   at::Tensor v = qkv[2].view({b, t, kvh, hd}).transpose(1, 2);
+  bool causal = true;
+  if (cache) {
+    const int64_t start = cache->length;
+    if (start > 0 && t > 1) fail(ErrorCode::Native, "Qwen2: extend() takes the prompt once, then one token per call");
+    cache->keys[i].narrow(2, start, t).copy_(k);
+    cache->values[i].narrow(2, start, t).copy_(v);
+    k = cache->keys[i].narrow(2, 0, start + t);
+    v = cache->values[i].narrow(2, 0, start + t);
+    causal = start == 0;  // a single new token attends to every cached position
+  }
   // Scale head_dim^-0.5 (SDPA's default, as HF eager); each kv head serves heads/kv_heads query heads (GQA).
-  at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
+  at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, causal,
                                                     /*scale=*/std::nullopt, /*enable_gqa=*/kvh != h);
   return out.transpose(1, 2).reshape({b, t, h * hd});
 }
@@ -94,6 +104,12 @@ at::Tensor Qwen2::mlp_activation(const Layer& l, const at::Tensor& x) const {
   return at::silu_(gate_up[0]).mul_(gate_up[1]);
 }
 
+at::Tensor Qwen2::layer(int64_t i, const at::Tensor& x, const Rope& r, KvCache* cache, at::Tensor out) const {
+  const Layer& l = layers_[i];
+  at::Tensor h = residual_linear(x, attention(i, l.input_norm(x), r, cache), l.o_proj);
+  return residual_linear(h, mlp_activation(l, l.post_attention_norm(h)), l.down, out);
+}
+
 at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds) const {
   const int64_t n = cfg_.num_layers, b = inputs_embeds.size(0), t = inputs_embeds.size(1);
   const Rope r = rope(0, t, inputs_embeds.scalar_type());
@@ -101,14 +117,31 @@ at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds) const {
   at::Tensor hs = at::empty({n + 1, b, t, cfg_.hidden_size}, inputs_embeds.options());
   hs[0].copy_(inputs_embeds);
   at::Tensor x = hs[0];
-  for (int64_t i = 0; i < n; ++i) {
-    const Layer& l = layers_[i];
-    at::Tensor h = residual_linear(x, attention(l, l.input_norm(x), r), l.o_proj);
-    at::Tensor out = i + 1 < n ? hs[i + 1] : at::empty_like(h);
-    x = residual_linear(h, mlp_activation(l, l.post_attention_norm(h)), l.down, out);
-  }
+  for (int64_t i = 0; i < n; ++i) x = layer(i, x, r, nullptr, i + 1 < n ? hs[i + 1] : at::Tensor());
   hs[n].copy_(norm_(x));
   return hs;
 }
+
+KvCache Qwen2::make_cache(int64_t batch, int64_t capacity, at::ScalarType dtype) const {
+  KvCache c;
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    c.keys.push_back(at::empty({batch, cfg_.num_kv_heads, capacity, cfg_.head_dim}, at::TensorOptions().dtype(dtype)));
+    c.values.push_back(at::empty_like(c.keys.back()));
+  }
+  return c;
+}
+
+at::Tensor Qwen2::extend(const at::Tensor& inputs_embeds, KvCache& cache) const {
+  const int64_t t = inputs_embeds.size(1);
+  if (cache.length + t > cache.keys[0].size(2))
+    fail(ErrorCode::Native, "Qwen2: KV cache of ", cache.keys[0].size(2), " positions is full");
+  const Rope r = rope(cache.length, t, inputs_embeds.scalar_type());
+  at::Tensor x = inputs_embeds;
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, r, &cache);
+  cache.length += t;
+  return norm_(x);
+}
+
+at::Tensor Qwen2::logits(const at::Tensor& hidden) const { return at::linear(hidden, embed_tokens_).to(at::kFloat); }
 
 }  // namespace m2vla::model

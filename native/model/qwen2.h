@@ -26,6 +26,13 @@ struct Rope {
   at::Tensor cos, sin;
 };
 
+// Keys and values of every layer for incremental decoding, [B, kv_heads, capacity, head_dim] each; positions
+// 0..length-1 are filled.
+struct KvCache {
+  std::vector<at::Tensor> keys, values;
+  int64_t length = 0;
+};
+
 class Qwen2 {
  public:
   // `prefix` ends with '.', e.g. "language_model.model.". Weights are used in the dtype they were loaded in.
@@ -40,6 +47,13 @@ class Qwen2 {
   // Causal attention over the whole sequence, positions 0..T-1.
   at::Tensor hidden_states(const at::Tensor& inputs_embeds) const;
 
+  // Incremental decoding (VQA): an empty cache for `capacity` positions, then extend() with the whole prompt once
+  // (causal) and with one token per call after that. Returns the final-normed hidden states of the new tokens.
+  KvCache make_cache(int64_t batch, int64_t capacity, at::ScalarType dtype) const;
+  at::Tensor extend(const at::Tensor& inputs_embeds, KvCache& cache) const;
+  // Next-token logits with the tied LM head (embed_tokens), in float32.
+  at::Tensor logits(const at::Tensor& hidden) const;
+
  private:
   struct Layer {
     RmsNorm input_norm;
@@ -50,8 +64,11 @@ class Qwen2 {
     Linear down;
   };
   Rope rope(int64_t start, int64_t length, at::ScalarType dtype) const;
+  // One decoder layer, written into `out` when given. With a cache, the new keys/values are stored at positions
+  // cache->length.. and the queries attend to everything cached so far.
+  at::Tensor layer(int64_t i, const at::Tensor& x, const Rope& rope, KvCache* cache, at::Tensor out = {}) const;
   // Attention output before o_proj (heads merged): o_proj is fused with the residual add.
-  at::Tensor attention(const Layer& l, const at::Tensor& x, const Rope& rope) const;
+  at::Tensor attention(int64_t i, const at::Tensor& x, const Rope& rope, KvCache* cache) const;
   // silu(gate) * up, before down_proj (fused with the residual add).
   at::Tensor mlp_activation(const Layer& l, const at::Tensor& x) const;
 

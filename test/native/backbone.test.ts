@@ -224,3 +224,31 @@ describe('backbone checkpoint errors', () => {
     expect(maxAbsDiff(out.projectedPatches.data, toFloat32(cases['case0.expected_nocast.projected_patches']))).toBeLessThan(TOL);
   });
 });
+
+describe('backbone VQA (greedy decoding with a KV cache)', () => {
+  // test/fixtures/m2vla-tiny-a-vqa: HF Qwen2ForCausalLM.generate over fixture A's reference projected patches.
+  let vqa: Record<string, NativeTensor>;
+  beforeAll(async () => {
+    vqa = await getBinding().loadStateDict(path.join(FIXTURE_A, '..', 'm2vla-tiny-a-vqa', 'vqa.safetensors'));
+  });
+
+  it.each(['case0', 'case1', 'case2'])('%s: the same 12 tokens as HF generate', async (c) => {
+    expect(vqa[`${c}.min_top2_gap`].shape).toEqual([1]);
+    expect(toFloat32(vqa[`${c}.min_top2_gap`])[0]).toBeGreaterThan(1e-3); // no near tie to flip
+    const tokens = await withCasts.ask(observations(c)[0], { maxNewTokens: 12 });
+    expect(tokens).toEqual(Array.from(toFloat32(vqa[`${c}.generated`])));
+  });
+
+  it('stops at a stop id and includes it', async () => {
+    const expected = Array.from(toFloat32(vqa['case0.generated']));
+    const tokens = await withCasts.ask(observations('case0')[0], { maxNewTokens: 12, stopIds: [expected[2]] });
+    expect(tokens).toEqual(expected.slice(0, 3));
+  });
+
+  it('rejects a bad maxNewTokens and calls after dispose', async () => {
+    await expect(withCasts.ask(observations('case0')[0], { maxNewTokens: 0 })).rejects.toThrow(InputError);
+    const bb = await loadBackbone(FIXTURE_A, { threads: 1 });
+    bb.dispose();
+    await expect(bb.ask(observations('case0')[0])).rejects.toThrow(DisposedError);
+  });
+});
