@@ -5,7 +5,13 @@
 
 namespace m2vla::model {
 
-Linear Linear::load(const io::StateDict& sd, const std::string& name, int64_t out, int64_t in, bool bias) {
+at::Tensor Weights::get(const std::string& name) const { return dict.get(name).to(dtype); }
+
+at::Tensor Weights::get(const std::string& name, const std::vector<int64_t>& shape) const {
+  return dict.get(name, shape).to(dtype);
+}
+
+Linear Linear::load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias) {
   Linear l;
   l.weight = sd.get(name + ".weight", {out, in});
   if (bias) l.bias = sd.get(name + ".bias", {out});
@@ -14,7 +20,7 @@ Linear Linear::load(const io::StateDict& sd, const std::string& name, int64_t ou
 
 at::Tensor Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
-LayerNorm LayerNorm::load(const io::StateDict& sd, const std::string& name, int64_t dim, double eps) {
+LayerNorm LayerNorm::load(const Weights& sd, const std::string& name, int64_t dim, double eps) {
   return {sd.get(name + ".weight", {dim}), sd.get(name + ".bias", {dim}), eps};
 }
 

@@ -8,15 +8,16 @@
 
 namespace m2vla::model {
 
-Projector::Projector(const io::StateDict& sd, int64_t vision_dim, int64_t llm_dim)
+Projector::Projector(const Weights& sd, int64_t vision_dim, int64_t llm_dim)
     : fc1(Linear::load(sd, "projector.fc1", 4 * vision_dim, vision_dim)),
       fc2(Linear::load(sd, "projector.fc2", llm_dim, 4 * vision_dim)),
       fc3(Linear::load(sd, "projector.fc3", llm_dim, llm_dim)) {}
 
 at::Tensor Projector::operator()(const at::Tensor& x) const { return fc3(at::gelu(fc2(at::gelu(fc1(x))))); }
 
-Backbone::Backbone(const BackboneConfig& cfg, const io::StateDict& sd)
+Backbone::Backbone(const BackboneConfig& cfg, const Weights& sd)
     : cfg_(cfg),
+      dtype_(sd.dtype),
       featurizer_(cfg.featurizer, sd, "vision_backbone.featurizer.", cfg.image_size),
       fused_featurizer_(cfg.fused_featurizer, sd, "vision_backbone.fused_featurizer.", cfg.image_size),
       projector_(sd, cfg.featurizer.embed_dim + cfg.fused_featurizer.embed_dim, cfg.llm.hidden_size),
@@ -28,7 +29,6 @@ Backbone::Backbone(const BackboneConfig& cfg, const io::StateDict& sd)
   if (cfg.num_images < 1) fail(ErrorCode::Config, "numImages: expected at least 1, got ", cfg.num_images);
   if (cfg.stop_token_id < 0 || cfg.stop_token_id >= cfg.llm.vocab_size)
     fail(ErrorCode::Config, "stopTokenId ", cfg.stop_token_id, " is not in the vocabulary (size ", cfg.llm.vocab_size, ")");
-  dtype_ = llm_.embed_tokens().scalar_type();
 }
 
 void Backbone::check_inputs(const at::Tensor& pixel_values, const at::Tensor& input_ids) const {
@@ -101,8 +101,8 @@ std::vector<int64_t> Backbone::generate(const at::Tensor& pixel_values, const at
 }
 
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype) {
-  io::StateDict sd = io::load_state_dict(path, dtype);
-  return std::make_shared<const Backbone>(cfg, sd);
+  io::StateDict sd = io::load_state_dict(path);
+  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype});
 }
 
 }  // namespace m2vla::model

@@ -1,7 +1,7 @@
 // The frozen Prismatic VLM of M²-VLA ("Backbone"): per image, DINOv2 and SigLIP patch tokens concatenated along
 // channels -> projector MLP -> the multimodal sequence
 //   [ids[0]] + projected patches (primary, then wrist) + ids[1:] + action-query embeddings + [stop embedding]
-// -> Qwen2 with every hidden state. Weights are converted to the model dtype once, at load.
+// -> Qwen2 with every hidden state. Weights are converted to the model dtype once, at load; computation runs in it.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "io/state_dict.h"
 #include "model/config.h"
 #include "model/layers.h"
 #include "model/qwen2.h"
@@ -20,7 +19,7 @@ namespace m2vla::model {
 // PrismaticProjector "fused-gelu-mlp": fc3(GELU(fc2(GELU(fc1(x))))), exact (erf) GELU.
 struct Projector {
   Linear fc1, fc2, fc3;
-  Projector(const io::StateDict& sd, int64_t vision_dim, int64_t llm_dim);
+  Projector(const Weights& sd, int64_t vision_dim, int64_t llm_dim);
   at::Tensor operator()(const at::Tensor& x) const;
 };
 
@@ -31,7 +30,7 @@ struct BackboneOutput {
 
 class Backbone {
  public:
-  Backbone(const BackboneConfig& cfg, const io::StateDict& sd);
+  Backbone(const BackboneConfig& cfg, const Weights& sd);
 
   // pixel_values [B, 6*num_images, S, S] (per image [DINO RGB, SigLIP RGB]), input_ids [B, P] int64 (the prompt
   // including its first token; every row the same length P: padded batches are rejected by the caller's contract,
@@ -63,8 +62,8 @@ class Backbone {
   at::Tensor action_queries_;  // [num_action_queries, hidden]
 };
 
-// Reads the VLM checkpoint (model.safetensors, a sharded index, or a torch.save zip) converting floating tensors
-// to `dtype` (float32 or bfloat16) and builds the backbone; errors are E_CHECKPOINT / E_CONFIG.
+// Reads the VLM checkpoint (model.safetensors, a sharded index, or a torch.save zip) and builds the backbone with
+// the tensors it uses converted to `dtype` (float32 or bfloat16); errors are E_CHECKPOINT / E_CONFIG.
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype);
 
 }  // namespace m2vla::model

@@ -7,7 +7,7 @@
 namespace m2vla::model {
 namespace {
 
-RmsNorm load_rms(const io::StateDict& sd, const std::string& name, int64_t dim, double eps) {
+RmsNorm load_rms(const Weights& sd, const std::string& name, int64_t dim, double eps) {
   return {sd.get(name + ".weight", {dim}), eps};
 }
 
@@ -37,7 +37,7 @@ at::Tensor RmsNorm::operator()(const at::Tensor& x) const {
   return weight * normed.to(x.scalar_type());
 }
 
-Qwen2::Qwen2(const LlmConfig& cfg, const io::StateDict& sd, const std::string& prefix) : cfg_(cfg) {
+Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix) : cfg_(cfg) {
   const int64_t d = cfg.hidden_size, hd = cfg.head_dim, q_out = cfg.num_heads * hd, kv_out = cfg.num_kv_heads * hd;
   if (cfg.num_layers < 1) fail(ErrorCode::Config, "llm: num_layers must be at least 1, got ", cfg.num_layers);
   if (cfg.num_kv_heads <= 0 || cfg.num_heads % cfg.num_kv_heads != 0)

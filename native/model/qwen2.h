@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "io/state_dict.h"
 #include "model/config.h"
 #include "model/layers.h"
 
@@ -36,7 +35,7 @@ struct KvCache {
 class Qwen2 {
  public:
   // `prefix` ends with '.', e.g. "language_model.model.". Weights are used in the dtype they were loaded in.
-  Qwen2(const LlmConfig& cfg, const io::StateDict& sd, const std::string& prefix);
+  Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix);
 
   const LlmConfig& config() const { return cfg_; }
   const at::Tensor& embed_tokens() const { return embed_tokens_; }  // [vocab, hidden]

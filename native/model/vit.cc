@@ -9,14 +9,14 @@ namespace {
 
 // timm LayerScale: Prismatic renames `gamma` to `scale_factor` (HF's loader rewrites any name containing "gamma");
 // checkpoints saved straight from timm keep `gamma`.
-at::Tensor layer_scale(const io::StateDict& sd, const std::string& name, int64_t dim) {
+at::Tensor layer_scale(const Weights& sd, const std::string& name, int64_t dim) {
   std::string renamed = name + ".scale_factor", timm = name + ".gamma";
   return sd.get(sd.has(timm) && !sd.has(renamed) ? timm : renamed, {dim});
 }
 
 }  // namespace
 
-Vit::Vit(const VitConfig& cfg, const io::StateDict& sd, const std::string& prefix, int64_t image_size) : cfg_(cfg) {
+Vit::Vit(const VitConfig& cfg, const Weights& sd, const std::string& prefix, int64_t image_size) : cfg_(cfg) {
   const int64_t dim = cfg.embed_dim, p = cfg.patch_size;
   if (dim % cfg.num_heads != 0) fail(ErrorCode::Config, prefix, ": embed_dim ", dim, " is not divisible by num_heads ", cfg.num_heads);
   if (image_size % p != 0) fail(ErrorCode::Config, prefix, ": image size ", image_size, " is not a multiple of the patch size ", p);
@@ -29,7 +29,7 @@ Vit::Vit(const VitConfig& cfg, const io::StateDict& sd, const std::string& prefi
   // No pos_embed interpolation (timm dynamic_img_size is off in Prismatic): the table must match the patch grid.
   pos_embed_ = sd.get(prefix + "pos_embed");
   if (pos_embed_.sizes() != at::IntArrayRef({1, grid * grid, dim}))
-    fail(ErrorCode::Checkpoint, sd.source, ": tensor '", prefix, "pos_embed' has shape ", pos_embed_.sizes(), ", expected [1, ",
+    fail(ErrorCode::Checkpoint, sd.source(), ": tensor '", prefix, "pos_embed' has shape ", pos_embed_.sizes(), ", expected [1, ",
          grid * grid, ", ", dim, "] (a ", grid, "x", grid, " patch grid for ", image_size, "px images, patch ", p, ")");
   std::vector<at::Tensor> prefix_tokens;
   if (cfg.class_token) prefix_tokens.push_back(sd.get(prefix + "cls_token", {1, 1, dim}));

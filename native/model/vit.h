@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "io/state_dict.h"
 #include "model/config.h"
 #include "model/layers.h"
 
@@ -21,7 +20,7 @@ namespace m2vla::model {
 class Vit {
  public:
   // `prefix` ends with '.', e.g. "vision_backbone.featurizer."; `image_size` fixes the patch grid pos_embed must match.
-  Vit(const VitConfig& cfg, const io::StateDict& sd, const std::string& prefix, int64_t image_size);
+  Vit(const VitConfig& cfg, const Weights& sd, const std::string& prefix, int64_t image_size);
 
   // images [N, 3, S, S] -> patch tokens [N, (S/patch)^2, embed_dim] of block take_block.
   at::Tensor forward(const at::Tensor& images) const;
