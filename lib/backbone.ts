@@ -60,17 +60,12 @@ export class Backbone implements AsyncDisposable {
    * shorter prompts and masks the pads, which this engine does not reproduce (there is no attention mask), so such
    * batches are rejected with an InputError rather than computed differently.
    */
-  forward(observations: Observation | Observation[]): Promise<BackboneOutput> {
+  async forward(observations: Observation | Observation[]): Promise<BackboneOutput> {
     const native = this.#native;
-    if (!native) return Promise.reject(new DisposedError('Backbone: forward() after dispose()'));
+    if (!native) throw new DisposedError('Backbone: forward() after dispose()');
     const list = Array.isArray(observations) ? observations : [observations];
-    if (list.length === 0) return Promise.reject(new InputError('observations: expected at least one'));
-    let packed;
-    try {
-      packed = this.#pack(list, Array.isArray(observations));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    if (list.length === 0) throw new InputError('observations: expected at least one');
+    const packed = this.#pack(list, Array.isArray(observations));
     return runTorchJob(async () => {
       const r = await native.forward({ ...packed, referenceCasts: this.referenceCasts });
       return {
@@ -89,11 +84,11 @@ export class Backbone implements AsyncDisposable {
           `${promptLen}; a batch needs prompts of the same length (padded batches are not supported)`);
       }
     });
-    const perImage = inputs[0].pixelValues.length;
-    const pixelValues = new Float32Array(perImage * inputs.length);
+    const perObservation = inputs[0].pixelValues.length;
+    const pixelValues = new Float32Array(perObservation * inputs.length);
     const inputIds = new BigInt64Array(promptLen * inputs.length);
     inputs.forEach((inp, i) => {
-      pixelValues.set(inp.pixelValues, i * perImage);
+      pixelValues.set(inp.pixelValues, i * perObservation);
       inputIds.set(inp.inputIds, i * promptLen);
     });
     return { pixelValues, inputIds, batch: inputs.length, promptLen };
@@ -104,19 +99,14 @@ export class Backbone implements AsyncDisposable {
    * [first prompt token] + image patches + the rest of the prompt, without action queries. Returns the generated
    * token ids, ending with a stop id if one was produced within `maxNewTokens` (default 64).
    */
-  ask(observation: Observation, options: AskOptions = {}): Promise<number[]> {
+  async ask(observation: Observation, options: AskOptions = {}): Promise<number[]> {
     const native = this.#native;
-    if (!native) return Promise.reject(new DisposedError('Backbone: ask() after dispose()'));
+    if (!native) throw new DisposedError('Backbone: ask() after dispose()');
     const { maxNewTokens = 64, stopIds = [] } = options;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
-      return Promise.reject(new InputError(`maxNewTokens: expected a positive integer, got ${maxNewTokens}`));
+      throw new InputError(`maxNewTokens: expected a positive integer, got ${maxNewTokens}`);
     }
-    let inputs;
-    try {
-      inputs = toModelInputs(observation, this.config);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    const inputs = toModelInputs(observation, this.config);
     return runTorchJob(() => native.generate({
       ...inputs, promptLen: inputs.inputIds.length, maxNewTokens, stopIds, referenceCasts: this.referenceCasts,
     }));
