@@ -1,6 +1,7 @@
 /**
  * The frozen VLM against fixture A (reference run of the Prismatic/Qwen2 code on a tiny model): projected patches and
- * every hidden state, with and without the reference's bf16 pixel cast; the bfloat16 dtype's error; typed errors.
+ * every hidden state, with and without the reference's bf16 pixel cast; the bfloat16 dtype's error; typed errors for
+ * bad inputs and damaged checkpoints; greedy VQA against HF generate (fixture m2vla-tiny-a-vqa).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,9 +23,9 @@ let cases: Record<string, NativeTensor>;
 let withCasts: Backbone, noCasts: Backbone, bf16: Backbone;
 const measured: Record<string, number> = {};
 
-/** The observations of a case (split along the batch), pixel values from `pixelKey`. */
-function observations(c: string, pixelKey = 'expected.pixel_values'): Observation[] {
-  const pv = cases[`${c}.${pixelKey}`], ids = cases[`${c}.input.input_ids`];
+/** The observations of a case (split along the batch): the processor's float32 pixel values and the prompt ids. */
+function observations(c: string): Observation[] {
+  const pv = cases[`${c}.expected.pixel_values`], ids = cases[`${c}.input.input_ids`];
   const [batch, ...chw] = pv.shape;
   const pixels = toFloat32(pv), idVals = toFloat32(ids), per = pixels.length / batch, p = ids.shape[1];
   return Array.from({ length: batch }, (_, b) => ({
@@ -123,6 +124,15 @@ describe('backbone in bfloat16', () => {
 
 describe('backbone input errors', () => {
   const one = () => observations('case0')[0];
+
+  it('takes token ids as number[], Int32Array or BigInt64Array', async () => {
+    const o = one(), ids = o.inputIds as number[];
+    const ref = await noCasts.forward(o);
+    for (const inputIds of [Int32Array.from(ids), BigInt64Array.from(ids, BigInt)]) {
+      const out = await noCasts.forward({ ...o, inputIds });
+      expect(maxAbsDiff(out.hiddenStates.data, ref.hiddenStates.data)).toBe(0);
+    }
+  });
 
   it('rejects pixel values whose size does not match their shape', async () => {
     const o = one();
