@@ -4,6 +4,7 @@
  */
 import { loadAddon } from '../../scripts/load-addon.mjs';
 import type { FoundLibtorch } from '../../scripts/libtorch.mjs';
+import type { BackboneConfig } from '../config.js';
 import { LoadError, M2vlaError } from '../errors.js';
 
 export interface BuildInfo {
@@ -116,9 +117,25 @@ export interface NativeBoundsStats {
   mask: Uint8Array;
 }
 
+/** A loaded frozen VLM (native/addon/AddonBackbone.cc). */
+export interface NativeBackbone {
+  /** pixelValues: [batch, 6*numImages, S, S]; inputIds: [batch, promptLen] (same prompt length for every row). */
+  forward(args: {
+    pixelValues: Float32Array; batch: number; inputIds: BigInt64Array; promptLen: number; referenceCasts: boolean;
+  }): Promise<{ hiddenStates: Float32Array; hiddenShape: number[]; projectedPatches: Float32Array; patchesShape: number[] }>;
+  /** Greedy VQA decoding of one prompt; the generated ids (ending with a stop id if one was produced). */
+  generate(args: {
+    pixelValues: Float32Array; inputIds: BigInt64Array; promptLen: number; maxNewTokens: number; stopIds: number[];
+    referenceCasts: boolean;
+  }): Promise<number[]>;
+  /** Releases the model (a call in flight finishes first); later calls reject with E_DISPOSED. */
+  dispose(): void;
+}
+
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
+  createBackbone(options: { modelPath: string; config: BackboneConfig; dtype: NativeDtype; threads?: number }): Promise<NativeBackbone>;
   loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;
   /** [images / imagesPerSample, 3 * means.length * imagesPerSample, size, size] float32, channels [set][RGB] per image. */
   preprocessImages(options: {

@@ -1,0 +1,69 @@
+// The frozen Prismatic VLM of M²-VLA ("Backbone"): per image, DINOv2 and SigLIP patch tokens concatenated along
+// channels -> projector MLP -> the multimodal sequence
+//   [ids[0]] + projected patches (primary, then wrist) + ids[1:] + action-query embeddings + [stop embedding]
+// -> Qwen2 with every hidden state. Weights are converted to the model dtype once, at load; computation runs in it.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/layers.h"
+#include "model/qwen2.h"
+#include "model/vit.h"
+
+namespace m2vla::model {
+
+// PrismaticProjector "fused-gelu-mlp": fc3(GELU(fc2(GELU(fc1(x))))), exact (erf) GELU.
+struct Projector {
+  Linear fc1, fc2, fc3;
+  Projector(const Weights& sd, int64_t vision_dim, int64_t llm_dim);
+  at::Tensor operator()(const at::Tensor& x) const;
+};
+
+struct BackboneOutput {
+  at::Tensor hidden_states;      // [L+1, B, seq, hidden]
+  at::Tensor projected_patches;  // [B, num_patches, hidden]
+};
+
+class Backbone {
+ public:
+  Backbone(const BackboneConfig& cfg, const Weights& sd);
+
+  // pixel_values [B, 6*num_images, S, S] (per image [DINO RGB, SigLIP RGB]), input_ids [B, P] int64 (the prompt
+  // including its first token; every row the same length P: padded batches are rejected by the caller's contract,
+  // there is no attention mask). `reference_casts` rounds the pixel values to bfloat16 first, as the reference's
+  // `.to(torch.bfloat16)` does, while computation stays in the model dtype.
+  BackboneOutput forward(const at::Tensor& pixel_values, const at::Tensor& input_ids, bool reference_casts) const;
+
+  // VQA: greedy decoding of one prompt (input_ids [1, P]) over [ids[0]] + patches + ids[1:] (no action queries),
+  // with a KV cache and the tied LM head. Stops after `max_new_tokens` or at the first id of `stop_ids`
+  // (which is included in the result).
+  std::vector<int64_t> generate(const at::Tensor& pixel_values, const at::Tensor& input_ids, int64_t max_new_tokens,
+                                const std::vector<int64_t>& stop_ids, bool reference_casts) const;
+
+  const BackboneConfig& config() const { return cfg_; }
+  at::ScalarType dtype() const { return dtype_; }
+
+ private:
+  at::Tensor vision(const at::Tensor& pixel_values) const;  // -> fused patch features [B, num_patches, dino+siglip]
+  at::Tensor patches(const at::Tensor& pixel_values, bool reference_casts) const;  // projected [B, num_patches, D]
+  // [ids[0]] + patches + ids[1:], then the action queries and the stop embedding when `with_action_queries`.
+  at::Tensor sequence(const at::Tensor& input_ids, const at::Tensor& patches, bool with_action_queries) const;
+  void check_inputs(const at::Tensor& pixel_values, const at::Tensor& input_ids) const;
+
+  BackboneConfig cfg_;
+  at::ScalarType dtype_;
+  Vit featurizer_, fused_featurizer_;
+  Projector projector_;
+  Qwen2 llm_;
+  at::Tensor action_queries_;  // [num_action_queries, hidden]
+};
+
+// Reads the VLM checkpoint (model.safetensors, a sharded index, or a torch.save zip) and builds the backbone with
+// the tensors it uses converted to `dtype` (float32 or bfloat16); errors are E_CHECKPOINT / E_CONFIG.
+std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype);
+
+}  // namespace m2vla::model

@@ -1,0 +1,147 @@
+#include "model/qwen2.h"
+
+#include <ATen/ATen.h>
+
+#include "error.h"
+
+namespace m2vla::model {
+namespace {
+
+RmsNorm load_rms(const Weights& sd, const std::string& name, int64_t dim, double eps) {
+  return {sd.get(name + ".weight", {dim}), eps};
+}
+
+// HF rotate_half: [x1, x2] -> [-x2, x1] over the two halves of head_dim (not interleaved pairs).
+at::Tensor rotate_half(const at::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return at::cat({-halves[1], halves[0]}, -1);
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const Rope& r) { return x * r.cos + rotate_half(x) * r.sin; }
+
+// residual + x @ weight^T as one GEMM (beta = 1), written into `out` when given: o_proj and down_proj have no bias.
+at::Tensor residual_linear(const at::Tensor& residual, const at::Tensor& x, const Linear& l, at::Tensor out = {}) {
+  const int64_t d = residual.size(-1);
+  at::Tensor r2 = residual.reshape({-1, d}), x2 = x.reshape({-1, x.size(-1)});
+  if (!out.defined()) return at::addmm(r2, x2, l.weight.t()).view(residual.sizes());
+  at::Tensor out2 = out.view({-1, d});
+  at::addmm_out(out2, r2, x2, l.weight.t());
+  return out;
+}
+
+}  // namespace
+
+at::Tensor RmsNorm::operator()(const at::Tensor& x) const {
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix) : cfg_(cfg) {
+  const int64_t d = cfg.hidden_size, hd = cfg.head_dim, q_out = cfg.num_heads * hd, kv_out = cfg.num_kv_heads * hd;
+  if (cfg.num_layers < 1) fail(ErrorCode::Config, "llm: num_layers must be at least 1, got ", cfg.num_layers);
+  if (cfg.num_kv_heads <= 0 || cfg.num_heads % cfg.num_kv_heads != 0)
+    fail(ErrorCode::Config, "llm: num_heads ", cfg.num_heads, " is not a multiple of num_kv_heads ", cfg.num_kv_heads);
+  if (hd % 2 != 0) fail(ErrorCode::Config, "llm: head_dim ", hd, " must be even for rotary embeddings");
+
+  embed_tokens_ = sd.get(prefix + "embed_tokens.weight", {cfg.vocab_size, d});
+  // HF: 1 / theta^(arange(0, head_dim, 2) / head_dim), computed in float32.
+  inv_freq_ = 1.0 / at::pow(cfg.rope_theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / double(hd));
+
+  for (int64_t i = 0; i < cfg.num_layers; ++i) {
+    const std::string p = prefix + "layers." + std::to_string(i) + ".";
+    Linear q = Linear::load(sd, p + "self_attn.q_proj", q_out, d);
+    Linear k = Linear::load(sd, p + "self_attn.k_proj", kv_out, d);
+    Linear v = Linear::load(sd, p + "self_attn.v_proj", kv_out, d);
+    Linear gate = Linear::load(sd, p + "mlp.gate_proj", cfg.intermediate_size, d, /*bias=*/false);
+    Linear up = Linear::load(sd, p + "mlp.up_proj", cfg.intermediate_size, d, /*bias=*/false);
+    layers_.push_back(Layer{
+        load_rms(sd, p + "input_layernorm", d, cfg.rms_norm_eps),
+        Linear{at::cat({q.weight, k.weight, v.weight}), at::cat({q.bias, k.bias, v.bias})},
+        Linear::load(sd, p + "self_attn.o_proj", d, q_out, /*bias=*/false),
+        load_rms(sd, p + "post_attention_layernorm", d, cfg.rms_norm_eps),
+        Linear{at::cat({gate.weight, up.weight}), at::Tensor()},
+        Linear::load(sd, p + "mlp.down_proj", d, cfg.intermediate_size, /*bias=*/false),
+    });
+  }
+  norm_ = load_rms(sd, prefix + "norm", d, cfg.rms_norm_eps);
+}
+
+at::Tensor Qwen2::embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
+
+Rope Qwen2::rope(int64_t start, int64_t length, at::ScalarType dtype) const {
+  at::Tensor pos = at::arange(start, start + length, at::kLong).to(at::kFloat);
+  at::Tensor freqs = at::outer(pos, inv_freq_);  // [T, head_dim/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);  // [T, head_dim]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, KvCache* cache) const {
+  const int64_t b = x.size(0), t = x.size(1), h = cfg_.num_heads, kvh = cfg_.num_kv_heads, hd = cfg_.head_dim;
+  auto qkv = layers_[i].qkv(x).split({h * hd, kvh * hd, kvh * hd}, -1);
+  at::Tensor q = apply_rope(qkv[0].view({b, t, h, hd}).transpose(1, 2), r);  // [B, heads, T, hd]
+  at::Tensor k = apply_rope(qkv[1].view({b, t, kvh, hd}).transpose(1, 2), r);
+  at::Tensor v = qkv[2].view({b, t, kvh, hd}).transpose(1, 2);
+  bool causal = true;
+  if (cache) {
+    const int64_t start = cache->length;
+    if (start > 0 && t > 1) fail(ErrorCode::Native, "Qwen2: extend() takes the prompt once, then one token per call");
+    cache->keys[i].narrow(2, start, t).copy_(k);
+    cache->values[i].narrow(2, start, t).copy_(v);
+    k = cache->keys[i].narrow(2, 0, start + t);
+    v = cache->values[i].narrow(2, 0, start + t);
+    causal = start == 0;  // a single new token attends to every cached position
+  }
+  // Scale head_dim^-0.5 (SDPA's default, as HF eager); each kv head serves heads/kv_heads query heads (GQA).
+  at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, causal,
+                                                    /*scale=*/std::nullopt, /*enable_gqa=*/kvh != h);
+  return out.transpose(1, 2).reshape({b, t, h * hd});
+}
+
+// In place in the gate half of the fused projection's output.
+at::Tensor Qwen2::mlp_activation(const Layer& l, const at::Tensor& x) const {
+  auto gate_up = l.gate_up(x).chunk(2, -1);
+  return at::silu_(gate_up[0]).mul_(gate_up[1]);
+}
+
+at::Tensor Qwen2::layer(int64_t i, const at::Tensor& x, const Rope& r, KvCache* cache, at::Tensor out) const {
+  const Layer& l = layers_[i];
+  at::Tensor h = residual_linear(x, attention(i, l.input_norm(x), r, cache), l.o_proj);
+  return residual_linear(h, mlp_activation(l, l.post_attention_norm(h)), l.down, out);
+}
+
+at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds) const {
+  const int64_t n = cfg_.num_layers, b = inputs_embeds.size(0), t = inputs_embeds.size(1);
+  const Rope r = rope(0, t, inputs_embeds.scalar_type());
+  // Each layer writes its output straight into its slot of the result: no stacking copy at the end.
+  at::Tensor hs = at::empty({n + 1, b, t, cfg_.hidden_size}, inputs_embeds.options());
+  hs[0].copy_(inputs_embeds);
+  at::Tensor x = hs[0];
+  for (int64_t i = 0; i < n; ++i) x = layer(i, x, r, nullptr, i + 1 < n ? hs[i + 1] : at::Tensor());
+  hs[n].copy_(norm_(x));
+  return hs;
+}
+
+KvCache Qwen2::make_cache(int64_t batch, int64_t capacity, at::ScalarType dtype) const {
+  KvCache c;
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    c.keys.push_back(at::empty({batch, cfg_.num_kv_heads, capacity, cfg_.head_dim}, at::TensorOptions().dtype(dtype)));
+    c.values.push_back(at::empty_like(c.keys.back()));
+  }
+  return c;
+}
+
+at::Tensor Qwen2::extend(const at::Tensor& inputs_embeds, KvCache& cache) const {
+  const int64_t t = inputs_embeds.size(1);
+  if (cache.length + t > cache.keys[0].size(2))
+    fail(ErrorCode::Native, "Qwen2: KV cache of ", cache.keys[0].size(2), " positions is full");
+  const Rope r = rope(cache.length, t, inputs_embeds.scalar_type());
+  at::Tensor x = inputs_embeds;
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, r, &cache);
+  cache.length += t;
+  return norm_(x);
+}
+
+at::Tensor Qwen2::logits(const at::Tensor& hidden) const { return at::linear(hidden, embed_tokens_).to(at::kFloat); }
+
+}  // namespace m2vla::model
