@@ -1,4 +1,5 @@
 #include "head/action_head.h"
+#include "timing.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -117,10 +118,12 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   at::Tensor proprio_features = proprio_(proprio.to(dtype));
 
   HeadForwardOutput out;
+  Stopwatch watch;
   out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
   out.retrieval = in.impl == MolImpl::Fused ? bank_.query(out.query_keys, options_.top_k)
                                             : bank_.query_reference(out.query_keys, options_.top_k);
   at::Tensor h_memory = memory_value_proj(out.retrieval.values.to(dtype));
+  out.retrieval_ms = watch.lap();
 
   std::vector<MolCondition> conds;
   for (size_t i = 0; i < blocks_.size(); ++i) {

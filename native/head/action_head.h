@@ -51,6 +51,7 @@ struct HeadForwardOutput {
   at::Tensor query_keys;  // [B, key_dim] float32
   Retrieval retrieval;
   std::optional<HeadTrace> trace;
+  double retrieval_ms = 0;  // query key + top-R + value projection
 };
 
 class ActionHead {

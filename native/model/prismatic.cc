@@ -1,4 +1,5 @@
 #include "model/prismatic.h"
+#include "timing.h"
 
 #include <ATen/ATen.h>
 
@@ -59,9 +60,14 @@ at::Tensor Backbone::vision(const at::Tensor& pixel_values) const {
   return fused.view({n, b, g, dv}).transpose(0, 1).reshape({b, n * g, dv});
 }
 
-at::Tensor Backbone::patches(const at::Tensor& pixel_values, bool reference_casts) const {
+at::Tensor Backbone::patches(const at::Tensor& pixel_values, bool reference_casts, BackboneOutput* timing) const {
+  Stopwatch watch;
   at::Tensor pixels = reference_casts ? pixel_values.to(at::kBFloat16).to(dtype_) : pixel_values.to(dtype_);
-  return projector_(vision(pixels));
+  at::Tensor features = vision(pixels);
+  if (timing) timing->vision_ms = watch.lap();
+  at::Tensor projected = projector_(features);
+  if (timing) timing->projector_ms = watch.lap();
+  return projected;
 }
 
 // The reference embeds placeholder ids (aq_placeholder_id) at the action-query positions and overwrites them with
@@ -79,8 +85,12 @@ at::Tensor Backbone::sequence(const at::Tensor& input_ids, const at::Tensor& pat
 
 BackboneOutput Backbone::forward(const at::Tensor& pixel_values, const at::Tensor& input_ids, bool reference_casts) const {
   check_inputs(pixel_values, input_ids);
-  at::Tensor projected = patches(pixel_values, reference_casts);
-  return {llm_.hidden_states(sequence(input_ids, projected, /*with_action_queries=*/true)), projected};
+  BackboneOutput out;
+  out.projected_patches = patches(pixel_values, reference_casts, &out);
+  Stopwatch watch;
+  out.hidden_states = llm_.hidden_states(sequence(input_ids, out.projected_patches, /*with_action_queries=*/true));
+  out.llm_ms = watch.lap();
+  return out;
 }
 
 std::vector<int64_t> Backbone::generate(const at::Tensor& pixel_values, const at::Tensor& input_ids, int64_t max_new_tokens,

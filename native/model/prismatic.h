@@ -26,6 +26,7 @@ struct Projector {
 struct BackboneOutput {
   at::Tensor hidden_states;      // [L+1, B, seq, hidden]
   at::Tensor projected_patches;  // [B, num_patches, hidden]
+  double vision_ms = 0, projector_ms = 0, llm_ms = 0;  // stage wall times
 };
 
 class Backbone {
@@ -49,7 +50,8 @@ class Backbone {
 
  private:
   at::Tensor vision(const at::Tensor& pixel_values) const;  // -> fused patch features [B, num_patches, dino+siglip]
-  at::Tensor patches(const at::Tensor& pixel_values, bool reference_casts) const;  // projected [B, num_patches, D]
+  // Projected patches [B, num_patches, D]; adds the stage times to `timing` when given.
+  at::Tensor patches(const at::Tensor& pixel_values, bool reference_casts, BackboneOutput* timing = nullptr) const;
   // [ids[0]] + patches + ids[1:], then the action queries and the stop embedding when `with_action_queries`.
   at::Tensor sequence(const at::Tensor& input_ids, const at::Tensor& patches, bool with_action_queries) const;
   void check_inputs(const at::Tensor& pixel_values, const at::Tensor& input_ids) const;
