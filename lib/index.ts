@@ -6,3 +6,13 @@ export {
 } from './images.js';
 export { PromptTokenizer, promptText, QWEN_SYSTEM_PROMPT } from './tokenizer.js';
 export { loadStateDict, type CheckpointTensor, type LoadStateDictOptions } from './checkpoint.js';
+export {
+  LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,
+  type Dataset, type DatasetOptions, type Episode, type EpisodeEnd, type Frames, type Sample,
+} from './data/dataset.js';
+export { openLibero, type LiberoOptions } from './data/libero.js';
+export { openLeRobot, type LeRobotOptions } from './data/lerobot.js';
+export { BatchLoader, epochOrder, type Batch, type BatchLoaderOptions, type LoaderPosition } from './data/loader.js';
+export {
+  computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics,
+} from './data/stats.js';
