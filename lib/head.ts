@@ -24,7 +24,7 @@ export interface NormStats {
   mask: boolean[];
 }
 
-export interface DatasetStatistics {
+export interface NormalizationStatistics {
   /** The unnorm key the statistics were taken from. */
   key: string;
   action: NormStats;
@@ -42,7 +42,7 @@ export interface HeadCreateOptions {
   /** Torch threads for this head's jobs (default: libtorch's choice). */
   threads?: number;
   /** Needed by predict() (normalize the state, unnormalize the actions). */
-  statistics?: DatasetStatistics;
+  statistics?: NormalizationStatistics;
 }
 
 export interface HeadForwardInput {
@@ -119,7 +119,7 @@ function normStats(entry: unknown, what: string): NormStats {
  * dataset_statistics.json → the statistics of one dataset. Without `unnormKey` the file must hold exactly one; like
  * the LIBERO eval script, "<key>_no_noops" is used when only that exists.
  */
-export function readDatasetStatistics(file: string, unnormKey?: string): DatasetStatistics {
+export function readNormalizationStatistics(file: string, unnormKey?: string): NormalizationStatistics {
   const all = readJson(file);
   const keys = Object.keys(all);
   let key = unnormKey;
@@ -143,7 +143,7 @@ export class ActionHead implements AsyncDisposable {
   /** Read off the checkpoint. */
   readonly dims: NativeHeadDims;
 
-  constructor(native: NativeHead, readonly statistics?: DatasetStatistics) {
+  constructor(native: NativeHead, readonly statistics?: NormalizationStatistics) {
     this.#native = native;
     this.dims = native.dims();
   }
@@ -237,6 +237,6 @@ export function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise
     },
     dtype: options.dtype,
     threads: options.threads,
-    statistics: readDatasetStatistics(path.join(runDir, 'dataset_statistics.json'), options.unnormKey),
+    statistics: readNormalizationStatistics(path.join(runDir, 'dataset_statistics.json'), options.unnormKey),
   });
 }

@@ -7,9 +7,19 @@ export {
 export { PromptTokenizer, promptText, QWEN_SYSTEM_PROMPT } from './tokenizer.js';
 export { loadStateDict, type CheckpointTensor, type LoadStateDictOptions } from './checkpoint.js';
 export {
-  ActionHead, createHead, loadHead, readDatasetStatistics,
-  type DatasetStatistics, type DenoiseOptions, type HeadCreateOptions, type HeadForwardInput, type HeadForwardOutput,
+  ActionHead, createHead, loadHead, readNormalizationStatistics,
+  type NormalizationStatistics, type DenoiseOptions, type HeadCreateOptions, type HeadForwardInput, type HeadForwardOutput,
   type HeadPredictInput, type HeadPredictOutput, type HeadRetrieval, type LoadHeadOptions, type NormStats,
 } from './head.js';
 export { loadBackbone, Backbone, type AskOptions, type BackboneOptions, type BackboneOutput } from './backbone.js';
 export type { Observation, TensorData } from './observation.js';
+export {
+  LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,
+  type Dataset, type DatasetOptions, type Episode, type EpisodeEnd, type Frames, type Sample,
+} from './data/dataset.js';
+export { openLibero, type LiberoOptions } from './data/libero.js';
+export { openLeRobot, type LeRobotOptions } from './data/lerobot.js';
+export { BatchLoader, epochOrder, type Batch, type BatchLoaderOptions, type LoaderPosition } from './data/loader.js';
+export {
+  computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics,
+} from './data/stats.js';

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from '../../lib/errors.js';
-import { createHead, loadHead, readDatasetStatistics, type ActionHead } from '../../lib/head.js';
+import { createHead, loadHead, readNormalizationStatistics, type ActionHead } from '../../lib/head.js';
 import { getBinding, type NativeMemoryBank, type NativeTensor } from '../../lib/native/binding.js';
 import { FIXTURE_A, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
 
@@ -377,9 +377,9 @@ describe('typed errors', () => {
   });
 
   it('unknown unnorm key: ConfigError listing the available ones', () => {
-    expect(() => readDatasetStatistics(path.join(FIXTURE_A, 'dataset_statistics.json'), 'bridge')).toThrow(ConfigError);
-    expect(() => readDatasetStatistics(path.join(FIXTURE_A, 'dataset_statistics.json'), 'bridge')).toThrow(/available: libero_spatial_no_noops/);
-    expect(readDatasetStatistics(path.join(FIXTURE_A, 'dataset_statistics.json'), 'libero_spatial').key).toBe('libero_spatial_no_noops');
+    expect(() => readNormalizationStatistics(path.join(FIXTURE_A, 'dataset_statistics.json'), 'bridge')).toThrow(ConfigError);
+    expect(() => readNormalizationStatistics(path.join(FIXTURE_A, 'dataset_statistics.json'), 'bridge')).toThrow(/available: libero_spatial_no_noops/);
+    expect(readNormalizationStatistics(path.join(FIXTURE_A, 'dataset_statistics.json'), 'libero_spatial').key).toBe('libero_spatial_no_noops');
   });
 
   it('forward after dispose: DisposedError', async () => {
