@@ -39,7 +39,7 @@ export interface AskOptions {
 }
 
 /** The VLM checkpoint of a run directory: a single safetensors file or a sharded index. */
-function modelFile(runDir: string): string {
+export function modelFile(runDir: string): string {
   for (const name of ['model.safetensors', 'model.safetensors.index.json']) {
     const file = path.join(runDir, name);
     if (fs.existsSync(file)) return file;

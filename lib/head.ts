@@ -202,7 +202,7 @@ export function createHead(options: HeadCreateOptions): Promise<ActionHead> {
 }
 
 /** A head checkpoint of a run directory: `<stem>.safetensors`, else the one `<stem>--*checkpoint.pt`. */
-function headFile(runDir: string, stem: string): string {
+export function headFile(runDir: string, stem: string): string {
   const safetensors = path.join(runDir, `${stem}.safetensors`);
   if (fs.existsSync(safetensors)) return safetensors;
   const pt = fs.readdirSync(runDir).filter((f) => f.startsWith(`${stem}--`) && f.endsWith('checkpoint.pt'));

@@ -23,3 +23,6 @@ export { BatchLoader, epochOrder, type Batch, type BatchLoaderOptions, type Load
 export {
   computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics,
 } from './data/stats.js';
+export {
+  train, Trainer, type PackedBatch, type StepMetrics, type TrainOptions, type TrainProgress, type TrainResult,
+} from './train.js';

@@ -8,6 +8,7 @@ interface Command {
 
 const commands: Record<string, () => Promise<Command>> = {
   doctor: async () => (await import('./doctor.js')).doctorCommand,
+  train: async () => (await import('./train.js')).trainCommand,
 };
 
 function usage(): string {

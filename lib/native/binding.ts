@@ -132,6 +132,91 @@ export interface NativeBackbone {
   dispose(): void;
 }
 
+/** A micro-batch as the native trainer takes it (lib/train.ts packs it). */
+export interface NativeMicroBatch {
+  /** Sample-major: numImages frames per sample (primary, then wrist), HWC RGB. */
+  frames: Array<{ data: Uint8Array; width: number; height: number }>;
+  /** Every sample's prompt ids back to back; promptLengths says where each ends (lengths may differ). */
+  promptIds: BigInt64Array;
+  promptLengths: number[];
+  /** [B, proprioDim] normalized. */
+  proprio: Float32Array;
+  /** [B, chunk, actionDim] normalized. */
+  actions: Float32Array;
+}
+
+export interface NativeStepMetrics {
+  /** Optimizer steps done, this one included. */
+  step: number;
+  /** Mean loss of the step's micro-batches. */
+  loss: number;
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  ms: number;
+}
+
+export type NativeTrainProgress =
+  | { kind: 'micro'; step: number; micro: number; microBatches: number; loss: number }
+  | ({ kind: 'step' } & NativeStepMetrics);
+
+export interface NativeTrainerOptions {
+  modelPath: string;
+  backbone: BackboneConfig;
+  preprocess: { size: number; means: number[][]; stds: number[][] };
+  actionHeadPath: string;
+  proprioProjectorPath: string;
+  /** A checkpoint step directory to resume from (its head, action queries, optimizer state and generator). */
+  resumeFrom?: string;
+  head: { config: NativeHeadConfig };
+  lr: number;
+  steps: number;
+  warmup?: number;
+  schedule?: 'cosine' | 'step';
+  decayAt?: number[];
+  gamma?: number;
+  beta1?: number;
+  beta2?: number;
+  weightDecay?: number;
+  eps?: number;
+  accumulation?: number;
+  clipNorm?: number;
+  memorySampleRate?: number;
+  bf16?: boolean;
+  prefixTrick?: boolean;
+  seed?: number;
+  threads?: number;
+  onProgress?: (event: NativeTrainProgress) => void;
+}
+
+export interface NativeTrainerDims {
+  hidden: number;
+  numBlocks: number;
+  actionDim: number;
+  chunk: number;
+  proprioDim: number;
+  bankCapacity: number;
+  numImages: number;
+  numActionQueries: number;
+  /** Trainable values (action queries + head + proprio projector). */
+  parameters: number;
+  /** Optimizer steps done (non-zero when resumed). */
+  step: number;
+}
+
+/** The native trainer (native/addon/AddonTrainer.cc). */
+export interface NativeTrainer {
+  dims(): NativeTrainerDims;
+  step(args: { microBatches: NativeMicroBatch[] }): Promise<NativeStepMetrics>;
+  gradients(batch: NativeMicroBatch): Promise<Record<string, NativeTensor>>;
+  predict(batch: NativeMicroBatch, options?: { seed?: number }): Promise<{ normalized: Float32Array; shape: [number, number, number] }>;
+  /** Writes <root>/step-NNNNNNNN (with trainer_state.json = stateJson) and <root>/latest; returns the directory. */
+  saveCheckpoint(args: { root: string; stateJson: string }): Promise<string>;
+  /** model.safetensors, action_head / proprio_projector .safetensors and --checkpoint.pt into dir. */
+  exportRun(args: { dir: string }): Promise<void>;
+  dispose(): void;
+}
+
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
@@ -158,6 +243,7 @@ export interface BindingModule {
     sample: Float32Array; modelOutput: Float32Array; timestep: number; prevTimestep: number; trainSteps: number; clipSample?: boolean;
   }): Float32Array;
   ddimAddNoise(options: { sample: Float32Array; noise: Float32Array; timesteps: number[]; trainSteps: number }): Float32Array;
+  createTrainer(options: NativeTrainerOptions): Promise<NativeTrainer>;
 }
 
 let cached: { addon: BindingModule; file: string; libtorch: FoundLibtorch } | undefined;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "addon/addon.h"
+#include "addon/config_js.h"
 #include "addon/js_args.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
@@ -188,43 +189,13 @@ Napi::Value AddonHead::Forward(const Napi::CallbackInfo& info) {
   }
 }
 
-head::HeadOptions head_options(const Napi::Object& o) {
-  Napi::Value cv = o.Get("config");
-  if (!cv.IsObject()) fail(ErrorCode::Input, "config: expected an object");
-  auto c = cv.As<Napi::Object>();
-  head::HeadOptions opt;
-  opt.key_layer_indices = integer_array_option(c, "keyLayerIndices");
-  opt.top_k = integer_option(c, "topK");
-  opt.num_patches = integer_option(c, "numPatches");
-  opt.num_action_queries = integer_option(c, "numActionQueries");
-  std::string objective = c.Get("objective").IsUndefined() ? "l1" : string_option(c, "objective");
-  if (objective == "l1") opt.objective = head::Objective::L1;
-  else if (objective == "denoise") opt.objective = head::Objective::Denoise;
-  else fail(ErrorCode::Input, "objective: expected 'l1' or 'denoise', got '", objective, "'");
-  Napi::Value dv = c.Get("denoise");
-  if (dv.IsObject()) {
-    auto d = dv.As<Napi::Object>();
-    if (auto v = optional_integer(d, "trainSteps")) opt.denoise.train_steps = *v;
-    if (auto v = optional_integer(d, "inferenceSteps")) opt.denoise.inference_steps = *v;
-    if (auto v = optional_integer(d, "timeEmbedDim")) opt.denoise.time_embed_dim = *v;
-    if (auto v = optional_integer(d, "initSeed")) opt.denoise.init_seed = uint64_t(*v);
-    opt.denoise.clip_sample = bool_option(d, "clipSample", opt.denoise.clip_sample);
-  }
-  Napi::Value dt = o.Get("dtype");
-  std::string dtype = dt.IsUndefined() ? "float32" : string_option(o, "dtype");
-  if (dtype == "float32") opt.dtype = at::kFloat;
-  else if (dtype == "bfloat16") opt.dtype = at::kBFloat16;
-  else fail(ErrorCode::Input, "dtype: expected 'float32' or 'bfloat16', got '", dtype, "'");
-  return opt;
-}
-
 Napi::Value CreateHead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     Napi::Object o = object_arg(info, 0, "createHead");
     auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
     return (new LoadHeadWorker(env, ctor, string_option(o, "actionHeadPath"), string_option(o, "proprioProjectorPath"),
-                               head_options(o), threads_option(o)))
+                               head_options_from_js(o), threads_option(o)))
         ->Start();
   } catch (const m2vla::Error& e) {
     throw make_error(env, error_code_name(e.code()), e.what());

@@ -2,8 +2,10 @@
 // threads? }) -> Promise<Float32Array> of shape [images / imagesPerSample, 3 * means.length * imagesPerSample, S, S].
 // For tests and tools; the policy calls model::preprocess_images directly.
 #include "addon/addon.h"
+#include "addon/config_js.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
+#include "error.h"
 #include "model/preprocess.h"
 
 namespace m2vla::addon {
@@ -31,44 +33,17 @@ class PreprocessWorker : public TorchWorker {
   at::Tensor out_;
 };
 
-// [[r, g, b], ...] -> one triple per entry.
-std::vector<std::array<float, 3>> triples(Napi::Env env, const Napi::Object& opts, const char* key) {
-  auto v = opts.Get(key);
-  if (!v.IsArray()) throw make_error(env, "E_INPUT", std::string("preprocessImages: ") + key + " must be an array of [r, g, b]");
-  auto arr = v.As<Napi::Array>();
-  std::vector<std::array<float, 3>> out;
-  for (uint32_t i = 0; i < arr.Length(); ++i) {
-    auto t = arr.Get(i);
-    if (!t.IsArray() || t.As<Napi::Array>().Length() != 3)
-      throw make_error(env, "E_INPUT", std::string("preprocessImages: ") + key + "[" + std::to_string(i) + "] must be [r, g, b]");
-    std::array<float, 3> a{};
-    for (uint32_t c = 0; c < 3; ++c) {
-      auto x = t.As<Napi::Array>().Get(c);
-      if (!x.IsNumber()) throw make_error(env, "E_INPUT", std::string("preprocessImages: ") + key + " values must be numbers");
-      a[c] = float(x.As<Napi::Number>().DoubleValue());
-    }
-    out.push_back(a);
-  }
-  return out;
-}
-
 Napi::Value PreprocessImages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) throw make_error(env, "E_INPUT", "preprocessImages: options object expected");
   auto opts = info[0].As<Napi::Object>();
 
   model::PreprocessOptions options;
-  if (!opts.Get("size").IsNumber()) throw make_error(env, "E_INPUT", "preprocessImages: size must be a number");
-  options.size = opts.Get("size").As<Napi::Number>().Int64Value();
-  auto means = triples(env, opts, "means"), stds = triples(env, opts, "stds");
-  if (means.size() != stds.size())
-    throw make_error(env, "E_INPUT", "preprocessImages: means and stds must have the same number of sets");
-  for (size_t k = 0; k < means.size(); ++k) options.norms.push_back({means[k], stds[k]});
-  auto crop = opts.Get("centerCrop");
-  if (crop.IsBoolean()) options.center_crop = crop.As<Napi::Boolean>().Value() ? 0.9 : 0.0;
-  else if (crop.IsNumber()) options.center_crop = crop.As<Napi::Number>().DoubleValue();
-  else if (!crop.IsUndefined() && !crop.IsNull())
-    throw make_error(env, "E_INPUT", "preprocessImages: centerCrop must be a boolean or an area fraction");
+  try {
+    options = preprocess_options_from_js(opts);
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), std::string("preprocessImages: ") + e.what());
+  }
 
   if (!opts.Get("images").IsArray()) throw make_error(env, "E_INPUT", "preprocessImages: images must be an array");
   auto images = opts.Get("images").As<Napi::Array>();

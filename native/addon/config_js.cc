@@ -1,7 +1,10 @@
 #include "addon/config_js.h"
 
+#include <array>
 #include <string>
+#include <vector>
 
+#include "addon/js_args.h"
 #include "error.h"
 
 namespace m2vla::addon {
@@ -79,6 +82,71 @@ model::BackboneConfig backbone_config_from_js(const Napi::Value& v) {
   c.aq_placeholder_id = integer(o, "aqPlaceholderId", path);
   c.stop_token_id = integer(o, "stopTokenId", path);
   return c;
+}
+
+head::HeadOptions head_options_from_js(const Napi::Object& o) {
+  Napi::Value cv = o.Get("config");
+  if (!cv.IsObject()) fail(ErrorCode::Input, "config: expected an object");
+  auto c = cv.As<Napi::Object>();
+  head::HeadOptions opt;
+  opt.key_layer_indices = integer_array_option(c, "keyLayerIndices");
+  opt.top_k = integer_option(c, "topK");
+  opt.num_patches = integer_option(c, "numPatches");
+  opt.num_action_queries = integer_option(c, "numActionQueries");
+  std::string objective = c.Get("objective").IsUndefined() ? "l1" : string_option(c, "objective");
+  if (objective == "l1") opt.objective = head::Objective::L1;
+  else if (objective == "denoise") opt.objective = head::Objective::Denoise;
+  else fail(ErrorCode::Input, "objective: expected 'l1' or 'denoise', got '", objective, "'");
+  Napi::Value dv = c.Get("denoise");
+  if (dv.IsObject()) {
+    auto d = dv.As<Napi::Object>();
+    if (auto v = optional_integer(d, "trainSteps")) opt.denoise.train_steps = *v;
+    if (auto v = optional_integer(d, "inferenceSteps")) opt.denoise.inference_steps = *v;
+    if (auto v = optional_integer(d, "timeEmbedDim")) opt.denoise.time_embed_dim = *v;
+    if (auto v = optional_integer(d, "initSeed")) opt.denoise.init_seed = uint64_t(*v);
+    opt.denoise.clip_sample = bool_option(d, "clipSample", opt.denoise.clip_sample);
+  }
+  Napi::Value dt = o.Get("dtype");
+  std::string dtype = dt.IsUndefined() ? "float32" : string_option(o, "dtype");
+  if (dtype == "float32") opt.dtype = at::kFloat;
+  else if (dtype == "bfloat16") opt.dtype = at::kBFloat16;
+  else fail(ErrorCode::Input, "dtype: expected 'float32' or 'bfloat16', got '", dtype, "'");
+  return opt;
+}
+
+namespace {
+std::vector<std::array<float, 3>> triples(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsArray()) fail(ErrorCode::Input, key, ": must be an array of [r, g, b]");
+  auto arr = v.As<Napi::Array>();
+  std::vector<std::array<float, 3>> out;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value t = arr.Get(i);
+    if (!t.IsArray() || t.As<Napi::Array>().Length() != 3) fail(ErrorCode::Input, key, "[", i, "]: must be [r, g, b]");
+    std::array<float, 3> a{};
+    for (uint32_t c = 0; c < 3; ++c) {
+      Napi::Value x = t.As<Napi::Array>().Get(c);
+      if (!x.IsNumber()) fail(ErrorCode::Input, key, ": values must be numbers");
+      a[c] = float(x.As<Napi::Number>().DoubleValue());
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+}  // namespace
+
+model::PreprocessOptions preprocess_options_from_js(const Napi::Object& o) {
+  model::PreprocessOptions options;
+  if (!o.Get("size").IsNumber()) fail(ErrorCode::Input, "size: must be a number");
+  options.size = o.Get("size").As<Napi::Number>().Int64Value();
+  auto means = triples(o, "means"), stds = triples(o, "stds");
+  if (means.size() != stds.size()) fail(ErrorCode::Input, "means and stds must have the same number of sets");
+  for (size_t k = 0; k < means.size(); ++k) options.norms.push_back({means[k], stds[k]});
+  Napi::Value crop = o.Get("centerCrop");
+  if (crop.IsBoolean()) options.center_crop = crop.As<Napi::Boolean>().Value() ? 0.9 : 0.0;
+  else if (crop.IsNumber()) options.center_crop = crop.As<Napi::Number>().DoubleValue();
+  else if (!crop.IsUndefined() && !crop.IsNull()) fail(ErrorCode::Input, "centerCrop: must be a boolean or an area fraction");
+  return options;
 }
 
 }  // namespace m2vla::addon

@@ -1,12 +1,21 @@
-// The JS BackboneConfig (lib/config.ts, already validated there) copied into the plain C++ struct, on the JS thread.
-// A missing or mistyped field is a programming error between lib/ and native/: E_CONFIG naming the field.
+// JS configuration objects copied into the plain C++ structs, on the JS thread. The BackboneConfig (lib/config.ts,
+// already validated there): a missing or mistyped field is a programming error between lib/ and native/, E_CONFIG
+// naming the field. Head options come from users (createHead): E_INPUT.
 #pragma once
 #include <napi.h>
 
+#include "head/config.h"
 #include "model/config.h"
+#include "model/preprocess.h"
 
 namespace m2vla::addon {
 
 model::BackboneConfig backbone_config_from_js(const Napi::Value& v);
+
+// {config: NativeHeadConfig, dtype?} of createHead (and the trainer's head options); E_INPUT naming the field.
+head::HeadOptions head_options_from_js(const Napi::Object& o);
+
+// {size, means: [[r, g, b], ...], stds, centerCrop?: boolean | area}: one normalization per vision backbone; E_INPUT.
+model::PreprocessOptions preprocess_options_from_js(const Napi::Object& o);
 
 }  // namespace m2vla::addon

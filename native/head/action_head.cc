@@ -29,11 +29,15 @@ void check_options(const HeadOptions& o) {
 
 }  // namespace
 
-std::shared_ptr<const ActionHead> ActionHead::load(const std::string& action_head_path, const std::string& proprio_path,
-                                                   const HeadOptions& options) {
+std::shared_ptr<ActionHead> ActionHead::load(const std::string& action_head_path, const std::string& proprio_path,
+                                             const HeadOptions& options) {
+  return load(io::load_state_dict(action_head_path), io::load_state_dict(proprio_path), options);
+}
+
+std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd, const io::StateDict& proprio,
+                                             const HeadOptions& options) {
   check_options(options);
   const at::ScalarType dtype = options.dtype;
-  io::StateDict sd = io::load_state_dict(action_head_path);
   std::shared_ptr<ActionHead> head(new ActionHead());
   head->options_ = options;
   HeadDims& d = head->dims_;
@@ -56,8 +60,8 @@ std::shared_ptr<const ActionHead> ActionHead::load(const std::string& action_hea
   head->fc2 = Linear::load(sd, "model.fc2", d.action_dim, D, dtype);
   head->layer_norm2 = LayerNorm::load(sd, "model.layer_norm2", D, dtype);
   // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
-  LayerNorm layer_norm1 = LayerNorm::load(sd, "model.layer_norm1", d.action_dim * D, dtype);
-  head->x0_ = at::relu(head->fc1(layer_norm1(at::zeros({1, 1, d.action_dim * D}, dtype))));
+  head->layer_norm1 = LayerNorm::load(sd, "model.layer_norm1", d.action_dim * D, dtype);
+  head->x0_ = at::relu(head->fc1(head->layer_norm1(at::zeros({1, 1, d.action_dim * D}, dtype))));
   head->memory_value_proj = Linear::load(sd, "memory_value_proj", d.chunk * D, d.chunk * d.action_dim, dtype);
   for (int64_t i = 0; i < d.num_blocks; ++i)
     head->blocks_.push_back(
@@ -72,7 +76,7 @@ std::shared_ptr<const ActionHead> ActionHead::load(const std::string& action_hea
     head->ddim_steps_ = head->schedule_->ddim_timesteps(options.denoise.inference_steps);
   }
 
-  head->proprio_ = ProprioProjector::load(io::load_state_dict(proprio_path), D, dtype);
+  head->proprio_ = ProprioProjector::load(proprio, D, dtype);
   d.proprio_dim = head->proprio_.proprio_dim();
   return head;
 }
@@ -108,6 +112,34 @@ at::Tensor ActionHead::network(const at::Tensor& latent, const std::vector<MolCo
   return fc2(layer_norm2(x));
 }
 
+std::vector<MolCondition> ActionHead::conditions(const HeadInput& input, const at::Tensor& proprio_features,
+                                                 MolImpl impl) const {
+  const at::ScalarType dtype = options_.dtype;
+  std::vector<MolCondition> conds;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    at::Tensor h_adapter = at::cat({input.action_queries[i + 1].to(dtype), proprio_features.unsqueeze(1)}, 1);
+    conds.push_back(mol_condition(blocks_[i], h_adapter, input.vision[i + 1].to(dtype), tables_, impl));
+  }
+  return conds;
+}
+
+at::Tensor ActionHead::decode(const at::Tensor& x0, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
+                              std::optional<uint64_t> seed, HeadTrace* trace) const {
+  if (options_.objective == Objective::L1) return network(x0, conds, h_memory, trace);
+  const at::ScalarType dtype = options_.dtype;
+  at::Generator gen = at::detail::createCPUGenerator(seed ? *seed : std::random_device{}());
+  // The sample stays float32 across steps; only the network runs in the head's dtype.
+  at::Tensor actions = at::randn({x0.size(0), dims_.chunk, dims_.action_dim}, gen, at::TensorOptions().dtype(at::kFloat));
+  const std::vector<int64_t>& steps = ddim_steps_;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    at::Tensor t = at::full({1}, steps[s], at::kLong);
+    at::Tensor eps = network(x0 + (*denoise_)(actions.to(dtype), t), conds, h_memory, trace).to(at::kFloat);
+    const int64_t prev = s + 1 < steps.size() ? steps[s + 1] : -1;
+    actions = schedule_->ddim_step(actions, eps, steps[s], prev, options_.denoise.clip_sample);
+  }
+  return actions;
+}
+
 HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   check_input(in);
   const at::ScalarType dtype = options_.dtype;
@@ -125,30 +157,10 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   at::Tensor h_memory = memory_value_proj(out.retrieval.values.to(dtype));
   out.retrieval_ms = watch.lap();
 
-  std::vector<MolCondition> conds;
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    at::Tensor h_adapter = at::cat({input.action_queries[i + 1], proprio_features.unsqueeze(1)}, 1);
-    conds.push_back(mol_condition(blocks_[i], h_adapter, input.vision[i + 1], tables_, in.impl));
-  }
-
+  std::vector<MolCondition> conds = conditions(input, proprio_features, in.impl);
   HeadTrace trace;
   HeadTrace* tp = in.trace ? &trace : nullptr;
-  const at::Tensor x0 = x0_.expand({B, dims_.chunk, dims_.hidden});
-  at::Tensor actions;
-  if (options_.objective == Objective::L1) {
-    actions = network(x0, conds, h_memory, tp);
-  } else {
-    at::Generator gen = at::detail::createCPUGenerator(in.seed ? *in.seed : std::random_device{}());
-    // The sample stays float32 across steps; only the network runs in the head's dtype.
-    actions = at::randn({B, dims_.chunk, dims_.action_dim}, gen, at::TensorOptions().dtype(at::kFloat));
-    const std::vector<int64_t>& steps = ddim_steps_;
-    for (size_t s = 0; s < steps.size(); ++s) {
-      at::Tensor eps = network(x0 + (*denoise_)(actions.to(dtype), steps[s]), conds, h_memory, tp).to(at::kFloat);
-      const int64_t prev = s + 1 < steps.size() ? steps[s + 1] : -1;
-      actions = schedule_->ddim_step(actions, eps, steps[s], prev, options_.denoise.clip_sample);
-    }
-  }
-  out.normalized = actions.to(at::kFloat);
+  out.normalized = decode(x0_.expand({B, dims_.chunk, dims_.hidden}), conds, h_memory, in.seed, tp).to(at::kFloat);
   if (tp) {
     trace.input_aq = at::stack(input.action_queries, 1);
     trace.proprio_features = proprio_features;

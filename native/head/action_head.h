@@ -7,6 +7,9 @@
 //
 // Objective::Denoise runs the same network K times under DDIM (denoise.h, diffusion.h); conditioning projections
 // and the retrieval are computed once per forward and shared by all steps.
+//
+// Training (native/train) uses the same object: its tensors become autograd leaves that AdamW updates in place, and
+// the members in the "Training" section below (head_training.cc) evaluate it from inputs the trainer slices itself.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -18,6 +21,7 @@
 #include "head/config.h"
 #include "head/denoise.h"
 #include "head/diffusion.h"
+#include "head/head_input.h"
 #include "head/layers.h"
 #include "head/mol.h"
 #include "head/msm.h"
@@ -46,6 +50,28 @@ struct HeadTrace {
   std::vector<BlockTrace> blocks;
 };
 
+// The head's inputs with the off-by-one slicing already done: a training step builds them from a frozen prefix and
+// an autograd suffix of the VLM instead of one hidden-state tensor.
+struct HeadBatch {
+  HeadInput input;       // per hidden state 0..L: vision [B, NP, D] and action queries [B, NT, D]
+  at::Tensor proprio;    // [B, proprio_dim] normalized
+  at::Tensor retrieved;  // [B, R, chunk*A] float32: the bank values retrieved for these samples
+};
+
+// What a training evaluation adds to a HeadBatch (the reference's phase == "Training").
+struct TrainingNoise {
+  at::Tensor latent;         // L1: [chunk, A*D], added to the zero latent before layer_norm1 (reference: N(0, 0.02))
+  at::Tensor noisy_actions;  // Denoise: x_t [B, chunk, A] float32
+  at::Tensor timesteps;      // Denoise: t [B] int64
+};
+
+// A learnable tensor of the head, named for the trainer's optimizer state (stacked projections keep their stacked
+// shape, see mol.h, under the name of the stack, e.g. "model.mlp_resnet_blocks.0.qkv_self.weight").
+struct HeadParameter {
+  std::string name;
+  at::Tensor tensor;
+};
+
 struct HeadForwardOutput {
   at::Tensor normalized;  // [B, chunk, A] float32
   at::Tensor query_keys;  // [B, key_dim] float32
@@ -59,28 +85,52 @@ class ActionHead {
   // Dims come from the checkpoint: hidden D and action dim A from model.fc2 [A, D], blocks from the count of
   // model.mlp_resnet_blocks.N, heads from k_adapter rows - D, chunk from memory_value_proj rows / D, proprio dim
   // from the projector's fc1 columns, bank capacity from memory_bank.keys rows.
-  static std::shared_ptr<const ActionHead> load(const std::string& action_head_path, const std::string& proprio_path,
-                                                const HeadOptions& options);
+  static std::shared_ptr<ActionHead> load(const std::string& action_head_path, const std::string& proprio_path,
+                                          const HeadOptions& options);
+  // The same from state dicts already read (the trainer keeps the head's other tensors for its checkpoints).
+  static std::shared_ptr<ActionHead> load(const io::StateDict& action_head, const io::StateDict& proprio,
+                                          const HeadOptions& options);
 
   const HeadDims& dims() const { return dims_; }
   const HeadOptions& options() const { return options_; }
   const MemoryBank& bank() const { return bank_; }
   HeadForwardOutput forward(const HeadForwardInput& in) const;
 
+  // ---- Training (head_training.cc) ----
+  // Every learnable tensor: the MoL blocks, fc1/fc2 and both layer norms, memory_value_proj, the proprio projector
+  // and, for Objective::Denoise, the denoise module. k_memory, v_memory and film_gen are never loaded (unused).
+  std::vector<HeadParameter> parameters() const;
+  // One differentiable evaluation in training mode: the normalized chunk (L1) or the predicted noise (Denoise),
+  // [B, chunk, A] in the head's dtype (or autocast's).
+  at::Tensor train_forward(const HeadBatch& batch, const TrainingNoise& noise) const;
+  // Inference on a HeadBatch, as forward() computes it from hidden states (zero latent, DDIM for Denoise),
+  // from the current weights: [B, chunk, A] float32.
+  at::Tensor predict(const HeadBatch& batch, std::optional<uint64_t> seed) const;
+  MemoryBank& mutable_bank() { return bank_; }
+  // The reference state dicts (action_head--checkpoint.pt / proprio_projector--checkpoint.pt names, the stacked
+  // projections split again; the bank included) of the learned tensors: what the head was loaded from, updated.
+  io::NamedTensors action_head_state_dict() const;
+  io::NamedTensors proprio_state_dict() const;
+
  private:
   ActionHead() = default;
+  // One MoL condition per block from the sliced inputs (converted to the head's dtype).
+  std::vector<MolCondition> conditions(const HeadInput& input, const at::Tensor& proprio_features, MolImpl impl) const;
   // layer_norm2 → fc2 after the blocks, from a latent [B, chunk, D].
   at::Tensor network(const at::Tensor& latent, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
                      HeadTrace* trace) const;
+  // The inference output from the initial latent x0 [B, chunk, D]: one network pass (L1) or the DDIM loop (Denoise).
+  at::Tensor decode(const at::Tensor& x0, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
+                    std::optional<uint64_t> seed, HeadTrace* trace) const;
   void check_input(const HeadForwardInput& in) const;
 
   HeadOptions options_;
   HeadDims dims_;
   Linear fc1, fc2, memory_value_proj;
-  LayerNorm layer_norm2;
+  LayerNorm layer_norm1, layer_norm2;
   std::vector<MolBlock> blocks_;
   MolTables tables_;
-  at::Tensor x0_;  // [1, 1, D]: relu(fc1(layer_norm1(0))), the constant initial latent row
+  at::Tensor x0_;  // [1, 1, D]: relu(fc1(layer_norm1(0))), the constant initial latent row (as loaded)
   ProprioProjector proprio_;
   MemoryBank bank_{0, 0, 0};
   std::optional<DenoiseModule> denoise_;

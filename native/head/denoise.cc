@@ -45,10 +45,10 @@ DenoiseModule DenoiseModule::load_or_init(const io::StateDict& sd, int64_t hidde
   return m;
 }
 
-at::Tensor DenoiseModule::operator()(const at::Tensor& noisy_actions, int64_t t) const {
-  at::Tensor emb = timestep_embedding(at::full({1}, t, at::kLong), time_embed_dim).to(noisy_actions.scalar_type());
-  at::Tensor time = time_fc2(at::silu(time_fc1(emb)));  // [1, D]
-  return action_in(noisy_actions) + time.unsqueeze(0);
+at::Tensor DenoiseModule::operator()(const at::Tensor& noisy_actions, const at::Tensor& t) const {
+  at::Tensor emb = timestep_embedding(t, time_embed_dim).to(noisy_actions.scalar_type());
+  at::Tensor time = time_fc2(at::silu(time_fc1(emb)));  // [B or 1, D]
+  return action_in(noisy_actions) + time.unsqueeze(1);
 }
 
 }  // namespace m2vla::head

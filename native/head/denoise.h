@@ -26,7 +26,8 @@ struct DenoiseModule {
   static DenoiseModule load_or_init(const io::StateDict& sd, int64_t hidden, int64_t action_dim, const DenoiseConfig& config,
                                     at::ScalarType dtype);
   // [B, chunk, D] added to the constant latent: action_in(x_t) + time_mlp(embedding(t)) (broadcast over the chunk).
-  at::Tensor operator()(const at::Tensor& noisy_actions, int64_t t) const;
+  // `t` [B] int64, one timestep per sample (training), or [1] for the whole batch (sampling).
+  at::Tensor operator()(const at::Tensor& noisy_actions, const at::Tensor& t) const;
 };
 
 }  // namespace m2vla::head

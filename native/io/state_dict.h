@@ -6,9 +6,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace m2vla::io {
+
+// Tensors in the order a writer should store them (io/write.h).
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct StateDict {
   std::string source;                        // file the tensors came from (for error messages)

@@ -72,12 +72,12 @@ at::Tensor Backbone::patches(const at::Tensor& pixel_values, bool reference_cast
 
 // The reference embeds placeholder ids (aq_placeholder_id) at the action-query positions and overwrites them with
 // action_queries.weight; embedding the queries directly gives the same tensor.
-at::Tensor Backbone::sequence(const at::Tensor& input_ids, const at::Tensor& patches, bool with_action_queries) const {
+at::Tensor Backbone::sequence(const at::Tensor& input_ids, const at::Tensor& patches, const at::Tensor& action_queries) const {
   const int64_t b = input_ids.size(0);
   at::Tensor text = llm_.embed(input_ids);  // [B, P, D]
   std::vector<at::Tensor> parts{text.slice(1, 0, 1), patches, text.slice(1, 1)};
-  if (with_action_queries) {
-    parts.push_back(action_queries_.expand({b, -1, -1}));
+  if (action_queries.defined()) {
+    parts.push_back(action_queries.to(dtype_).expand({b, -1, -1}));
     parts.push_back(llm_.embed_tokens()[cfg_.stop_token_id].expand({b, 1, -1}));
   }
   return at::cat(parts, 1);
@@ -88,7 +88,7 @@ BackboneOutput Backbone::forward(const at::Tensor& pixel_values, const at::Tenso
   BackboneOutput out;
   out.projected_patches = patches(pixel_values, reference_casts, &out);
   Stopwatch watch;
-  out.hidden_states = llm_.hidden_states(sequence(input_ids, out.projected_patches, /*with_action_queries=*/true));
+  out.hidden_states = llm_.hidden_states(sequence(input_ids, out.projected_patches, action_queries_));
   out.llm_ms = watch.lap();
   return out;
 }
@@ -97,7 +97,7 @@ std::vector<int64_t> Backbone::generate(const at::Tensor& pixel_values, const at
                                         const std::vector<int64_t>& stop_ids, bool reference_casts) const {
   check_inputs(pixel_values, input_ids);
   if (input_ids.size(0) != 1) fail(ErrorCode::Input, "generate: one prompt at a time, got a batch of ", input_ids.size(0));
-  at::Tensor prompt = sequence(input_ids, patches(pixel_values, reference_casts), /*with_action_queries=*/false);
+  at::Tensor prompt = sequence(input_ids, patches(pixel_values, reference_casts), at::Tensor());
   KvCache cache = llm_.make_cache(1, prompt.size(1) + max_new_tokens, dtype_);
   at::Tensor hidden = llm_.extend(prompt, cache);
   std::vector<int64_t> tokens;
@@ -108,6 +108,27 @@ std::vector<int64_t> Backbone::generate(const at::Tensor& pixel_values, const at
     if (int64_t(tokens.size()) < max_new_tokens) hidden = llm_.extend(llm_.embed(at::full({1, 1}, next, at::kLong)), cache);
   }
   return tokens;
+}
+
+Backbone::Prefix Backbone::prefix(const at::Tensor& pixel_values, const at::Tensor& input_ids) const {
+  check_inputs(pixel_values, input_ids);
+  at::Tensor embeds = sequence(input_ids, patches(pixel_values, /*reference_casts=*/false), at::Tensor());
+  Prefix p{llm_.make_cache(embeds.size(0), embeds.size(1), dtype_), {}};
+  p.hidden_states = llm_.hidden_states(embeds, &p.cache);
+  return p;
+}
+
+at::Tensor Backbone::hidden_states_after(const Prefix& prefix, const at::Tensor& embeds) const {
+  return llm_.hidden_states_after(prefix.cache, embeds.to(dtype_));
+}
+
+at::Tensor Backbone::hidden_states(const at::Tensor& pixel_values, const at::Tensor& input_ids,
+                                   const at::Tensor& action_queries) const {
+  check_inputs(pixel_values, input_ids);
+  if (action_queries.dim() != 2 || action_queries.size(0) != cfg_.num_action_queries || action_queries.size(1) != cfg_.llm.hidden_size)
+    fail(ErrorCode::Shape, "actionQueries: expected [", cfg_.num_action_queries, ", ", cfg_.llm.hidden_size, "], got ",
+         action_queries.sizes());
+  return llm_.hidden_states(sequence(input_ids, patches(pixel_values, /*reference_casts=*/false), action_queries));
 }
 
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype) {

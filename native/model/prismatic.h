@@ -48,12 +48,26 @@ class Backbone {
   const BackboneConfig& config() const { return cfg_; }
   at::ScalarType dtype() const { return dtype_; }
 
+  // Training (native/train) splits forward() at the action queries. The positions before them (first token,
+  // patches, prompt) never depend on a trainable tensor (causal attention, frozen weights), so they run once
+  // without autograd and keep their keys and values; only the action queries run again, with autograd, after them.
+  struct Prefix {
+    KvCache cache;             // keys and values of every prefix position in every layer
+    at::Tensor hidden_states;  // [L+1, B, NP+P, D]
+  };
+  Prefix prefix(const at::Tensor& pixel_values, const at::Tensor& input_ids) const;
+  // Hidden states [L+1, B, T, D] of `embeds` [B, T, D] (any float dtype) placed right after the prefix.
+  at::Tensor hidden_states_after(const Prefix& prefix, const at::Tensor& embeds) const;
+  // forward()'s hidden states with `action_queries` [NT, D] (any float dtype) in place of the checkpoint's: the
+  // whole sequence in one pass, the yardstick of the split.
+  at::Tensor hidden_states(const at::Tensor& pixel_values, const at::Tensor& input_ids, const at::Tensor& action_queries) const;
+
  private:
   at::Tensor vision(const at::Tensor& pixel_values) const;  // -> fused patch features [B, num_patches, dino+siglip]
   // Projected patches [B, num_patches, D]; adds the stage times to `timing` when given.
   at::Tensor patches(const at::Tensor& pixel_values, bool reference_casts, BackboneOutput* timing = nullptr) const;
-  // [ids[0]] + patches + ids[1:], then the action queries and the stop embedding when `with_action_queries`.
-  at::Tensor sequence(const at::Tensor& input_ids, const at::Tensor& patches, bool with_action_queries) const;
+  // [ids[0]] + patches + ids[1:], then the action queries [NT, D] and the stop embedding when they are given.
+  at::Tensor sequence(const at::Tensor& input_ids, const at::Tensor& patches, const at::Tensor& action_queries) const;
   void check_inputs(const at::Tensor& pixel_values, const at::Tensor& input_ids) const;
 
   BackboneConfig cfg_;

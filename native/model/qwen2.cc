@@ -1,6 +1,7 @@
 #include "model/qwen2.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "error.h"
 
@@ -76,14 +77,15 @@ Rope Qwen2::rope(int64_t start, int64_t length, at::ScalarType dtype) const {
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, KvCache* cache) const {
+at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, const History& history) const {
   const int64_t b = x.size(0), t = x.size(1), h = cfg_.num_heads, kvh = cfg_.num_kv_heads, hd = cfg_.head_dim;
   auto qkv = layers_[i].qkv(x).split({h * hd, kvh * hd, kvh * hd}, -1);
   at::Tensor q = apply_rope(qkv[0].view({b, t, h, hd}).transpose(1, 2), r);  // [B, heads, T, hd]
   at::Tensor k = apply_rope(qkv[1].view({b, t, kvh, hd}).transpose(1, 2), r);
   at::Tensor v = qkv[2].view({b, t, kvh, hd}).transpose(1, 2);
   bool causal = true;
-  if (cache) {
+  std::optional<at::Tensor> mask;
+  if (KvCache* cache = history.append) {
     const int64_t start = cache->length;
     if (start > 0 && t > 1) fail(ErrorCode::Native, "Qwen2: extend() takes the prompt once, then one token per call");
     cache->keys[i].narrow(2, start, t).copy_(k);
@@ -91,35 +93,73 @@ at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, KvCac
     k = cache->keys[i].narrow(2, 0, start + t);
     v = cache->values[i].narrow(2, 0, start + t);
     causal = start == 0;  // a single new token attends to every cached position
+  } else if (const KvCache* past = history.read) {
+    // SDPA's is_causal aligns the mask top-left, wrong for queries that follow other positions: pass it explicitly.
+    k = at::cat({past->keys[i].narrow(2, 0, past->length), k}, 2);
+    v = at::cat({past->values[i].narrow(2, 0, past->length), v}, 2);
+    causal = false;
+    mask = history.read_mask;
   }
   // Scale head_dim^-0.5 (SDPA's default, as HF eager); each kv head serves heads/kv_heads query heads (GQA).
-  at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, causal,
+  at::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal,
                                                     /*scale=*/std::nullopt, /*enable_gqa=*/kvh != h);
   return out.transpose(1, 2).reshape({b, t, h * hd});
 }
 
-// In place in the gate half of the fused projection's output.
+// In place in the gate half of the fused projection's output, unless autograd needs the gate for the backward.
 at::Tensor Qwen2::mlp_activation(const Layer& l, const at::Tensor& x) const {
   auto gate_up = l.gate_up(x).chunk(2, -1);
+  if (at::GradMode::is_enabled()) return at::silu(gate_up[0]) * gate_up[1];
   return at::silu_(gate_up[0]).mul_(gate_up[1]);
 }
 
-at::Tensor Qwen2::layer(int64_t i, const at::Tensor& x, const Rope& r, KvCache* cache, at::Tensor out) const {
+at::Tensor Qwen2::layer(int64_t i, const at::Tensor& x, const Rope& r, const History& history, at::Tensor out) const {
   const Layer& l = layers_[i];
-  at::Tensor h = residual_linear(x, attention(i, l.input_norm(x), r, cache), l.o_proj);
+  at::Tensor h = residual_linear(x, attention(i, l.input_norm(x), r, history), l.o_proj);
   return residual_linear(h, mlp_activation(l, l.post_attention_norm(h)), l.down, out);
 }
 
-at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds) const {
+at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds, KvCache* cache) const {
   const int64_t n = cfg_.num_layers, b = inputs_embeds.size(0), t = inputs_embeds.size(1);
+  if (cache && (cache->length != 0 || cache->keys[0].size(2) < t))
+    fail(ErrorCode::Native, "Qwen2: hidden_states() needs an empty cache of at least ", t, " positions");
   const Rope r = rope(0, t, inputs_embeds.scalar_type());
-  // Each layer writes its output straight into its slot of the result: no stacking copy at the end.
-  at::Tensor hs = at::empty({n + 1, b, t, cfg_.hidden_size}, inputs_embeds.options());
-  hs[0].copy_(inputs_embeds);
-  at::Tensor x = hs[0];
-  for (int64_t i = 0; i < n; ++i) x = layer(i, x, r, nullptr, i + 1 < n ? hs[i + 1] : at::Tensor());
-  hs[n].copy_(norm_(x));
+  const History history{cache};
+  at::Tensor hs;
+  if (at::GradMode::is_enabled()) {
+    // Autograd cannot record out= ops: fresh outputs, stacked.
+    std::vector<at::Tensor> states{inputs_embeds};
+    at::Tensor x = inputs_embeds;
+    for (int64_t i = 0; i < n; ++i) {
+      x = layer(i, x, r, history);
+      states.push_back(i + 1 < n ? x : norm_(x));
+    }
+    hs = at::stack(states);
+  } else {
+    // Each layer writes its output straight into its slot of the result: no stacking copy at the end.
+    hs = at::empty({n + 1, b, t, cfg_.hidden_size}, inputs_embeds.options());
+    hs[0].copy_(inputs_embeds);
+    at::Tensor x = hs[0];
+    for (int64_t i = 0; i < n; ++i) x = layer(i, x, r, history, i + 1 < n ? hs[i + 1] : at::Tensor());
+    hs[n].copy_(norm_(x));
+  }
+  if (cache) cache->length = t;
   return hs;
+}
+
+at::Tensor Qwen2::hidden_states_after(const KvCache& past, const at::Tensor& inputs_embeds) const {
+  const int64_t n = cfg_.num_layers, t = inputs_embeds.size(1), s = past.length;
+  // New token j (at position s + j) sees every past position and the new tokens up to itself.
+  at::Tensor mask = at::cat({at::ones({t, s}, at::kBool), at::ones({t, t}, at::kBool).tril()}, 1);
+  const History history{nullptr, &past, mask};
+  const Rope r = rope(s, t, inputs_embeds.scalar_type());
+  std::vector<at::Tensor> states{inputs_embeds};
+  at::Tensor x = inputs_embeds;
+  for (int64_t i = 0; i < n; ++i) {
+    x = layer(i, x, r, history);
+    states.push_back(i + 1 < n ? x : norm_(x));
+  }
+  return at::stack(states);
 }
 
 KvCache Qwen2::make_cache(int64_t batch, int64_t capacity, at::ScalarType dtype) const {
@@ -137,7 +177,7 @@ at::Tensor Qwen2::extend(const at::Tensor& inputs_embeds, KvCache& cache) const 
     fail(ErrorCode::Native, "Qwen2: KV cache of ", cache.keys[0].size(2), " positions is full");
   const Rope r = rope(cache.length, t, inputs_embeds.scalar_type());
   at::Tensor x = inputs_embeds;
-  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, r, &cache);
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) x = layer(i, x, r, History{&cache});
   cache.length += t;
   return norm_(x);
 }

@@ -43,8 +43,13 @@ class Qwen2 {
 
   // Every hidden state as HF's output_hidden_states returns them: [L+1, B, T, hidden] with index 0 = inputs_embeds,
   // 1..L-1 = decoder layer outputs and L = the final RMSNorm of the last layer's output (HF replaces it).
-  // Causal attention over the whole sequence, positions 0..T-1.
-  at::Tensor hidden_states(const at::Tensor& inputs_embeds) const;
+  // Causal attention over the whole sequence, positions 0..T-1. With `cache` (empty, capacity >= T) the keys and
+  // values of every position are kept for hidden_states_after(). Differentiable when grad mode is on.
+  at::Tensor hidden_states(const at::Tensor& inputs_embeds, KvCache* cache = nullptr) const;
+  // The hidden states [L+1, B, T, hidden] of `inputs_embeds` placed right after the `past` positions (which it
+  // attends to, causally, without recomputing them): the same values hidden_states() gives these positions for the
+  // whole sequence. `past` is only read, so autograd can run through this while the cache stays frozen.
+  at::Tensor hidden_states_after(const KvCache& past, const at::Tensor& inputs_embeds) const;
 
   // Incremental decoding (VQA): an empty cache for `capacity` positions, then extend() with the whole prompt once
   // (causal) and with one token per call after that. Returns the final-normed hidden states of the new tokens.
@@ -54,6 +59,14 @@ class Qwen2 {
   at::Tensor logits(const at::Tensor& hidden) const;
 
  private:
+  // Where a layer's attention finds the positions before the new tokens: nowhere (the sequence starts with them), a
+  // cache it appends the new keys and values to (decoding), or a cache it only reads (training: an autograd suffix
+  // after a frozen prefix; nothing is written in place, so autograd can record every op).
+  struct History {
+    KvCache* append = nullptr;
+    const KvCache* read = nullptr;
+    at::Tensor read_mask;  // with `read`: [T, length + T] bool, the causal mask of the new tokens over past + new
+  };
   struct Layer {
     RmsNorm input_norm;
     Linear qkv;  // q_proj, k_proj, v_proj fused into one GEMM: [(heads + 2*kv_heads) * head_dim, hidden]
@@ -63,12 +76,12 @@ class Qwen2 {
     Linear down;
   };
   Rope rope(int64_t start, int64_t length, at::ScalarType dtype) const;
-  // One decoder layer, written into `out` when given. With a cache, the new keys/values are stored at positions
-  // cache->length.. and the queries attend to everything cached so far.
-  at::Tensor layer(int64_t i, const at::Tensor& x, const Rope& rope, KvCache* cache, at::Tensor out = {}) const;
+  // One decoder layer, written into `out` when given (never under autograd). With an `append` cache, the new
+  // keys/values are stored at positions cache->length.. and the queries attend to everything cached so far.
+  at::Tensor layer(int64_t i, const at::Tensor& x, const Rope& rope, const History& history, at::Tensor out = {}) const;
   // Attention output before o_proj (heads merged): o_proj is fused with the residual add.
-  at::Tensor attention(int64_t i, const at::Tensor& x, const Rope& rope, KvCache* cache) const;
-  // silu(gate) * up, before down_proj (fused with the residual add).
+  at::Tensor attention(int64_t i, const at::Tensor& x, const Rope& rope, const History& history) const;
+  // silu(gate) * up, before down_proj (fused with the residual add); in place unless autograd records.
   at::Tensor mlp_activation(const Layer& l, const at::Tensor& x) const;
 
   LlmConfig cfg_;

@@ -1,0 +1,136 @@
+/**
+ * `m2vla train`: train the head on a frozen VLM (lib/train.ts). A progress bar on a terminal, one line per step
+ * otherwise; metrics go to <out>/metrics.jsonl either way. SIGINT / SIGTERM stop after the step in progress, save a
+ * checkpoint and exit (130 / 143); a second signal exits at once, without one.
+ */
+import { parseArgs } from 'node:util';
+import { InputError } from '../errors.js';
+import { train, type TrainOptions, type TrainProgress } from '../train.js';
+
+const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --steps N --batch B --lr X [options]
+
+  --data <path>           LIBERO .hdf5 file or directory, or a LeRobot dataset root
+  --init <runDir>         run directory to start from (config, tokenizer, model, head checkpoints)
+  --out <dir>             metrics.jsonl, checkpoints/, and the trained run directory
+  --steps N               optimizer steps in all
+  --batch B               samples per micro-batch
+  --lr X                  base learning rate
+  --objective l1|denoise  default l1 (the released code's L1 regression)
+  --resume                continue the run in --out from its latest checkpoint
+  --accum K               micro-batches per optimizer step (default 1)
+  --warmup W              warmup steps, 10% -> 100% of lr (default 0)
+  --schedule cosine|step  default cosine; step multiplies the rate by 0.1 at --decay-at
+  --decay-at S[,S...]     step schedule milestones (default steps/2)
+  --seed S                default 0
+  --bf16                  VLM in bfloat16, head under bfloat16 autocast
+  --clip N                clip the global gradient norm to N (default: no clipping)
+  --save-every N          checkpoint every N steps (default 1000, and always at the end)
+  --threads N             torch threads`;
+
+function number(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InputError(`--${name}: expected a number, got '${value}'`);
+  return n;
+}
+
+function required<T>(value: T | undefined, name: string): T {
+  if (value === undefined) throw new InputError(`--${name} is required\n\n${USAGE}`);
+  return value;
+}
+
+function duration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`
+    : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+/** A one-line bar rewritten in place on a terminal; one plain line per step elsewhere (logs, CI). */
+function progressPrinter(total: number, tty: boolean) {
+  let last = '';
+  return {
+    update(e: TrainProgress) {
+      if (e.kind === 'micro') {
+        if (tty && e.microBatches > 1) process.stderr.write(`\r${last}  micro ${e.micro + 1}/${e.microBatches}\x1b[K`);
+        return;
+      }
+      const stats = `loss ${e.loss.toFixed(5)}  lr ${e.lr.toExponential(2)}  ${e.ms.toFixed(0)} ms/step`;
+      if (!tty) {
+        console.log(`step ${e.step}/${total}  ${stats}`);
+        return;
+      }
+      const width = 24, done = Math.round((e.step / total) * width);
+      last = `step ${e.step}/${total} [${'#'.repeat(done)}${'.'.repeat(width - done)}] ${stats}  ETA ${duration((total - e.step) * e.ms)}`;
+      process.stderr.write(`\r${last}\x1b[K`);
+    },
+    end() {
+      if (tty && last) process.stderr.write('\n');
+      last = '';
+    },
+  };
+}
+
+export const trainCommand = {
+  summary: 'train the action head (and action queries) on a frozen VLM',
+  async run(argv: string[]): Promise<number> {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      console.log(USAGE);
+      return 0;
+    }
+    const { values: v } = parseArgs({
+      args: argv,
+      options: {
+        data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
+        batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' },
+        accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
+        seed: { type: 'string' }, bf16: { type: 'boolean' }, clip: { type: 'string' }, 'save-every': { type: 'string' },
+        threads: { type: 'string' },
+      },
+      strict: true,
+    });
+    const steps = required(number(v.steps, 'steps'), 'steps');
+    const options: TrainOptions = {
+      data: required(v.data, 'data'), init: required(v.init, 'init'), out: required(v.out, 'out'), steps,
+      batchSize: required(number(v.batch, 'batch'), 'batch'), lr: required(number(v.lr, 'lr'), 'lr'),
+      objective: v.objective as TrainOptions['objective'], resume: v.resume, accum: number(v.accum, 'accum'),
+      warmup: number(v.warmup, 'warmup'), schedule: v.schedule as TrainOptions['schedule'],
+      decayAt: v['decay-at']?.split(',').map((s) => required(number(s, 'decay-at'), 'decay-at')),
+      seed: number(v.seed, 'seed'), bf16: v.bf16, clipNorm: number(v.clip, 'clip'),
+      checkpointEvery: number(v['save-every'], 'save-every'), threads: number(v.threads, 'threads'),
+    };
+
+    const controller = new AbortController();
+    let signalled: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (signalled) {
+        console.error(`\nm2vla train: ${signal} again, exiting without a checkpoint`);
+        process.exit(1);
+      }
+      signalled = signal;
+      console.error(`\nm2vla train: ${signal}, stopping after the current step and saving a checkpoint`);
+      controller.abort();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const printer = progressPrinter(steps, process.stderr.isTTY === true);
+    const started = Date.now();
+    try {
+      const result = await train({ ...options, signal: controller.signal, onProgress: (e) => printer.update(e) });
+      printer.end();
+      const last = result.metrics[result.metrics.length - 1];
+      const loss = last ? `, last loss ${last.loss.toFixed(5)}` : '';
+      if (result.interrupted) {
+        console.log(`m2vla train: stopped at step ${result.steps}/${steps}${loss}; checkpoint ${result.checkpoint}; ` +
+          'continue with --resume');
+        return signalled === 'SIGTERM' ? 143 : 130;
+      }
+      console.log(`m2vla train: ${result.metrics.length} steps in ${duration(Date.now() - started)}${loss}; ` +
+        `run directory ${result.runDir}`);
+      return 0;
+    } finally {
+      printer.end();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  },
+};

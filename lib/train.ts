@@ -1,0 +1,468 @@
+/**
+ * Training the M²-VLA head on a frozen VLM (SPEC §2, §3.2).
+ *
+ *   const result = await train({ data: 'libero_10_no_noops/', init: 'runs/base', out: 'runs/mine', steps: 15000,
+ *                                batchSize: 8, lr: 1e-4 });
+ *
+ * TypeScript reads the dataset, tokenizes each instruction with the run directory's tokenizer, normalizes states and
+ * action chunks with the dataset's statistics (through the addon's BOUNDS_Q99 map, the one inference uses) and packs
+ * micro-batches; the addon preprocesses the frames, runs the frozen VLM (the prompt prefix without autograd, the
+ * action queries with it), the head, the MSM bank, AdamW and the schedule (native/train/trainer.h). The next step's
+ * batches are read while the current one trains.
+ *
+ * `out` receives dataset_statistics.json, metrics.jsonl (one line per step), checkpoints/ (exact resume with
+ * `resume: true`) and, when training completes, the exported run directory: the init run's configuration and
+ * tokenizer files, model.safetensors with the trained action queries, the head as .safetensors and as the reference's
+ * --checkpoint.pt files. loadHead(out) / loadPolicy(out) read it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { modelFile } from './backbone.js';
+import { readRunConfig } from './config.js';
+import { openLeRobot, type LeRobotOptions } from './data/lerobot.js';
+import { openLibero, type LiberoOptions } from './data/libero.js';
+import { BatchLoader, type Batch, type LoaderPosition } from './data/loader.js';
+import { computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics } from './data/stats.js';
+import type { Dataset } from './data/dataset.js';
+import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
+import { headFile } from './head.js';
+import {
+  getBinding, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer, type NativeTrainerDims,
+  type NativeTrainProgress,
+} from './native/binding.js';
+import { runTorchJob } from './native/queue.js';
+import { PromptTokenizer } from './tokenizer.js';
+
+export interface TrainOptions {
+  /** A LIBERO .hdf5 file or a directory of them, or a LeRobot dataset root (the one holding meta/info.json). */
+  data: string;
+  /** The run directory training starts from: config, tokenizer, model.safetensors, the head's checkpoints. */
+  init: string;
+  /** Where metrics, checkpoints and the trained run directory go (not the init directory). */
+  out: string;
+  /** Optimizer steps in all (a resumed run continues up to this count). */
+  steps: number;
+  /** Samples per micro-batch. */
+  batchSize: number;
+  /** Base learning rate (finetune.py: 5e-4 default, 2e-4 in its README; the paper's Table F1: 1e-4). */
+  lr: number;
+  /** 'l1' (the released code) or 'denoise' (ε-prediction). Default 'l1'. */
+  objective?: 'l1' | 'denoise';
+  /** Continue the run saved in `out` (its latest checkpoint); without one, start from the beginning. */
+  resume?: boolean;
+  /** Micro-batches per optimizer step (gradient accumulation). Default 1. */
+  accum?: number;
+  /** Warmup steps, from 10% to 100% of lr (finetune.py). Default 0. */
+  warmup?: number;
+  /** 'cosine' (to 0 at the last step, default) or 'step' (×gamma at each of `decayAt`). */
+  schedule?: 'cosine' | 'step';
+  /** Step schedule: the steps from which the rate is multiplied by `gamma` once more. Default [steps / 2]. */
+  decayAt?: number[];
+  /** Step schedule factor. Default 0.1 (MultiStepLR in finetune.py). */
+  gamma?: number;
+  /** Seeds the shuffles, the latent perturbation / timesteps / noise and the bank fills. Default 0. */
+  seed?: number;
+  /** VLM in bfloat16 and the head under CPU autocast (float32 master weights). Default false. */
+  bf16?: boolean;
+  /** Clip the global gradient norm to this value; 0 (default) = no clipping, as finetune.py. */
+  clipNorm?: number;
+  /** AdamW. Defaults: torch's (betas 0.9 / 0.999, weight decay 0.01, eps 1e-8). */
+  weightDecay?: number;
+  betas?: [number, number];
+  eps?: number;
+  /** Probability that a micro-batch is added to the MSM bank after its query (reference 0.2). */
+  memorySampleRate?: number;
+  /** Save a checkpoint every this many steps (and always at the end or when stopped). Default 1000. */
+  checkpointEvery?: number;
+  /** Run the prompt prefix once without autograd (default true); false runs the whole sequence with it. */
+  prefixTrick?: boolean;
+  /** Torch threads (default: libtorch's choice). */
+  threads?: number;
+  /** Options of the dataset reader (chunk and dims come from the model). */
+  dataset?: Omit<LiberoOptions & LeRobotOptions, 'chunk' | 'actionDim' | 'proprioDim'>;
+  /** Aborting stops after the step in progress, saves a checkpoint and resolves with `interrupted: true`. */
+  signal?: AbortSignal;
+  /** Called after every micro-batch and every optimizer step. */
+  onProgress?: (event: TrainProgress) => void;
+}
+
+export type TrainProgress = NativeTrainProgress;
+
+export interface StepMetrics extends NativeStepMetrics {
+  /** The loader's epoch after this step's batches. */
+  epoch: number;
+}
+
+export interface TrainResult {
+  /** Optimizer steps done in all (resumed runs count the earlier ones). */
+  steps: number;
+  /** The steps this call ran. */
+  metrics: StepMetrics[];
+  interrupted: boolean;
+  /** The last checkpoint's step directory. */
+  checkpoint: string;
+  /** The exported run directory (`out`), when training completed. */
+  runDir?: string;
+}
+
+/** A micro-batch read from the dataset and packed for the addon, with the loader position after it. */
+export interface PackedBatch {
+  batch: NativeMicroBatch;
+  position: LoaderPosition;
+  indices: number[];
+}
+
+/** What a checkpoint's trainer_state.json holds besides the tensors. */
+interface TrainerState {
+  format: 'm2vla-train/1';
+  step: number;
+  loader: LoaderPosition;
+  /** Options an exact resume needs unchanged. */
+  fixed: Record<string, unknown>;
+  savedAt: string;
+}
+
+const STATE_FORMAT = 'm2vla-train/1';
+const RUN_FILES = ['config.json', 'preprocessor_config.json', 'manifest.json', 'tokenizer.json', 'tokenizer_config.json',
+  'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
+
+interface Resolved extends Required<Omit<TrainOptions, 'decayAt' | 'threads' | 'dataset' | 'signal' | 'onProgress'>> {
+  decayAt: number[];
+  threads?: number;
+  dataset: NonNullable<TrainOptions['dataset']>;
+}
+
+function integer(value: unknown, name: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min)
+    throw new InputError(`${name}: expected an integer >= ${min}, got ${String(value)}`);
+  return value;
+}
+
+function positive(value: unknown, name: string, allowZero = false): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0))
+    throw new InputError(`${name}: expected a ${allowZero ? 'non-negative' : 'positive'} number, got ${String(value)}`);
+  return value;
+}
+
+function resolve(o: TrainOptions): Resolved {
+  for (const key of ['data', 'init', 'out'] as const)
+    if (typeof o[key] !== 'string' || o[key] === '') throw new InputError(`${key}: expected a path`);
+  const steps = integer(o.steps, 'steps', 1);
+  const objective = o.objective ?? 'l1';
+  if (objective !== 'l1' && objective !== 'denoise') throw new InputError(`objective: expected 'l1' or 'denoise', got '${objective}'`);
+  const schedule = o.schedule ?? 'cosine';
+  if (schedule !== 'cosine' && schedule !== 'step') throw new InputError(`schedule: expected 'cosine' or 'step', got '${schedule}'`);
+  const decayAt = o.decayAt ?? [Math.floor(steps / 2)];
+  decayAt.forEach((s, i) => integer(s, `decayAt[${i}]`, 0));
+  const betas = o.betas ?? [0.9, 0.999];
+  if (!Array.isArray(betas) || betas.length !== 2) throw new InputError('betas: expected [beta1, beta2]');
+  const out = path.resolve(o.out), init = path.resolve(o.init);
+  if (out === init) throw new ConfigError(`out: ${out} is the init run directory; train into another directory`);
+  return {
+    data: path.resolve(o.data), init, out, steps, objective, schedule, decayAt, betas,
+    batchSize: integer(o.batchSize, 'batchSize', 1),
+    lr: positive(o.lr, 'lr'),
+    resume: o.resume ?? false,
+    accum: integer(o.accum ?? 1, 'accum', 1),
+    warmup: integer(o.warmup ?? 0, 'warmup', 0),
+    gamma: positive(o.gamma ?? 0.1, 'gamma'),
+    seed: integer(o.seed ?? 0, 'seed', 0),
+    bf16: o.bf16 ?? false,
+    clipNorm: positive(o.clipNorm ?? 0, 'clipNorm', true),
+    weightDecay: positive(o.weightDecay ?? 0.01, 'weightDecay', true),
+    eps: positive(o.eps ?? 1e-8, 'eps'),
+    memorySampleRate: positive(o.memorySampleRate ?? 0.2, 'memorySampleRate', true),
+    checkpointEvery: integer(o.checkpointEvery ?? 1000, 'checkpointEvery', 1),
+    prefixTrick: o.prefixTrick ?? true,
+    threads: o.threads,
+    dataset: o.dataset ?? {},
+  };
+}
+
+/** LeRobot when `data` holds meta/info.json, LIBERO HDF5 otherwise. */
+function openDataset(data: string, options: LiberoOptions & LeRobotOptions): Promise<Dataset> {
+  return fs.existsSync(path.join(data, 'meta', 'info.json')) ? openLeRobot(data, options) : openLibero(data, options);
+}
+
+function boundsStats(s: FeatureStatistics) {
+  return { q01: Float64Array.from(s.q01), q99: Float64Array.from(s.q99), mask: Uint8Array.from(s.q01, (_, i) => (s.mask?.[i] ?? true) ? 1 : 0) };
+}
+
+/** The latest checkpoint's step directory under `root`, if any. */
+function latestCheckpoint(root: string): string | undefined {
+  const pointer = path.join(root, 'latest');
+  if (!fs.existsSync(pointer)) return undefined;
+  const dir = path.join(root, fs.readFileSync(pointer, 'utf8').trim());
+  if (!fs.existsSync(path.join(dir, 'trainer_state.json')))
+    throw new ConfigError(`${pointer} names ${dir}, which holds no trainer_state.json`);
+  return dir;
+}
+
+function writeAtomic(file: string, text: string): void {
+  fs.writeFileSync(`${file}.tmp`, text);
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/**
+ * A training run opened on its dataset and model: step by step control (train() loops over it), plus the gradients
+ * and predictions of a micro-batch for tests and tools.
+ */
+export class Trainer implements AsyncDisposable {
+  #native: NativeTrainer | undefined;
+  #position: LoaderPosition;
+  readonly #metricsFile: string;
+
+  private constructor(native: NativeTrainer, readonly options: Resolved, readonly dims: NativeTrainerDims,
+    readonly dataset: Dataset, readonly statistics: DatasetStatistics, private readonly loader: BatchLoader,
+    private readonly tokenizer: PromptTokenizer, private readonly progress: { error?: unknown }) {
+    this.#native = native;
+    this.#position = loader.position;
+    this.#metricsFile = path.join(options.out, 'metrics.jsonl');
+  }
+
+  /** Loads the model (or the latest checkpoint of `out` with `resume`), opens the dataset and checks they fit. */
+  static async create(options: TrainOptions): Promise<Trainer> {
+    const o = resolve(options);
+    const checkpoints = path.join(o.out, 'checkpoints');
+    const latest = latestCheckpoint(checkpoints);
+    if (latest && !o.resume)
+      throw new ConfigError(`${o.out} holds a training run (${latest}); pass resume (--resume) to continue it, or another out`);
+    const state = o.resume && latest ? readState(latest, o) : undefined;
+
+    const run = readRunConfig(o.init);
+    const tokenizer = await PromptTokenizer.load(o.init);
+    const { backbone } = run;
+    const progress: { error?: unknown } = {};
+    const onProgress = options.onProgress && ((e: NativeTrainProgress) => {
+      try {
+        options.onProgress!(e);
+      } catch (err) {
+        progress.error ??= err;
+      }
+    });
+    const native = await runTorchJob(() => getBinding().createTrainer({
+      modelPath: modelFile(o.init),
+      backbone,
+      preprocess: backbone.preprocessing,
+      actionHeadPath: headFile(o.init, 'action_head'),
+      proprioProjectorPath: headFile(o.init, 'proprio_projector'),
+      resumeFrom: state ? latest : undefined,
+      head: {
+        config: {
+          ...run.head, objective: o.objective, numPatches: backbone.numImages * (backbone.imageSize / backbone.featurizer.patchSize) ** 2,
+          numActionQueries: backbone.numActionQueries, denoise: { initSeed: o.seed },
+        },
+      },
+      lr: o.lr, steps: o.steps, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma,
+      beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
+      clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick, seed: o.seed,
+      threads: o.threads, onProgress,
+    }));
+    try {
+      const dims = native.dims();
+      if (dims.numImages > 2) throw new ConfigError(`${o.init}: ${dims.numImages} images per observation; datasets give a primary and a wrist camera`);
+      const dataset = await openDataset(o.data, { ...o.dataset, chunk: dims.chunk, actionDim: dims.actionDim, proprioDim: dims.proprioDim });
+      try {
+        if (dims.numImages === 2 && !dataset.hasWrist)
+          throw new ShapeError(`${dataset.name}: no wrist camera, but the model takes 2 images per observation (primary, wrist)`);
+        const statistics = computeStatistics(dataset);
+        fs.mkdirSync(o.out, { recursive: true });
+        writeDatasetStatistics(path.join(o.out, 'dataset_statistics.json'), dataset.name, statistics);
+        const loader = new BatchLoader(dataset, { batchSize: o.batchSize, seed: o.seed, position: state?.loader });
+        const trainer = new Trainer(native, o, dims, dataset, statistics, loader, tokenizer, progress);
+        trainer.#keepMetricsUpTo(dims.step);
+        return trainer;
+      } catch (e) {
+        await dataset.close();
+        throw e;
+      }
+    } catch (e) {
+      native.dispose();
+      throw e;
+    }
+  }
+
+  #trainer(what: string): NativeTrainer {
+    if (!this.#native) throw new DisposedError(`Trainer: ${what}() after dispose()`);
+    return this.#native;
+  }
+
+  /** Optimizer steps done (a resumed run starts at its checkpoint's). */
+  get stepsDone(): number {
+    return this.dims.step + this.#stepsHere;
+  }
+  #stepsHere = 0;
+
+  /** The loader position after the batches of the last completed step (what a checkpoint saves). */
+  get position(): LoaderPosition {
+    return this.#position;
+  }
+
+  /** The next micro-batch from the shuffled loader, or the given sample indices. */
+  async readBatch(indices?: number[]): Promise<PackedBatch> {
+    if (indices) {
+      const samples = await Promise.all(indices.map((i) => this.dataset.sample(i)));
+      const batch: Batch = {
+        images: { primary: samples.map((s) => s.images.primary), wrist: samples.map((s) => s.images.wrist!) },
+        instructions: samples.map((s) => s.instruction), indices, position: this.#position,
+        states: Float32Array.from(samples.flatMap((s) => Array.from(s.state))),
+        actions: Float32Array.from(samples.flatMap((s) => Array.from(s.actions))),
+      };
+      return this.#pack(batch);
+    }
+    return this.#pack(await this.loader.next());
+  }
+
+  /** The micro-batches of the next optimizer step. */
+  async readStep(): Promise<PackedBatch[]> {
+    const out: PackedBatch[] = [];
+    for (let i = 0; i < this.options.accum; i++) out.push(await this.readBatch());
+    return out;
+  }
+
+  #promptIds = new Map<string, number[]>();
+
+  #pack(batch: Batch): PackedBatch {
+    const n = batch.indices.length, withWrist = this.dims.numImages === 2;
+    const frames = [];
+    for (let b = 0; b < n; b++) {
+      frames.push(batch.images.primary[b]);
+      if (withWrist) frames.push(batch.images.wrist![b]);
+    }
+    const prompts = batch.instructions.map((text) => {
+      let ids = this.#promptIds.get(text);
+      if (!ids) this.#promptIds.set(text, ids = this.tokenizer.promptIds(text));
+      return ids;
+    });
+    const promptIds = BigInt64Array.from(prompts.flat(), (id) => BigInt(id));
+    const binding = getBinding();
+    const normalize = (values: Float32Array, stats: FeatureStatistics) =>
+      Float32Array.from(binding.normalizeBounds({ values: Float64Array.from(values), ...boundsStats(stats) }));
+    return {
+      batch: {
+        frames, promptIds, promptLengths: prompts.map((p) => p.length),
+        proprio: normalize(batch.states, this.statistics.proprio), actions: normalize(batch.actions, this.statistics.action),
+      },
+      position: batch.position,
+      indices: batch.indices,
+    };
+  }
+
+  /** One optimizer step over `batches` (default: the next ones); appends its line to metrics.jsonl. */
+  async step(batches?: PackedBatch[]): Promise<StepMetrics> {
+    const native = this.#trainer('step');
+    const micro = batches ?? await this.readStep();
+    const result = await runTorchJob(() => native.step({ microBatches: micro.map((m) => m.batch) }));
+    this.#stepsHere++;
+    this.#position = micro[micro.length - 1].position;
+    const metrics: StepMetrics = { ...result, epoch: this.#position.epoch };
+    fs.appendFileSync(this.#metricsFile, `${JSON.stringify(metrics)}\n`);
+    if (this.progress.error !== undefined) {
+      const error = this.progress.error;
+      this.progress.error = undefined;
+      throw error;
+    }
+    return metrics;
+  }
+
+  /** Gradients of one micro-batch's loss by parameter name (nothing updated; the generator advances). */
+  gradients(batch: PackedBatch): Promise<Record<string, NativeTensor>> {
+    const native = this.#trainer('gradients');
+    return runTorchJob(() => native.gradients(batch.batch));
+  }
+
+  /** Normalized actions [B, chunk, actionDim] of the model as it is now, computed as inference does. */
+  predict(batch: PackedBatch, seed?: number): Promise<{ normalized: Float32Array; shape: [number, number, number] }> {
+    const native = this.#trainer('predict');
+    return runTorchJob(() => native.predict(batch.batch, { seed }));
+  }
+
+  /** Saves a checkpoint of the state after the last step; returns its directory. */
+  checkpoint(): Promise<string> {
+    const native = this.#trainer('checkpoint');
+    const state: TrainerState = {
+      format: STATE_FORMAT, step: this.stepsDone, loader: this.#position, fixed: fixedOptions(this.options),
+      savedAt: new Date().toISOString(),
+    };
+    const root = path.join(this.options.out, 'checkpoints');
+    return runTorchJob(() => native.saveCheckpoint({ root, stateJson: `${JSON.stringify(state, null, 2)}\n` }));
+  }
+
+  /** Writes the run directory `out`: configuration and tokenizer files of the init run, the trained weights. */
+  async exportRun(): Promise<string> {
+    const native = this.#trainer('exportRun');
+    const { out, init } = this.options;
+    await runTorchJob(() => native.exportRun({ dir: out }));
+    for (const file of RUN_FILES) {
+      const from = path.join(init, file);
+      if (fs.existsSync(from)) fs.copyFileSync(from, path.join(out, file));
+    }
+    writeDatasetStatistics(path.join(out, 'dataset_statistics.json'), this.dataset.name, this.statistics);
+    return out;
+  }
+
+  /** A resumed run's metrics.jsonl keeps the lines of the steps its checkpoint had done. */
+  #keepMetricsUpTo(step: number): void {
+    if (!fs.existsSync(this.#metricsFile)) return;
+    const lines = fs.readFileSync(this.#metricsFile, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= step);
+    writeAtomic(this.#metricsFile, lines.map((l) => `${l}\n`).join(''));
+  }
+
+  async dispose(): Promise<void> {
+    this.#native?.dispose();
+    this.#native = undefined;
+    await this.dataset.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+/** Options a resumed run must share with the run it continues, or its trajectory would differ. */
+function fixedOptions(o: Resolved): Record<string, unknown> {
+  return {
+    data: o.data, init: o.init, batchSize: o.batchSize, accum: o.accum, seed: o.seed, objective: o.objective, bf16: o.bf16,
+    memorySampleRate: o.memorySampleRate,
+  };
+}
+
+function readState(dir: string, o: Resolved): TrainerState {
+  const file = path.join(dir, 'trainer_state.json');
+  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as TrainerState;
+  if (state.format !== STATE_FORMAT) throw new ConfigError(`${file}: format '${state.format}' is not ${STATE_FORMAT}`);
+  const now = fixedOptions(o);
+  const changed = Object.keys(now).filter((k) => JSON.stringify(now[k]) !== JSON.stringify(state.fixed[k]));
+  if (changed.length > 0) {
+    throw new ConfigError(`resume: ${changed.map((k) => `${k} was ${JSON.stringify(state.fixed[k])}, now ${JSON.stringify(now[k])}`)
+      .join('; ')} (${file}); an exact resume needs them unchanged`);
+  }
+  return state;
+}
+
+/**
+ * Trains to `steps` (resuming `out`'s checkpoint with `resume`), saving a checkpoint every `checkpointEvery` steps
+ * and at the end, then exports the run directory. Resolves with the steps' metrics.
+ */
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  await using trainer = await Trainer.create(options);
+  const { steps, checkpointEvery } = trainer.options;
+  const { signal } = options;
+  const metrics: StepMetrics[] = [];
+  let next = trainer.stepsDone < steps ? trainer.readStep() : undefined;
+  try {
+    while (next && !signal?.aborted) {
+      const batches = await next;
+      next = trainer.stepsDone + 1 < steps ? trainer.readStep() : undefined;
+      const m = await trainer.step(batches);
+      metrics.push(m);
+      if (m.step % checkpointEvery === 0 && m.step < steps && !signal?.aborted) await trainer.checkpoint();
+    }
+  } finally {
+    await next?.catch(() => undefined);  // a read ahead still in flight must finish before the dataset closes
+  }
+  const interrupted = trainer.stepsDone < steps;
+  const checkpoint = await trainer.checkpoint();
+  const runDir = interrupted ? undefined : await trainer.exportRun();
+  return { steps: trainer.stepsDone, metrics, interrupted, checkpoint, runDir };
+}

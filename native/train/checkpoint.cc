@@ -1,0 +1,73 @@
+#include "train/checkpoint.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+
+#include "error.h"
+#include "io/write.h"
+
+namespace m2vla::train {
+namespace fs = std::filesystem;
+namespace {
+
+void make_directory(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot create (", ec.message(), ")");
+}
+
+void remove_tree(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot remove (", ec.message(), ")");
+}
+
+}  // namespace
+
+std::string save_checkpoint(const Trainer& trainer, const std::string& root_path, const std::string& state_json) {
+  const fs::path root(root_path);
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(trainer.steps_done()));
+  const fs::path dir = root / name, tmp = root / (std::string(name) + ".tmp");
+  make_directory(root);
+  remove_tree(tmp);  // a save interrupted earlier
+  make_directory(tmp);
+  io::write_safetensors((tmp / "action_head.safetensors").string(), trainer.action_head_state_dict());
+  io::write_safetensors((tmp / "proprio_projector.safetensors").string(), trainer.proprio_state_dict());
+  io::write_safetensors((tmp / "action_queries.safetensors").string(), trainer.action_queries_state_dict());
+  io::write_safetensors((tmp / "optimizer.safetensors").string(), trainer.training_state());
+  io::write_text((tmp / "trainer_state.json").string(), state_json);
+  remove_tree(dir);  // the same step saved again (a resume that stopped before its first step)
+  std::error_code ec;
+  fs::rename(tmp, dir, ec);
+  if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot move the new checkpoint in place (", ec.message(), ")");
+  io::sync_directory(root.string());
+  io::write_text((root / "latest").string(), std::string(name) + "\n");
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const std::string other = entry.path().filename().string();
+    if (entry.is_directory() && other.rfind("step-", 0) == 0 && other != name) remove_tree(entry.path());
+  }
+  return dir.string();
+}
+
+void resume_from(TrainerOptions& options, const std::string& step_dir) {
+  const fs::path dir(step_dir);
+  options.action_head_path = (dir / "action_head.safetensors").string();
+  options.proprio_path = (dir / "proprio_projector.safetensors").string();
+  options.resume_action_queries_path = (dir / "action_queries.safetensors").string();
+  options.resume_state_path = (dir / "optimizer.safetensors").string();
+}
+
+void export_run(const Trainer& trainer, const std::string& dir_path) {
+  const fs::path dir(dir_path);
+  make_directory(dir);
+  io::write_safetensors((dir / "model.safetensors").string(), trainer.vlm_state_dict());
+  const io::NamedTensors head = trainer.action_head_state_dict(), proprio = trainer.proprio_state_dict();
+  io::write_safetensors((dir / "action_head.safetensors").string(), head);
+  io::write_safetensors((dir / "proprio_projector.safetensors").string(), proprio);
+  io::write_torch_zip((dir / "action_head--checkpoint.pt").string(), head);
+  io::write_torch_zip((dir / "proprio_projector--checkpoint.pt").string(), proprio);
+}
+
+}  // namespace m2vla::train
