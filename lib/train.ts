@@ -79,12 +79,14 @@ export interface TrainOptions {
   /** Torch threads (default: libtorch's choice). */
   threads?: number;
   /** Options of the dataset reader (chunk and dims come from the model). */
-  dataset?: Omit<LiberoOptions & LeRobotOptions, 'chunk' | 'actionDim' | 'proprioDim'>;
+  dataset?: ReaderOptions<LiberoOptions> | ReaderOptions<LeRobotOptions>;
   /** Aborting stops after the step in progress, saves a checkpoint and resolves with `interrupted: true`. */
   signal?: AbortSignal;
   /** Called after every micro-batch and every optimizer step. */
   onProgress?: (event: TrainProgress) => void;
 }
+
+type ReaderOptions<T> = Omit<T, 'chunk' | 'actionDim' | 'proprioDim'>;
 
 export type TrainProgress = NativeTrainProgress;
 
@@ -180,8 +182,9 @@ function resolve(o: TrainOptions): Resolved {
 }
 
 /** LeRobot when `data` holds meta/info.json, LIBERO HDF5 otherwise. */
-function openDataset(data: string, options: LiberoOptions & LeRobotOptions): Promise<Dataset> {
-  return fs.existsSync(path.join(data, 'meta', 'info.json')) ? openLeRobot(data, options) : openLibero(data, options);
+function openDataset(data: string, options: LiberoOptions | LeRobotOptions): Promise<Dataset> {
+  return fs.existsSync(path.join(data, 'meta', 'info.json'))
+    ? openLeRobot(data, options as LeRobotOptions) : openLibero(data, options as LiberoOptions);
 }
 
 function boundsStats(s: FeatureStatistics) {
@@ -214,7 +217,7 @@ export class Trainer implements AsyncDisposable {
 
   private constructor(native: NativeTrainer, readonly options: Resolved, readonly dims: NativeTrainerDims,
     readonly dataset: Dataset, readonly statistics: DatasetStatistics, private readonly loader: BatchLoader,
-    private readonly tokenizer: PromptTokenizer, private readonly progress: { error?: unknown }) {
+    private readonly tokenizer: PromptTokenizer, private readonly progress: ProgressRelay) {
     this.#native = native;
     this.#position = loader.position;
     this.#metricsFile = path.join(options.out, 'metrics.jsonl');
@@ -232,14 +235,7 @@ export class Trainer implements AsyncDisposable {
     const run = readRunConfig(o.init);
     const tokenizer = await PromptTokenizer.load(o.init);
     const { backbone } = run;
-    const progress: { error?: unknown } = {};
-    const onProgress = options.onProgress && ((e: NativeTrainProgress) => {
-      try {
-        options.onProgress!(e);
-      } catch (err) {
-        progress.error ??= err;
-      }
-    });
+    const progress = new ProgressRelay(options.onProgress);
     const native = await runTorchJob(() => getBinding().createTrainer({
       modelPath: modelFile(o.init),
       backbone,
@@ -256,7 +252,7 @@ export class Trainer implements AsyncDisposable {
       lr: o.lr, steps: o.steps, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma,
       beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
       clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick, seed: o.seed,
-      threads: o.threads, onProgress,
+      threads: o.threads, onProgress: options.onProgress && progress.deliver,
     }));
     try {
       const dims = native.dims();
@@ -265,10 +261,10 @@ export class Trainer implements AsyncDisposable {
       try {
         if (dims.numImages === 2 && !dataset.hasWrist)
           throw new ShapeError(`${dataset.name}: no wrist camera, but the model takes 2 images per observation (primary, wrist)`);
+        const loader = new BatchLoader(dataset, { batchSize: o.batchSize, seed: o.seed, position: state?.loader });
         const statistics = computeStatistics(dataset);
         fs.mkdirSync(o.out, { recursive: true });
         writeDatasetStatistics(path.join(o.out, 'dataset_statistics.json'), dataset.name, statistics);
-        const loader = new BatchLoader(dataset, { batchSize: o.batchSize, seed: o.seed, position: state?.loader });
         const trainer = new Trainer(native, o, dims, dataset, statistics, loader, tokenizer, progress);
         trainer.#keepMetricsUpTo(dims.step);
         return trainer;
@@ -357,11 +353,8 @@ export class Trainer implements AsyncDisposable {
     this.#position = micro[micro.length - 1].position;
     const metrics: StepMetrics = { ...result, epoch: this.#position.epoch };
     fs.appendFileSync(this.#metricsFile, `${JSON.stringify(metrics)}\n`);
-    if (this.progress.error !== undefined) {
-      const error = this.progress.error;
-      this.progress.error = undefined;
-      throw error;
-    }
+    await this.progress.delivered(result.step);
+    this.progress.rethrow();
     return metrics;
   }
 
@@ -416,6 +409,44 @@ export class Trainer implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
+  }
+}
+
+/**
+ * Hands the addon's progress events (a thread-safe function, queued from the worker thread) to the user's callback.
+ * They can reach the JS thread after the step's promise settles: step() waits for the step's event, so the callback
+ * has seen step N (and could abort) before step N+1 starts. An error the callback throws is rethrown by step().
+ */
+class ProgressRelay {
+  #error: unknown;
+  #delivered = 0;
+  #waiting: { step: number; resolve: () => void } | undefined;
+
+  constructor(private readonly callback?: (event: TrainProgress) => void) {}
+
+  deliver = (event: NativeTrainProgress): void => {
+    try {
+      this.callback?.(event);
+    } catch (e) {
+      this.#error ??= e;
+    }
+    if (event.kind !== 'step') return;
+    this.#delivered = event.step;
+    if (this.#waiting && this.#waiting.step <= event.step) {
+      this.#waiting.resolve();
+      this.#waiting = undefined;
+    }
+  };
+
+  delivered(step: number): Promise<void> {
+    if (!this.callback || this.#delivered >= step) return Promise.resolve();
+    return new Promise((resolve) => { this.#waiting = { step, resolve }; });
+  }
+
+  rethrow(): void {
+    const error = this.#error;
+    this.#error = undefined;
+    if (error !== undefined) throw error;
   }
 }
 

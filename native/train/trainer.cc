@@ -81,7 +81,7 @@ Trainer::Trainer(const TrainerOptions& options)
     if (!trained.count(name)) head_unused_.emplace_back(name, t);
 
   const std::vector<int64_t> aq_shape{cfg.num_action_queries, cfg.llm.hidden_size};
-  const at::Tensor& aq = options_.resume_action_queries_path.empty()
+  const at::Tensor aq = options_.resume_action_queries_path.empty()
                              ? vlm_.get("action_queries.weight", aq_shape)
                              : io::load_state_dict(options_.resume_action_queries_path).get("action_queries.weight", aq_shape);
   action_queries_ = aq.to(at::kFloat).clone();
