@@ -299,7 +299,10 @@ export class Trainer implements AsyncDisposable {
     if (indices) {
       const samples = await Promise.all(indices.map((i) => this.dataset.sample(i)));
       const batch: Batch = {
-        images: { primary: samples.map((s) => s.images.primary), wrist: samples.map((s) => s.images.wrist!).filter(Boolean) },
+        images: {
+          primary: samples.map((s) => s.images.primary),
+          ...(this.dataset.hasWrist && { wrist: samples.map((s) => s.images.wrist!) }),
+        },
         instructions: samples.map((s) => s.instruction), indices, position: this.#position,
         states: Float32Array.from(samples.flatMap((s) => Array.from(s.state))),
         actions: Float32Array.from(samples.flatMap((s) => Array.from(s.actions))),

@@ -77,7 +77,6 @@ class Trainer {
  public:
   explicit Trainer(const TrainerOptions& options);
 
-  const TrainerOptions& options() const { return options_; }
   const model::BackboneConfig& backbone_config() const { return backbone_->config(); }
   const head::HeadDims& head_dims() const { return head_->dims(); }
   int64_t steps_done() const { return step_; }
