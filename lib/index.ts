@@ -14,6 +14,11 @@ export {
 export { loadBackbone, Backbone, type AskOptions, type BackboneOptions, type BackboneOutput } from './backbone.js';
 export type { Observation, TensorData } from './observation.js';
 export {
+  demoRunDir, loadPolicy, Policy,
+  type ActOutput, type LayerGates, type PolicyFeatures, type PolicyMetadata, type PolicyOptions,
+} from './policy.js';
+export { DEMO_DIMS, FULL_SIZE_DIMS, ensureRandomRun, type RandomRunDims } from './random-run.js';
+export {
   LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,
   type Dataset, type DatasetOptions, type Episode, type EpisodeEnd, type Frames, type Sample,
 } from './data/dataset.js';

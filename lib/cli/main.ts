@@ -7,12 +7,15 @@ interface Command {
 }
 
 const commands: Record<string, () => Promise<Command>> = {
+  demo: async () => (await import('./demo.js')).demoCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
 };
 
 function usage(): string {
   return ['usage: m2vla <command> [options]', '', 'commands:',
-    ...Object.keys(commands).map((c) => `  ${c}`), '', 'm2vla <command> --help shows its options.'].join('\n');
+    '  demo     run the policy on one observation (the embedded demo model, or --run <dir>)',
+    '  doctor   libtorch, build flags, threads, CPU features',
+    '', 'm2vla <command> --help shows its options.'].join('\n');
 }
 
 export async function main(argv: string[]): Promise<void> {

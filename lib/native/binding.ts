@@ -96,6 +96,31 @@ export interface NativeHeadOutput {
   intermediates?: NativeHeadTrace;
 }
 
+export interface NativeBounds { q01: Float64Array; q99: Float64Array; mask: Uint8Array }
+
+export interface NativePolicyResult extends NativeHeadOutput {
+  /** [B, chunk, A] unnormalized. */
+  actions: Float64Array;
+  /** [B, proprioDim] the state after normalization. */
+  proprio: Float64Array;
+  timing: { preprocess: number; vision: number; projector: number; llm: number; head: number; retrieval: number };
+}
+
+export interface NativePolicy {
+  act(input: {
+    images?: Array<{ data: Uint8Array; width: number; height: number; name?: string }>;
+    pixelValues?: Float32Array;
+    batch: number;
+    inputIds: BigInt64Array;
+    promptLen: number;
+    state: Float64Array;
+    referenceCasts?: boolean;
+    intermediates?: boolean;
+    seed?: number;
+  }): Promise<NativePolicyResult>;
+  dispose(): void;
+}
+
 export interface NativeHead {
   forward(input: NativeHeadForwardInput): Promise<NativeHeadOutput>;
   dims(): NativeHeadDims;
@@ -147,6 +172,11 @@ export interface BindingModule {
     imagesPerSample?: number;
     threads?: number;
   }): Promise<Float32Array>;
+  createPolicy(options: {
+    backbone: NativeBackbone; head: NativeHead; threads?: number;
+    preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: boolean | number };
+    stats: { proprio: NativeBounds; action: NativeBounds };
+  }): NativePolicy;
   createHead(options: {
     actionHeadPath: string; proprioProjectorPath: string; config: NativeHeadConfig; dtype?: NativeDtype; threads?: number;
   }): Promise<NativeHead>;

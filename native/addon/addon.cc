@@ -9,6 +9,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_memory_bank(env, exports);
   m2vla::addon::init_diffusion(env, exports);
   m2vla::addon::init_backbone(env, exports);
+  m2vla::addon::init_policy(env, exports);
   return exports;
 }
 }  // namespace
