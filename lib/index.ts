@@ -28,3 +28,11 @@ export { BatchLoader, epochOrder, type Batch, type BatchLoaderOptions, type Load
 export {
   computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics,
 } from './data/stats.js';
+export {
+  PolicyRunner, type ChunkPolicy, type RunnerEvent, type RunnerOptions, type RunnerStats, type Step,
+} from './runner.js';
+export { createServer, type PolicyServer, type ServedPolicy, type ServerOptions } from './server/server.js';
+export { PRESETS as OBSERVATION_PRESETS, type ObservationKeys, type PresetName } from './server/observations.js';
+export { NdArray, type DType } from './server/ndarray.js';
+export { packOpenpi, unpackOpenpi } from './server/openpi.js';
+export { parseJsonNumpy, toJsonNumpy } from './server/json-numpy.js';

@@ -9,12 +9,14 @@ interface Command {
 const commands: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./demo.js')).demoCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
+  serve: async () => (await import('./serve.js')).serveCommand,
 };
 
 function usage(): string {
   return ['usage: m2vla <command> [options]', '', 'commands:',
     '  demo     run the policy on one observation (the embedded demo model, or --run <dir>)',
     '  doctor   libtorch, build flags, threads, CPU features',
+    '  serve    serve the policy: openpi websocket protocol, VLA-Adapter POST /act (the demo model, or --run <dir>)',
     '', 'm2vla <command> --help shows its options.'].join('\n');
 }
 
