@@ -51,7 +51,10 @@ export function observationReader(keys: ObservationKeys, dims: ModelDims): (msg:
       throw new InputError(`observation: expected a dict of named inputs, got ${kind(msg)}`);
     const obs = msg as Record<string, unknown>;
     const get = (k: string) => {
-      if (!(k in obs)) throw new InputError(`${k}: required (got keys: ${Object.keys(obs).join(', ') || 'none'})`);
+      if (!(k in obs)) {
+        const got = Object.keys(obs);
+        throw new InputError(`${k}: required (got keys: ${got.slice(0, 20).join(', ') || 'none'}${got.length > 20 ? ', ...' : ''})`);
+      }
       return obs[k];
     };
     const prompt = get(keys.prompt);
@@ -76,19 +79,23 @@ function image(v: unknown, key: string): ImageInput {
 }
 
 function state(keys: string | string[], get: (k: string) => unknown, dim: number): Float64Array {
-  const parts: number[] = [];
+  const parts: Array<ArrayLike<number | bigint>> = [];
   for (const key of typeof keys === 'string' ? [keys] : keys) {
     const v = get(key);
-    if (typeof v === 'number') parts.push(v);
-    else if (v instanceof NdArray && v.dtype !== '|b1' && v.shape.length <= 1) parts.push(...Array.from(v.data, Number));
-    else if (Array.isArray(v) && v.every((x) => typeof x === 'number')) parts.push(...v);
+    if (typeof v === 'number') parts.push([v]);
+    else if (v instanceof NdArray && v.dtype !== '|b1' && v.shape.length <= 1) parts.push(v.data);
+    else if (Array.isArray(v) && v.every((x) => typeof x === 'number')) parts.push(v);
     else throw new InputError(`${key}: expected a 1-d numeric array, got ${kind(v)}`);
   }
   const names = typeof keys === 'string' ? keys : keys.join(' + ');
-  if (parts.length !== dim) throw new ShapeError(`${names}: the model takes a ${dim}-d state, got ${parts.length} values`);
-  const bad = parts.findIndex((x) => !Number.isFinite(x));
-  if (bad >= 0) throw new InputError(`${names}: value ${bad} is ${parts[bad]}`);
-  return Float64Array.from(parts);
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  if (total !== dim) throw new ShapeError(`${names}: the model takes a ${dim}-d state, got ${total} values`);
+  const out = new Float64Array(dim);
+  let i = 0;
+  for (const p of parts) for (let j = 0; j < p.length; j++) out[i++] = Number(p[j]);
+  const bad = out.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) throw new InputError(`${names}: value ${bad} is ${out[bad]}`);
+  return out;
 }
 
 function kind(v: unknown): string {

@@ -136,6 +136,8 @@ describe('bad input never takes the server down', () => {
       /observation\/state: expected a 1-d numeric array, got bool \(8,\)/],
     ['a wrong state size', (c) => c.send({ ...o, 'observation/state': NdArray.float64(new Float64Array(7)) }),
       /observation\/state: the model takes a 8-d state, got 7 values/],
+    ['a NaN in the state', (c) => c.send({ ...o, 'observation/state': NdArray.float64(Float64Array.of(0, 0, 0, NaN, 0, 0, 0, 0)) }),
+      /observation\/state: value 3 is NaN/],
     ['a 2-d image', (c) => c.send({ ...o, 'observation/wrist_image': NdArray.uint8(new Uint8Array(16), [4, 4]) }),
       /observation\/wrist_image: expected an \(H, W, 3\) HWC RGB image, got uint8 \(4, 4\)/],
     ['undecodable image bytes', (c) => c.send({ ...o, 'observation/image': Uint8Array.of(1, 2, 3) }), /could not decode the image bytes/],
