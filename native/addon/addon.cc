@@ -5,6 +5,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_runtime(env, exports);
   m2vla::addon::init_checkpoint(env, exports);
   m2vla::addon::init_preprocess(env, exports);
+  m2vla::addon::init_kernels(env, exports);
   return exports;
 }
 }  // namespace

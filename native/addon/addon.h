@@ -6,4 +6,5 @@ namespace m2vla::addon {
 void init_runtime(Napi::Env env, Napi::Object exports);
 void init_checkpoint(Napi::Env env, Napi::Object exports);
 void init_preprocess(Napi::Env env, Napi::Object exports);
+void init_kernels(Napi::Env env, Napi::Object exports);
 }  // namespace m2vla::addon
