@@ -7,10 +7,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-type Init = 'w' | 'zero' | 'one' | 'ls' | 'small' | 'bank' | 'tied';
-type Spec = Array<[name: string, shape: number[], init: Init]>;
+export type Init = 'w' | 'zero' | 'one' | 'ls' | 'small' | 'bank' | 'tied';
+/** Tensors of a generated checkpoint (also the parameter inventory bench/roofline.ts is tested against). */
+export type Spec = Array<[name: string, shape: number[], init: Init]>;
 
-function vlmSpec(): Spec {
+export function vlmSpec(): Spec {
   const t: Spec = [];
   const lin = (n: string, o: number, i: number, bias = true) => {
     t.push([`${n}.weight`, [o, i], 'w']);
@@ -53,7 +54,7 @@ function vlmSpec(): Spec {
   return t;
 }
 
-function headSpec(): Spec {
+export function headSpec(): Spec {
   const t: Spec = [];
   const lin = (n: string, o: number, i: number) => t.push([`${n}.weight`, [o, i], 'w'], [`${n}.bias`, [o], 'zero']);
   t.push(['model.layer_norm1.weight', [6272], 'one'], ['model.layer_norm1.bias', [6272], 'small']);
@@ -70,6 +71,10 @@ function headSpec(): Spec {
   lin('model.fc2', 7, 896); lin('memory_value_proj', 7168, 56);
   t.push(['memory_bank.keys', [10000, 2688], 'bank'], ['memory_bank.values', [10000, 56], 'bank']);
   return t;
+}
+
+export function proprioSpec(): Spec {
+  return [['fc1.weight', [896, 8], 'w'], ['fc1.bias', [896], 'zero'], ['fc2.weight', [896, 896], 'w'], ['fc2.bias', [896], 'zero']];
 }
 
 let state = 0x9e3779b9;
@@ -162,8 +167,7 @@ export function ensureFullsizeRun(dir: string, templateDir: string): string {
   const size = new BigInt64Array([9000n]);
   writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(),
     { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
-  writeSafetensors(path.join(dir, 'proprio_projector.safetensors'),
-    [['fc1.weight', [896, 8], 'w'], ['fc1.bias', [896], 'zero'], ['fc2.weight', [896, 896], 'w'], ['fc2.bias', [896], 'zero']]);
+  writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), proprioSpec());
   writeConfigs(dir, templateDir);
   fs.writeFileSync(done, `${new Date().toISOString()} ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   return dir;
