@@ -20,6 +20,9 @@ void launched(cudaError_t e, const char* kernel) {
 
 bool aligned(const at::Tensor& t, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % bytes == 0; }
 
+// The stride of a dimension of size 1 is never used and may be anything (unsqueeze, views): pass 0 for it.
+int64_t used_stride(const at::Tensor& t, int64_t dim) { return t.size(dim) == 1 ? 0 : t.stride(dim); }
+
 void require_device(const at::Tensor& t, const std::string& name, const at::Device& device) {
   if (!t.defined() || t.device() != device)
     fail(ErrorCode::Input, name, ": expected a tensor on ", device.str(), ", got ",
@@ -33,15 +36,19 @@ m2vla_heads_view heads_view(const at::Tensor& t, const std::string& name, const 
   if (t.scalar_type() != at::kBFloat16) fail(ErrorCode::Input, name, ": expected bfloat16, got ", t.scalar_type());
   if (t.dim() != 4 || t.size(0) != batch || t.size(1) != tokens || t.size(2) != heads || t.size(3) != head_dim)
     fail(ErrorCode::Shape, name, ": expected [", batch, ", ", tokens, ", ", heads, ", ", head_dim, "], got ", t.sizes());
-  if (t.stride(3) != 1 || t.stride(0) % 2 || t.stride(1) % 2 || t.stride(2) % 2 || !aligned(t, 4))
+  const m2vla_heads_view v{t.data_ptr(), used_stride(t, 0), used_stride(t, 1), used_stride(t, 2)};
+  if (t.stride(3) != 1 || v.batch_stride % 2 || v.token_stride % 2 || v.head_stride % 2 || !aligned(t, 4))
     fail(ErrorCode::Input, name, ": head_dim must be contiguous with even strides and 4-byte alignment, got strides ",
          t.strides());
-  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+  return v;
 }
 
 }  // namespace
 
 at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_dtype) {
+  for (const at::Tensor* t : {&in.q, &in.k_adapter, &in.k_task})
+    if (!t->defined() || t->dim() != 4)
+      fail(ErrorCode::Shape, "mol attention (CUDA): q, k_adapter and k_task must be [B, L, H, head_dim] tensors");
   const at::Device device = in.q.device();
   const int64_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), hd = in.q.size(3);
   const int64_t S = in.k_adapter.size(1), NP = in.k_task.size(1);
@@ -68,7 +75,7 @@ at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_
       in.gate.size(2) != H)
     fail(ErrorCode::Shape, "gate: expected bfloat16 [", B, ", ", S, ", ", H, "], got ", in.gate.scalar_type(), " ",
          in.gate.sizes());
-  a.gate = {in.gate.data_ptr(), in.gate.stride(0), in.gate.stride(1), in.gate.stride(2)};
+  a.gate = {in.gate.data_ptr(), used_stride(in.gate, 0), used_stride(in.gate, 1), used_stride(in.gate, 2)};
 
   require_device(in.gating_factor, "gating_factor", device);
   if (in.gating_factor.numel() != 1) fail(ErrorCode::Shape, "gating_factor: expected one value, got ", in.gating_factor.sizes());

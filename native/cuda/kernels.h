@@ -35,7 +35,7 @@ typedef struct m2vla_mol_args {
   int task_keys;              /* NP: vision tokens of the layer */
   m2vla_heads_view q, k_self, v_self; /* [B, T, H, hd], q and k_self already rotated (RoPE) */
   m2vla_heads_view k_adapter, v_adapter; /* [B, NT+1, H, hd], k rotated */
-  m2vla_heads_view gate;      /* [B, NT+1, H] gate logits of the adapter keys (head_dim of the view unused) */
+  m2vla_heads_view gate;      /* [B, NT+1, H] gate logits of the adapter tokens, one per head (no head_dim) */
   m2vla_heads_view k_task, v_task; /* [B, NP, H, hd], k rotated */
   const float* gating_factor; /* device scalar g of the block: vision logits are scaled by tanh(g) */
   void* out;                  /* [B, T, H, hd] */
