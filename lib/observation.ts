@@ -137,6 +137,7 @@ export async function packObservations(list: Observation[], ctx: PackContext, ba
     if (usePixels && !obs.pixelValues) throw new InputError(`${field('pixelValues')}: a batch gives pixelValues for all observations or for none`);
     return {
       ids: promptIds(obs, ctx, field),
+      idsField: field(obs.inputIds ? 'inputIds' : 'instruction'),
       pixels: usePixels ? checkPixelValues(obs.pixelValues!, cfg, field('pixelValues')) : undefined,
       images: usePixels ? undefined : await cameraImages(obs, cfg, field),
       state: ctx.proprioDim !== undefined ? stateValues(obs, ctx.proprioDim, field) : undefined,
@@ -145,7 +146,7 @@ export async function packObservations(list: Observation[], ctx: PackContext, ba
   const promptLen = per[0].ids.length;
   per.forEach((p, i) => {
     if (p.ids.length !== promptLen) {
-      throw new InputError(`observations[${i}]: prompt of ${p.ids.length} tokens, but observations[0] has ${promptLen}; ` +
+      throw new InputError(`${p.idsField}: ${p.ids.length} tokens, but observations[0] has ${promptLen}; ` +
         'a batch needs prompts of the same length (padded batches are not supported)');
     }
   });

@@ -157,6 +157,19 @@ export interface NativeBackbone {
   dispose(): void;
 }
 
+/** The verdict of a custom kernel's self-check (native/head/kernel_check.h) and the path it leads to. */
+export interface KernelCheckResult {
+  ok: boolean;
+  maxAbsErr: number;
+  detail: string;
+  /** 'candidate' when the fast kernel is trusted, 'reference' after a failed check (the fallback). */
+  path: 'candidate' | 'reference';
+  /** Checks the process-wide registry has run so far (a kernel is checked once). */
+  checksRun: number;
+  /** The warning printed when this call's check failed. */
+  warning?: string;
+}
+
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
@@ -188,6 +201,18 @@ export interface BindingModule {
     sample: Float32Array; modelOutput: Float32Array; timestep: number; prevTimestep: number; trainSteps: number; clipSample?: boolean;
   }): Float32Array;
   ddimAddNoise(options: { sample: Float32Array; noise: Float32Array; timesteps: number[]; trainSteps: number }): Float32Array;
+  /**
+   * Self-check of a custom kernel against its libtorch reference on random inputs. candidate 'reference' must pass,
+   * 'perturbed' (reference + 1e-2) must fail, 'cuda' runs the CUDA kernel (CUDA builds only).
+   */
+  kernelSelfCheck(options: {
+    kernel: 'molAttention' | 'l1TopK' | 'bankAppend';
+    candidate: 'reference' | 'perturbed' | 'cuda';
+    seed?: number;
+    atol?: number;
+    rtol?: number;
+    threads?: number;
+  }): Promise<KernelCheckResult>;
 }
 
 let cached: { addon: BindingModule; file: string; libtorch: FoundLibtorch } | undefined;

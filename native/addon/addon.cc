@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_diffusion(env, exports);
   m2vla::addon::init_backbone(env, exports);
   m2vla::addon::init_policy(env, exports);
+  m2vla::addon::init_kernels(env, exports);
   return exports;
 }
 }  // namespace
