@@ -3,18 +3,26 @@
  * sending R requests back to back, with and without dynamic batching. Throughput and per-request latency (send →
  * reply) on loopback; the clients share the process (their frames are encoded beforehand, so they cost little).
  * Each setting runs `rounds` times, interleaved (shared machines drift); the round with the median throughput counts.
- *   node --import tsx bench/server.bench.ts [runDir|demo] [clients=32] [requests=20] [rounds=3]
+ *   npm run bench -- server [--run <dir> (default: the demo model)] [--clients 32] [--requests 20] [--rounds 3] [--threads N]
  */
+import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { demoRunDir, loadPolicy, NdArray, packOpenpi, unpackOpenpi } from '../lib/index.js';
 import { createServer, type ServerOptions } from '../lib/server/server.js';
 import { fmt, stats, writeResults, type LatencyStats } from './harness.js';
 
-const [runArg = 'demo', clientsArg = '32', requestsArg = '20', roundsArg = '3'] = process.argv.slice(2);
-const runDir = runArg === 'demo' ? demoRunDir() : runArg;
-const clients = Number(clientsArg), requests = Number(requestsArg), rounds = Number(roundsArg);
+// Not strict: the dispatcher passes every suite's flags (--dtypes, --no-eager, ...).
+const { values } = parseArgs({
+  strict: false,
+  options: {
+    run: { type: 'string' }, clients: { type: 'string', default: '32' }, requests: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '3' }, threads: { type: 'string' },
+  },
+});
+const runDir = typeof values.run === 'string' ? values.run : demoRunDir();
+const [clients, requests, rounds] = [values.clients, values.requests, values.rounds].map(Number);
 
-await using policy = await loadPolicy(runDir);
+await using policy = await loadPolicy(runDir, { threads: values.threads ? Number(values.threads) : undefined });
 const { proprioDim } = policy.metadata;
 
 function frame(seed: number): Buffer {
@@ -83,11 +91,11 @@ for (let round = 0; round < rounds; round++) {
 }
 const results = runs.map((rs) => [...rs].sort((a, b) => a.throughput - b.throughput)[rs.length >> 1]);
 
-console.log(`policy server, ${runArg === 'demo' ? 'demo model' : runDir}, LIBERO-sized observations (2 x 224x224 images), ` +
+console.log(`policy server, ${values.run ?? 'demo model'}, LIBERO-sized observations (2 x 224x224 images), ` +
   `median of ${rounds} rounds`);
 console.log('| setting | requests | throughput (req/s) | p50 | p95 | mean batch |');
 console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
 for (const r of results) {
   console.log(`| ${r.name} | ${r.requests} | ${r.throughput.toFixed(1)} | ${fmt(r.latency.p50)} | ${fmt(r.latency.p95)} | ${r.meanBatch.toFixed(1)} |`);
 }
-console.log(`wrote ${writeResults('server', { runDir: runArg, rounds, results })}`);
+console.log(`wrote ${writeResults('server', { runDir: values.run ?? 'demo', rounds, results })}`);
