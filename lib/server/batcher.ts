@@ -38,7 +38,8 @@ interface Request {
 export class Batcher {
   private queue: Request[] = [];
   private running?: Promise<void>;
-  private timer?: NodeJS.Timeout | NodeJS.Immediate;
+  /** Cancels the pending start (a timeout or an immediate: each needs its own clear function). */
+  private cancelStart?: () => void;
 
   constructor(private readonly policy: Pick<Policy, 'act'>, private readonly options: BatcherOptions) {
     for (const k of ['maxBatch', 'maxQueue'] as const)
@@ -80,19 +81,21 @@ export class Batcher {
   }
 
   private schedule(): void {
-    if (this.running || this.timer) return;
+    if (this.running || (this.cancelStart && this.queue.length < this.options.maxBatch)) return;
     if (this.queue.length >= this.options.maxBatch) this.start();
-    // setImmediate runs after the pending I/O callbacks: frames that arrived together are batched together.
-    else if (this.options.maxWaitMs === 0) this.timer = setImmediate(() => this.start());
-    else this.timer = setTimeout(() => this.start(), this.options.maxWaitMs);
+    else if (this.options.maxWaitMs === 0) {
+      // setImmediate runs after the pending I/O callbacks: frames that arrived together are batched together.
+      const h = setImmediate(() => this.start());
+      this.cancelStart = () => clearImmediate(h);
+    } else {
+      const h = setTimeout(() => this.start(), this.options.maxWaitMs);
+      this.cancelStart = () => clearTimeout(h);
+    }
   }
 
   private start(): void {
-    if (this.timer) {
-      clearTimeout(this.timer as NodeJS.Timeout);
-      clearImmediate(this.timer as NodeJS.Immediate);
-      this.timer = undefined;
-    }
+    this.cancelStart?.();
+    this.cancelStart = undefined;
     if (this.running || !this.queue.length) return;
     const batch = this.queue.splice(0, this.options.maxBatch);
     for (const r of batch) r.unlisten();

@@ -189,6 +189,23 @@ describe('load, batching and backpressure', () => {
     for (const client of clients) client.close();
   });
 
+  it('an idle server waits up to maxWaitMs for company, and not at all once a batch is full', async () => {
+    for (const [maxBatch, waited] of [[8, true], [3, false]] as const) {
+      const s = await createServer(policy, { port: 0, maxBatch, maxWaitMs: 400 });
+      const clients = await Promise.all(Array.from({ length: 3 }, () => OpenpiClient.connect(`ws://127.0.0.1:${s.port}`)));
+      await Promise.all(clients.map((c) => c.metadata));
+      const replies = await Promise.all(clients.map((c, i) => c.infer(liberoObservation(i))));
+      for (const [i, r] of replies.entries()) {
+        await expectCorrect(r, i, BATCH_TOLERANCE);
+        const timing = r.server_timing as Record<string, number>;
+        expect(timing.batch_size).toBe(3);
+        expect(timing.queue_ms >= 300, `maxBatch ${maxBatch}: queued ${timing.queue_ms} ms`).toBe(waited);
+      }
+      for (const c of clients) c.close();
+      await s.close();
+    }
+  });
+
   it('refuses requests beyond the queue bound with an error frame and close 1013', async () => {
     const slow = new SlowPolicy(policy, 300);
     const busy = await createServer(slow, { port: 0, maxBatch: 1, maxQueue: 2 });
