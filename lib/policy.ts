@@ -42,7 +42,7 @@ export interface ActOutput {
   normalized: TensorData;
   /** MSM neighbours per observation: row indices into the bank and their similarities (-10000·mean |Δkey|). */
   retrieval: { indices: Int32Array; similarities: Float32Array; shape: [number, number] };
-  /** Milliseconds per stage (of the native call that computed this batch). */
+  /** Milliseconds per stage, summed over the native calls of the batch; total = their wall time (no queue wait). */
   timing: { preprocess: number; vision: number; projector: number; llm: number; head: number; retrieval: number; total: number };
 }
 
@@ -145,11 +145,16 @@ export class Policy implements AsyncDisposable {
     single.forEach((p, i) => groups.set(p.promptLen, [...(groups.get(p.promptLen) ?? []), i]));
     return Promise.all([...groups.values()].map(async (indices) => {
       const packed = await packObservations(indices.map((i) => list[i]), ctx, batched);
-      const started = performance.now();
-      const result = await runTorchJob(() => native.act({
-        ...packed, state: packed.state!, referenceCasts: this.options.referenceCasts ?? false, intermediates, seed,
-      }));
-      return { indices, result, batch: packed.batch, ms: performance.now() - started };
+      let ms = 0;  // measured inside the job: groups queue one after another, their waits must not add up
+      const result = await runTorchJob(async () => {
+        const started = performance.now();
+        const r = await native.act({
+          ...packed, state: packed.state!, referenceCasts: this.options.referenceCasts ?? false, intermediates, seed,
+        });
+        ms = performance.now() - started;
+        return r;
+      });
+      return { indices, result, batch: packed.batch, ms };
     }));
   }
 
