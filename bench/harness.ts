@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
+import type { BackboneConfig, VitConfig } from '../lib/config.js';
 import { runtimeInfo } from '../lib/index.js';
 import { ensureRandomRun, FULL_SIZE_DIMS } from '../lib/random-run.js';
 
@@ -83,4 +84,38 @@ export function runEager(args: string[]): EagerResult | { skipped: string } {
 
 export function fmt(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms >= 100 ? 0 : 1)} ms`;
+}
+
+/** Multiply-add FLOPs (2 per MAC) of one observation's VLM forward: linear layers and attention products. */
+export function backboneFlops(cfg: BackboneConfig, promptLen: number): number {
+  const grid = (cfg.imageSize / cfg.featurizer.patchSize) ** 2;
+  const vit = (v: VitConfig) => {
+    const t = grid + (v.classToken ? 1 : 0) + v.regTokens, d = v.embedDim;
+    const perBlock = 2 * t * (4 * d * d + 2 * d * v.mlpHidden) + 4 * t * t * d;
+    return cfg.numImages * (v.takeBlock + 1) * perBlock + cfg.numImages * 2 * grid * 3 * v.patchSize ** 2 * d;
+  };
+  const np = cfg.numImages * grid, dv = cfg.featurizer.embedDim + cfg.fusedFeaturizer.embedDim, l = cfg.llm;
+  const projector = 2 * np * (dv * 4 * dv + 4 * dv * l.hiddenSize + l.hiddenSize ** 2);
+  const seq = np + promptLen + cfg.numActionQueries + 1;
+  const qkvOut = (l.numHeads + 2 * l.numKvHeads) * l.headDim;
+  const perLayer = 2 * seq * (l.hiddenSize * qkvOut + l.numHeads * l.headDim * l.hiddenSize + 3 * l.hiddenSize * l.intermediateSize)
+    + 2 * seq * seq * l.numHeads * l.headDim;  // causal: half of the 4*T^2*D of full attention
+  return vit(cfg.featurizer) + vit(cfg.fusedFeaturizer) + projector + l.numLayers * perLayer;
+}
+
+/** Command-line flags of a suite: --iters N, --dtypes float32,bfloat16, --threads N, --no-eager. */
+export function benchArgs(defaults: { iters: number }) {
+  const argv = process.argv.slice(2);
+  const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
+  return {
+    iters: Number(flag('iters') ?? defaults.iters),
+    dtypes: (flag('dtypes') ?? 'float32,bfloat16').split(',') as Array<'float32' | 'bfloat16'>,
+    threads: Number(flag('threads') ?? 2),
+    eager: !argv.includes('--no-eager'),
+  };
+}
+
+export function printTable(title: string, rows: Array<Record<string, string | number>>) {
+  console.log(`\n${title}`);
+  console.table(rows);
 }

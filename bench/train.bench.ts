@@ -1,18 +1,21 @@
 /**
  * Training throughput and memory: steps/s and peak RSS of the demo-size model and of the full-size head on the frozen
- * full-size VLM, with and without the frozen-prefix trick (prompt prefix once without autograd vs the whole sequence
- * under autograd). Each configuration runs in its own process, so the peaks do not mix; the LIBERO fixture feeds it.
- *   node --import tsx bench/train.bench.ts [threads] [fullSteps] [batch]
+ * full-size VLM (float32, and bfloat16 autocast), with and without the frozen-prefix trick (prompt prefix once without
+ * autograd vs the whole sequence under autograd). Each configuration runs in its own process, so the peaks do not mix;
+ * the LIBERO fixture feeds it.
+ *   npm run bench -- train [--iters N (full-size steps, default 2)] [--batch B (default 2)] [--threads N]
+ *                          [--dtypes float32,bfloat16]
  * Results: bench/results/train.json.
  */
 import { spawnSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { Trainer } from '../lib/train.js';
-import { fullsizeRun, REPO_ROOT, writeResults } from './harness.js';
+import { benchArgs, fullsizeRun, REPO_ROOT, writeResults } from './harness.js';
 
 const LIBERO = path.join(REPO_ROOT, 'test', 'fixtures', 'data', 'libero_tiny_no_noops');
 
@@ -54,15 +57,16 @@ function fullsizeWithTokenizer(): string {
 if (process.argv[2] === '--child') {
   console.log(JSON.stringify(await child(JSON.parse(process.argv[3]) as Config)));
 } else {
-  const [threadsArg = '2', fullStepsArg = '2', batchArg = '2'] = process.argv.slice(2);
-  const threads = Number(threadsArg), batch = Number(batchArg);
+  const { iters, threads, dtypes } = benchArgs({ iters: 2 });
+  // Not strict: the dispatcher passes every suite's flags.
+  const batch = Number(parseArgs({ strict: false, options: { batch: { type: 'string', default: '2' } } }).values.batch);
   const tiny = ensureRandomRun(path.join(os.tmpdir(), 'm2vla-demo-train'), DEMO_DIMS, { tokenizerDir: TINY_TOKENIZER_DIR });
   const full = fullsizeWithTokenizer();
   const configs: Config[] = [];
   for (const prefixTrick of [true, false]) {
     configs.push({ name: 'demo', init: tiny, prefixTrick, steps: 20, batch, threads, bf16: false });
-    configs.push({ name: 'full-size fp32', init: full, prefixTrick, steps: Number(fullStepsArg), batch, threads, bf16: false });
-    configs.push({ name: 'full-size bf16', init: full, prefixTrick, steps: Number(fullStepsArg), batch, threads, bf16: true });
+    for (const dtype of dtypes)
+      configs.push({ name: `full-size ${dtype}`, init: full, prefixTrick, steps: iters, batch, threads, bf16: dtype === 'bfloat16' });
   }
   const self = fileURLToPath(import.meta.url);
   const results = [];
@@ -72,7 +76,7 @@ if (process.argv[2] === '--child') {
     if (r.status !== 0 || !line.startsWith('{')) throw new Error(`${c.name}: ${r.stderr.trim().split('\n').slice(-5).join('\n')}`);
     const result = JSON.parse(line);
     results.push(result);
-    console.log(`${c.name.padEnd(15)} prefix trick ${c.prefixTrick ? 'on ' : 'off'}  ${result.msPerStep.toFixed(0).padStart(7)} ms/step ` +
+    console.log(`${c.name.padEnd(18)} prefix trick ${c.prefixTrick ? 'on ' : 'off'}  ${result.msPerStep.toFixed(0).padStart(7)} ms/step ` +
       `(${result.stepsPerSecond.toFixed(3)} steps/s)  peak RSS ${result.peakGiB.toFixed(2)} GiB, ` +
       `${result.trainingGiB.toFixed(2)} GiB over the loaded model`);
   }

@@ -11,7 +11,8 @@ import { readRunConfig, type BackboneConfig } from './config.js';
 import { CheckpointError, DisposedError, InputError } from './errors.js';
 import { getBinding, type NativeBackbone, type NativeDtype } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
-import { toModelInputs, type Observation, type TensorData } from './observation.js';
+import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
+import { PromptTokenizer } from './tokenizer.js';
 
 export interface BackboneOptions {
   /** Weights and computation dtype (RMSNorm and softmax still run in float32). Default float32. */
@@ -23,6 +24,8 @@ export interface BackboneOptions {
    * stays in `dtype`. Matches the float32 analog of the bf16 deployment. Default false.
    */
   referenceCasts?: boolean;
+  /** LIBERO-style center crop of raw images (true = 0.9 of the area, or an area fraction). Default off. */
+  centerCrop?: boolean | number;
 }
 
 export interface BackboneOutput {
@@ -50,13 +53,19 @@ export function modelFile(runDir: string): string {
 export class Backbone implements AsyncDisposable {
   #native: NativeBackbone | undefined;
 
+  /** The native object (for composing models natively, e.g. createPolicy). */
+  get native(): NativeBackbone {
+    if (!this.#native) throw new DisposedError('Backbone: disposed');
+    return this.#native;
+  }
+
   constructor(native: NativeBackbone, readonly config: BackboneConfig, readonly dtype: NativeDtype,
-    private readonly referenceCasts: boolean) {
+    private readonly referenceCasts: boolean, readonly tokenizer?: PromptTokenizer, private readonly centerCrop?: boolean | number) {
     this.#native = native;
   }
 
   /**
-   * One observation, or a batch of them. Every prompt of a batch must have the same length: the reference right-pads
+   * One observation, or a batch of them (raw images or pixelValues; instruction or inputIds). Every prompt of a batch must have the same length: the reference right-pads
    * shorter prompts and masks the pads, which this engine does not reproduce (there is no attention mask), so such
    * batches are rejected with an InputError rather than computed differently.
    */
@@ -64,10 +73,10 @@ export class Backbone implements AsyncDisposable {
     const native = this.#native;
     if (!native) throw new DisposedError('Backbone: forward() after dispose()');
     const list = Array.isArray(observations) ? observations : [observations];
-    if (list.length === 0) throw new InputError('observations: expected at least one');
-    const packed = this.#pack(list, Array.isArray(observations));
+    const packed = await packObservations(list, { config: this.config, tokenizer: this.tokenizer }, Array.isArray(observations));
+    const pixelValues = await this.#pixels(packed);
     return runTorchJob(async () => {
-      const r = await native.forward({ ...packed, referenceCasts: this.referenceCasts });
+      const r = await native.forward({ ...packed, pixelValues, referenceCasts: this.referenceCasts });
       return {
         hiddenStates: { data: r.hiddenStates, shape: r.hiddenShape },
         projectedPatches: { data: r.projectedPatches, shape: r.patchesShape },
@@ -75,23 +84,13 @@ export class Backbone implements AsyncDisposable {
     });
   }
 
-  #pack(list: Observation[], batched: boolean) {
-    const inputs = list.map((o, i) => toModelInputs(o, this.config, batched ? `observations[${i}]` : ''));
-    const promptLen = inputs[0].inputIds.length;
-    inputs.forEach((inp, i) => {
-      if (inp.inputIds.length !== promptLen) {
-        throw new InputError(`observations[${i}].inputIds: ${inp.inputIds.length} tokens, but observations[0] has ` +
-          `${promptLen}; a batch needs prompts of the same length (padded batches are not supported)`);
-      }
-    });
-    const perObservation = inputs[0].pixelValues.length;
-    const pixelValues = new Float32Array(perObservation * inputs.length);
-    const inputIds = new BigInt64Array(promptLen * inputs.length);
-    inputs.forEach((inp, i) => {
-      pixelValues.set(inp.pixelValues, i * perObservation);
-      inputIds.set(inp.inputIds, i * promptLen);
-    });
-    return { pixelValues, inputIds, batch: inputs.length, promptLen };
+  /** Pixel values of a packed batch: given, or preprocessed natively from its raw images (one torch job). */
+  #pixels(packed: PackedBatch): Promise<Float32Array> {
+    if (packed.pixelValues) return Promise.resolve(packed.pixelValues);
+    const { size, means, stds } = this.config.preprocessing;
+    return runTorchJob(() => getBinding().preprocessImages({
+      images: packed.images!, size, means, stds, centerCrop: this.centerCrop, imagesPerSample: this.config.numImages,
+    }));
   }
 
   /**
@@ -106,9 +105,10 @@ export class Backbone implements AsyncDisposable {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
       throw new InputError(`maxNewTokens: expected a positive integer, got ${maxNewTokens}`);
     }
-    const inputs = toModelInputs(observation, this.config);
+    const packed = await packObservations([observation], { config: this.config, tokenizer: this.tokenizer }, false);
+    const pixelValues = await this.#pixels(packed);
     return runTorchJob(() => native.generate({
-      ...inputs, promptLen: inputs.inputIds.length, maxNewTokens, stopIds, referenceCasts: this.referenceCasts,
+      pixelValues, inputIds: packed.inputIds, promptLen: packed.promptLen, maxNewTokens, stopIds, referenceCasts: this.referenceCasts,
     }));
   }
 
@@ -128,6 +128,7 @@ export async function loadBackbone(runDir: string, options: BackboneOptions = {}
   const { backbone: config } = readRunConfig(runDir);
   const dtype = options.dtype ?? 'float32';
   const modelPath = modelFile(runDir);
+  const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir) : undefined;
   const native = await runTorchJob(() => getBinding().createBackbone({ modelPath, config, dtype, threads: options.threads }));
-  return new Backbone(native, config, dtype, options.referenceCasts ?? false);
+  return new Backbone(native, config, dtype, options.referenceCasts ?? false, tokenizer, options.centerCrop);
 }

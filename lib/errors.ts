@@ -1,5 +1,6 @@
 /** Every error m2vla throws is an M2vlaError with a stable `code`; native errors are converted to these classes. */
-export type ErrorCode = 'E_INPUT' | 'E_SHAPE' | 'E_CHECKPOINT' | 'E_CONFIG' | 'E_DISPOSED' | 'E_NATIVE' | 'E_LOAD';
+export type ErrorCode =
+  | 'E_INPUT' | 'E_SHAPE' | 'E_CHECKPOINT' | 'E_CONFIG' | 'E_DISPOSED' | 'E_NATIVE' | 'E_LOAD' | 'E_STALE' | 'E_BUSY';
 
 export class M2vlaError extends Error {
   readonly code: ErrorCode;
@@ -33,6 +34,14 @@ export class DisposedError extends M2vlaError {
 export class LoadError extends M2vlaError {
   constructor(message: string, options?: { cause?: unknown }) { super('E_LOAD', message, options); }
 }
+/** A control loop asked for an action and no planned action covers this tick (PolicyRunner with onEmpty: 'throw'). */
+export class StaleError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_STALE', message, options); }
+}
+/** A server's request queue is full: retry later. */
+export class BusyError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_BUSY', message, options); }
+}
 /** An unexpected failure inside libtorch or the addon. */
 export class NativeError extends M2vlaError {
   constructor(message: string, options?: { cause?: unknown }) { super('E_NATIVE', message, options); }
@@ -40,7 +49,7 @@ export class NativeError extends M2vlaError {
 
 const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => M2vlaError> = {
   E_INPUT: InputError, E_SHAPE: ShapeError, E_CHECKPOINT: CheckpointError, E_CONFIG: ConfigError,
-  E_DISPOSED: DisposedError, E_NATIVE: NativeError, E_LOAD: LoadError,
+  E_DISPOSED: DisposedError, E_NATIVE: NativeError, E_LOAD: LoadError, E_STALE: StaleError, E_BUSY: BusyError,
 };
 
 /** Convert an error from the addon (a plain Error with `code`) into its typed class; others pass through. */

@@ -140,6 +140,12 @@ function nativeStats(s: NormStats) {
 
 export class ActionHead implements AsyncDisposable {
   #native: NativeHead | undefined;
+
+  /** The native object (for composing models natively, e.g. createPolicy). */
+  get native(): NativeHead {
+    if (!this.#native) throw new DisposedError('ActionHead: disposed');
+    return this.#native;
+  }
   /** Read off the checkpoint. */
   readonly dims: NativeHeadDims;
 

@@ -14,6 +14,11 @@ export {
 export { loadBackbone, Backbone, type AskOptions, type BackboneOptions, type BackboneOutput } from './backbone.js';
 export type { Observation, TensorData } from './observation.js';
 export {
+  demoRunDir, loadPolicy, Policy,
+  type ActOutput, type LayerGates, type PolicyFeatures, type PolicyMetadata, type PolicyOptions,
+} from './policy.js';
+export { DEMO_DIMS, FULL_SIZE_DIMS, ensureRandomRun, type RandomRunDims } from './random-run.js';
+export {
   LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,
   type Dataset, type DatasetOptions, type Episode, type EpisodeEnd, type Frames, type Sample,
 } from './data/dataset.js';
@@ -23,6 +28,14 @@ export { BatchLoader, epochOrder, type Batch, type BatchLoaderOptions, type Load
 export {
   computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics,
 } from './data/stats.js';
+export {
+  PolicyRunner, type ChunkPolicy, type RunnerEvent, type RunnerOptions, type RunnerStats, type Step,
+} from './runner.js';
+export { createServer, type PolicyServer, type ServedPolicy, type ServerOptions } from './server/server.js';
+export { PRESETS as OBSERVATION_PRESETS, type ObservationKeys, type PresetName } from './server/observations.js';
+export { NdArray, type DType } from './server/ndarray.js';
+export { packOpenpi, unpackOpenpi } from './server/openpi.js';
+export { parseJsonNumpy, toJsonNumpy } from './server/json-numpy.js';
 export {
   train, Trainer, type PackedBatch, type StepMetrics, type TrainOptions, type TrainProgress, type TrainResult,
 } from './train.js';

@@ -1,10 +1,13 @@
 /**
- * What one observation gives the frozen VLM, validated and packed: pixel values [6*numImages, S, S] and the prompt's
- * token ids. Today an observation must carry both already preprocessed (`pixelValues`, `inputIds`); raw camera images
- * and the instruction are turned into them by the image preprocessing and the tokenizer, which plug in here.
+ * Observations → what the native models take, validated on the JS thread (cheap checks only) and packed into one
+ * batch: raw camera images (decoded from PNG/JPEG by sharp if needed; resized natively) or preprocessed pixel
+ * values, prompt token ids (from the instruction through the run's tokenizer, or given), and the raw state.
+ * Errors name the observation and the field (`observations[1].images.wrist: ...`).
  */
 import type { BackboneConfig } from './config.js';
-import { InputError, ShapeError } from './errors.js';
+import { ConfigError, InputError, ShapeError } from './errors.js';
+import { toRawImage, type ImageInput, type RawImage } from './images.js';
+import type { PromptTokenizer } from './tokenizer.js';
 
 export interface TensorData {
   data: Float32Array;
@@ -12,21 +15,35 @@ export interface TensorData {
 }
 
 export interface Observation {
-  /** Preprocessed pixels [6*numImages, S, S] (or [1, 6*numImages, S, S]): per image [DINO RGB, SigLIP RGB], primary first. */
+  /** Camera images: RGB uint8 HWC of any size, or encoded PNG/JPEG bytes. The wrist camera is needed by 2-camera models. */
+  images?: { primary: ImageInput; wrist?: ImageInput };
+  /** Preprocessed pixels [6*numImages, S, S] (or [1, 6*numImages, S, S]): per image [DINO RGB, SigLIP RGB], primary first. Overrides `images`. */
   pixelValues?: TensorData;
-  /** Prompt token ids including the first token, without action-query placeholders or the stop id. */
-  inputIds?: Int32Array | BigInt64Array | number[];
-  /** Raw camera images (primary, wrist): turned into pixelValues by the image preprocessing. */
-  images?: unknown;
-  /** Task instruction: turned into inputIds by the tokenizer. */
+  /** Task instruction: templated (SPEC §1.4) and tokenized by the engine. */
   instruction?: string;
-  /** Proprio state: fed to the action head, not to the VLM. */
-  state?: ArrayLike<number>;
+  /** Prompt token ids including the first token, without action-query placeholders or the stop id. Overrides `instruction`. */
+  inputIds?: Int32Array | BigInt64Array | number[];
+  /** Raw proprio state (normalized by the engine with the run's statistics); used by the policy, not by the VLM. */
+  state?: Float32Array | Float64Array | number[];
 }
 
-export interface ModelInputs {
-  pixelValues: Float32Array;
+/** One batch as the native act()/forward() take it. */
+export interface PackedBatch {
+  batch: number;
+  promptLen: number;
   inputIds: BigInt64Array;
+  /** Sample-major [s0 primary, s0 wrist, s1 primary, ...], or undefined when pixelValues are given. */
+  images?: Array<RawImage & { name: string }>;
+  pixelValues?: Float32Array;
+  /** [batch * proprioDim] float64 when a state dimension is given. */
+  state?: Float64Array;
+}
+
+export interface PackContext {
+  config: BackboneConfig;
+  tokenizer?: PromptTokenizer;
+  /** Proprio dim when the caller needs `state` (the policy); omitted for the VLM alone. */
+  proprioDim?: number;
 }
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
@@ -62,19 +79,90 @@ function checkInputIds(ids: Int32Array | BigInt64Array | number[], name: string)
   return out;
 }
 
-/** Validates one observation against the model's dims; `name` prefixes every error ("observations[1]"). */
-export function toModelInputs(obs: Observation, cfg: BackboneConfig, name = ''): ModelInputs {
-  const field = (f: string) => (name ? `${name}.${f}` : f);
-  if (!obs.pixelValues) {
-    throw new InputError(`${field('pixelValues')}: required` +
-      (obs.images !== undefined ? ' (raw images are not preprocessed here yet; pass preprocessed pixelValues)' : ''));
+function promptIds(obs: Observation, ctx: PackContext, field: (f: string) => string): BigInt64Array {
+  if (obs.inputIds) return checkInputIds(obs.inputIds, field('inputIds'));
+  if (typeof obs.instruction !== 'string') {
+    throw new InputError(`${field('instruction')}: required (a string), or give inputIds`);
   }
-  if (!obs.inputIds) {
-    throw new InputError(`${field('inputIds')}: required` +
-      (obs.instruction !== undefined ? ' (instructions are not tokenized here yet; pass inputIds)' : ''));
+  if (!ctx.tokenizer) {
+    throw new ConfigError(`${field('instruction')}: this run directory has no tokenizer.json; give inputIds instead`);
   }
-  return {
-    pixelValues: checkPixelValues(obs.pixelValues, cfg, field('pixelValues')),
-    inputIds: checkInputIds(obs.inputIds, field('inputIds')),
-  };
+  return checkInputIds(ctx.tokenizer.promptIds(obs.instruction), field('instruction'));
+}
+
+const CAMERAS = ['primary', 'wrist'] as const;
+
+async function cameraImages(obs: Observation, cfg: BackboneConfig, field: (f: string) => string) {
+  if (!obs.images || typeof obs.images !== 'object') {
+    throw new InputError(`${field('images')}: required ({ primary, wrist }), or give pixelValues`);
+  }
+  const names = CAMERAS.slice(0, cfg.numImages);
+  if (cfg.numImages > CAMERAS.length) throw new ConfigError(`numImages ${cfg.numImages}: at most ${CAMERAS.length} cameras are supported`);
+  return Promise.all(names.map(async (cam) => {
+    const name = field(`images.${cam}`);
+    const input = obs.images![cam];
+    if (input === undefined) {
+      throw new InputError(`${name}: missing; this model takes ${cfg.numImages} camera image(s): ${names.join(', ')}`);
+    }
+    return { ...(await toRawImage(input, name)), name };
+  }));
+}
+
+function stateValues(obs: Observation, dim: number, field: (f: string) => string): Float64Array {
+  const s = obs.state;
+  const name = field('state');
+  if (s === undefined) throw new InputError(`${name}: required (${dim} proprio values)`);
+  if (!(s instanceof Float32Array || s instanceof Float64Array || Array.isArray(s))) {
+    throw new InputError(`${name}: expected a Float32Array, Float64Array or number[]`);
+  }
+  if (s.length !== dim) throw new ShapeError(`${name}: expected ${dim} values (the model's proprio dim), got ${s.length}`);
+  const out = Float64Array.from(s as ArrayLike<number>);
+  for (let i = 0; i < dim; i++) {
+    if (!Number.isFinite(out[i])) throw new InputError(`${name}: value ${i} is ${out[i]}; expected finite numbers`);
+  }
+  return out;
+}
+
+/**
+ * Validates and packs observations into one batch. Every prompt of a batch must have the same length (the
+ * reference pads and masks, which this engine does not do); callers group observations by prompt length first.
+ */
+export async function packObservations(list: Observation[], ctx: PackContext, batched: boolean): Promise<PackedBatch> {
+  if (list.length === 0) throw new InputError('observations: expected at least one');
+  const cfg = ctx.config;
+  const usePixels = list.some((o) => o.pixelValues);
+  const per = await Promise.all(list.map(async (obs, i) => {
+    if (obs === null || typeof obs !== 'object') throw new InputError(`${batched ? `observations[${i}]` : 'observation'}: expected an object`);
+    const field = (f: string) => (batched ? `observations[${i}].${f}` : f);
+    if (usePixels && !obs.pixelValues) throw new InputError(`${field('pixelValues')}: a batch gives pixelValues for all observations or for none`);
+    return {
+      ids: promptIds(obs, ctx, field),
+      idsField: field(obs.inputIds ? 'inputIds' : 'instruction'),
+      pixels: usePixels ? checkPixelValues(obs.pixelValues!, cfg, field('pixelValues')) : undefined,
+      images: usePixels ? undefined : await cameraImages(obs, cfg, field),
+      state: ctx.proprioDim !== undefined ? stateValues(obs, ctx.proprioDim, field) : undefined,
+    };
+  }));
+  const promptLen = per[0].ids.length;
+  per.forEach((p, i) => {
+    if (p.ids.length !== promptLen) {
+      throw new InputError(`${p.idsField}: ${p.ids.length} tokens, but observations[0] has ${promptLen}; ` +
+        'a batch needs prompts of the same length (padded batches are not supported)');
+    }
+  });
+  const inputIds = new BigInt64Array(promptLen * per.length);
+  per.forEach((p, i) => inputIds.set(p.ids, i * promptLen));
+  const packed: PackedBatch = { batch: per.length, promptLen, inputIds };
+  if (usePixels) {
+    const n = per[0].pixels!.length;
+    packed.pixelValues = new Float32Array(n * per.length);
+    per.forEach((p, i) => packed.pixelValues!.set(p.pixels!, i * n));
+  } else {
+    packed.images = per.flatMap((p) => p.images!);
+  }
+  if (ctx.proprioDim !== undefined) {
+    packed.state = new Float64Array(ctx.proprioDim * per.length);
+    per.forEach((p, i) => packed.state!.set(p.state!, i * ctx.proprioDim!));
+  }
+  return packed;
 }

@@ -46,10 +46,11 @@ export const DEMO_DIMS: RandomRunDims = {
   dtype: 'float32', manifest: true,
 };
 
-type Init = 'w' | 'zero' | 'one' | 'ls' | 'small' | 'bank' | 'tied';
-type Spec = Array<[name: string, shape: number[], init: Init]>;
+export type Init = 'w' | 'zero' | 'one' | 'ls' | 'small' | 'bank' | 'tied';
+/** Tensor name, shape and how its values are drawn: the checkpoint layout of a run directory. */
+export type Spec = Array<[name: string, shape: number[], init: Init]>;
 
-function vlmSpec(d: RandomRunDims): Spec {
+export function vlmSpec(d: RandomRunDims): Spec {
   const t: Spec = [];
   const lin = (n: string, o: number, i: number, bias = true) => {
     t.push([`${n}.weight`, [o, i], 'w']);
@@ -95,7 +96,7 @@ function vlmSpec(d: RandomRunDims): Spec {
   return t;
 }
 
-function headSpec(d: RandomRunDims): Spec {
+export function headSpec(d: RandomRunDims): Spec {
   const t: Spec = [];
   const D = d.llm.hidden, { chunk, actionDim: A } = d.head;
   const lin = (n: string, o: number, i: number) => t.push([`${n}.weight`, [o, i], 'w'], [`${n}.bias`, [o], 'zero']);
@@ -114,6 +115,11 @@ function headSpec(d: RandomRunDims): Spec {
   const keyDim = d.head.keyLayers.length * D;
   t.push(['memory_bank.keys', [d.head.bankSize, keyDim], 'bank'], ['memory_bank.values', [d.head.bankSize, chunk * A], 'bank']);
   return t;
+}
+
+export function proprioSpec(d: RandomRunDims): Spec {
+  const D = d.llm.hidden;
+  return [['fc1.weight', [D, d.head.proprioDim], 'w'], ['fc1.bias', [D], 'zero'], ['fc2.weight', [D, D], 'w'], ['fc2.bias', [D], 'zero']];
 }
 
 /** Uniform in [-1, 1) from a seeded xorshift32: deterministic and fast enough for 1.6 G values. */
@@ -252,9 +258,7 @@ export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { see
   const size = new BigInt64Array([BigInt(dims.head.bankFill)]);
   writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1,
     { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
-  const D = dims.llm.hidden;
-  writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), [['fc1.weight', [D, dims.head.proprioDim], 'w'],
-    ['fc1.bias', [D], 'zero'], ['fc2.weight', [D, D], 'w'], ['fc2.bias', [D], 'zero']], dims, seed + 2);
+  writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), proprioSpec(dims), dims, seed + 2);
   writeConfigs(dir, dims);
   if (options.tokenizerDir) {
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(options.tokenizerDir, f), path.join(dir, f));

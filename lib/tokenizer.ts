@@ -2,10 +2,11 @@
  * The run directory's Qwen2 tokenizer (tokenizer.json, byte-level BPE) via @huggingface/tokenizers (pure JS), and the
  * VLA-Adapter / M²-VLA inference prompt (SPEC §1.4; experiments/robot/openvla_utils.py get_vla_action, use_minivlm).
  */
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ConfigError, InputError } from './errors.js';
+import { readJson } from './json.js';
 
 export const QWEN_SYSTEM_PROMPT = 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.';
 
@@ -31,22 +32,9 @@ export class PromptTokenizer {
   /** Reads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a run directory. */
   static async load(runDir: string): Promise<PromptTokenizer> {
     const file = path.join(runDir, 'tokenizer.json');
-    const readJson = async (f: string, optional: boolean): Promise<Record<string, unknown>> => {
-      let text: string;
-      try {
-        text = await fs.readFile(f, 'utf8');
-      } catch (e) {
-        if (optional && (e as NodeJS.ErrnoException).code === 'ENOENT') return {};
-        throw new ConfigError(`${f}: cannot read the tokenizer (${(e as Error).message})`, { cause: e });
-      }
-      try {
-        return JSON.parse(text);
-      } catch (e) {
-        throw new ConfigError(`${f}: invalid JSON (${(e as Error).message})`, { cause: e });
-      }
-    };
-    const [json, config] = await Promise.all([readJson(file, false), readJson(path.join(runDir, 'tokenizer_config.json'), true)]);
-    return PromptTokenizer.fromJson(json, config, file);
+    const configFile = path.join(runDir, 'tokenizer_config.json');
+    const config = fs.existsSync(configFile) ? readJson(configFile) : {};
+    return PromptTokenizer.fromJson(readJson(file), config, file);
   }
 
   static fromJson(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, source = 'tokenizer.json'): PromptTokenizer {

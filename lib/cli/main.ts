@@ -7,13 +7,18 @@ interface Command {
 }
 
 const commands: Record<string, () => Promise<Command>> = {
+  demo: async () => (await import('./demo.js')).demoCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
+  serve: async () => (await import('./serve.js')).serveCommand,
   train: async () => (await import('./train.js')).trainCommand,
 };
 
 function usage(): string {
   return ['usage: m2vla <command> [options]', '', 'commands:',
-    ...Object.keys(commands).map((c) => `  ${c}`), '', 'm2vla <command> --help shows its options.'].join('\n');
+    '  demo     run the policy on one observation (the embedded demo model, or --run <dir>)',
+    '  doctor   libtorch, build flags, threads, CPU features',
+    '  serve    serve the policy: openpi websocket protocol, VLA-Adapter POST /act (the demo model, or --run <dir>)',
+    '', 'm2vla <command> --help shows its options.'].join('\n');
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -96,6 +96,31 @@ export interface NativeHeadOutput {
   intermediates?: NativeHeadTrace;
 }
 
+export interface NativeBounds { q01: Float64Array; q99: Float64Array; mask: Uint8Array }
+
+export interface NativePolicyResult extends NativeHeadOutput {
+  /** [B, chunk, A] unnormalized. */
+  actions: Float64Array;
+  /** [B, proprioDim] the state after normalization. */
+  proprio: Float64Array;
+  timing: { preprocess: number; vision: number; projector: number; llm: number; head: number; retrieval: number };
+}
+
+export interface NativePolicy {
+  act(input: {
+    images?: Array<{ data: Uint8Array; width: number; height: number; name?: string }>;
+    pixelValues?: Float32Array;
+    batch: number;
+    inputIds: BigInt64Array;
+    promptLen: number;
+    state: Float64Array;
+    referenceCasts?: boolean;
+    intermediates?: boolean;
+    seed?: number;
+  }): Promise<NativePolicyResult>;
+  dispose(): void;
+}
+
 export interface NativeHead {
   forward(input: NativeHeadForwardInput): Promise<NativeHeadOutput>;
   dims(): NativeHeadDims;
@@ -217,6 +242,19 @@ export interface NativeTrainer {
   dispose(): void;
 }
 
+/** The verdict of a custom kernel's self-check (native/head/kernel_check.h) and the path it leads to. */
+export interface KernelCheckResult {
+  ok: boolean;
+  maxAbsErr: number;
+  detail: string;
+  /** 'candidate' when the fast kernel is trusted, 'reference' after a failed check (the fallback). */
+  path: 'candidate' | 'reference';
+  /** Checks the process-wide registry has run so far (a kernel is checked once). */
+  checksRun: number;
+  /** The warning printed when this call's check failed. */
+  warning?: string;
+}
+
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
@@ -232,6 +270,11 @@ export interface BindingModule {
     imagesPerSample?: number;
     threads?: number;
   }): Promise<Float32Array>;
+  createPolicy(options: {
+    backbone: NativeBackbone; head: NativeHead; threads?: number;
+    preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: boolean | number };
+    stats: { proprio: NativeBounds; action: NativeBounds };
+  }): NativePolicy;
   createHead(options: {
     actionHeadPath: string; proprioProjectorPath: string; config: NativeHeadConfig; dtype?: NativeDtype; threads?: number;
   }): Promise<NativeHead>;
@@ -243,6 +286,18 @@ export interface BindingModule {
     sample: Float32Array; modelOutput: Float32Array; timestep: number; prevTimestep: number; trainSteps: number; clipSample?: boolean;
   }): Float32Array;
   ddimAddNoise(options: { sample: Float32Array; noise: Float32Array; timesteps: number[]; trainSteps: number }): Float32Array;
+  /**
+   * Self-check of a custom kernel against its libtorch reference on random inputs. candidate 'reference' must pass,
+   * 'perturbed' (reference + 1e-2) must fail, 'cuda' runs the CUDA kernel (CUDA builds only).
+   */
+  kernelSelfCheck(options: {
+    kernel: 'molAttention' | 'l1TopK' | 'bankAppend';
+    candidate: 'reference' | 'perturbed' | 'cuda';
+    seed?: number;
+    atol?: number;
+    rtol?: number;
+    threads?: number;
+  }): Promise<KernelCheckResult>;
   createTrainer(options: NativeTrainerOptions): Promise<NativeTrainer>;
 }
 

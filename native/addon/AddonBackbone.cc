@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "addon/addon.h"
+#include "addon/models_js.h"
 #include "addon/config_js.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
@@ -17,10 +18,14 @@
 namespace m2vla::addon {
 namespace {
 
+// Marks JS objects made by this class (napi_type_tag): random, fixed.
+constexpr napi_type_tag kBackboneTag = {0x6d32766c610001ULL, 0xb4c72f10e85b61c2ULL};
+
 using BackbonePtr = std::shared_ptr<const model::Backbone>;
 
 class AddonBackbone : public Napi::ObjectWrap<AddonBackbone> {
  public:
+  const BackbonePtr& model() const { return model_; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Backbone", {InstanceMethod<&AddonBackbone::Forward>("forward"),
                                          InstanceMethod<&AddonBackbone::Generate>("generate"),
@@ -29,6 +34,7 @@ class AddonBackbone : public Napi::ObjectWrap<AddonBackbone> {
 
   // Only createBackbone constructs instances: info[0] is an External holding the loaded model, info[1] the threads.
   explicit AddonBackbone(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonBackbone>(info) {
+    info.This().As<Napi::Object>().TypeTag(&kBackboneTag);
     if (!info[0].IsExternal()) throw make_error(info.Env(), "E_INPUT", "Backbone: use createBackbone() to load one");
     model_ = *info[0].As<Napi::External<BackbonePtr>>().Data();
     threads_ = info[1].As<Napi::Number>().Int32Value();
@@ -210,6 +216,15 @@ void init_backbone(Napi::Env env, Napi::Object exports) {
   auto* ctor = new Napi::FunctionReference(Napi::Persistent(AddonBackbone::Define(env)));
   env.AddCleanupHook([ctor] { delete ctor; });
   exports.Set("createBackbone", Napi::Function::New(env, CreateBackbone, "createBackbone", ctor));
+}
+
+
+std::shared_ptr<const model::Backbone> backbone_from_js(const Napi::Value& v, const char* what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kBackboneTag))
+    fail(ErrorCode::Input, what, ": expected a Backbone object");
+  const auto& model = AddonBackbone::Unwrap(v.As<Napi::Object>())->model();
+  if (!model) fail(ErrorCode::Disposed, what, ": the Backbone was disposed");
+  return model;
 }
 
 }  // namespace m2vla::addon

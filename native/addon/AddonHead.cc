@@ -12,6 +12,8 @@
 
 #include "addon/addon.h"
 #include "addon/config_js.h"
+#include "addon/inputs_js.h"
+#include "addon/models_js.h"
 #include "addon/js_args.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
@@ -21,6 +23,9 @@
 
 namespace m2vla::addon {
 namespace {
+
+// Marks JS objects made by this class (napi_type_tag): random, fixed.
+constexpr napi_type_tag kHeadTag = {0x6d32766c610002ULL, 0xa3d92f10e85b61c2ULL};
 
 using HeadPtr = std::shared_ptr<const head::ActionHead>;
 
@@ -43,6 +48,7 @@ Napi::Object dims_to_js(Napi::Env env, const head::ActionHead& h) {
 
 class AddonHead : public Napi::ObjectWrap<AddonHead> {
  public:
+  const HeadPtr& model() const { return head_; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Head", {InstanceMethod<&AddonHead::Forward>("forward"), InstanceMethod<&AddonHead::Dims>("dims"),
                                      InstanceMethod<&AddonHead::Dispose>("dispose")});
@@ -50,6 +56,7 @@ class AddonHead : public Napi::ObjectWrap<AddonHead> {
 
   // Only createHead constructs instances: info[0] is an External holding the loaded head, info[1] the threads.
   explicit AddonHead(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonHead>(info) {
+    info.This().As<Napi::Object>().TypeTag(&kHeadTag);
     if (!info[0].IsExternal()) throw make_error(info.Env(), "E_INPUT", "Head: use createHead() to load one");
     head_ = *info[0].As<Napi::External<HeadPtr>>().Data();
     threads_ = info[1].As<Napi::Number>().Int32Value();
@@ -94,6 +101,65 @@ class LoadHeadWorker : public TorchWorker {
 // Result tensors are made float32 and contiguous on the worker thread, so Result() only copies bytes.
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+}  // namespace
+
+void prepare_head_output(head::HeadForwardOutput& out) {
+  out.normalized = f32(out.normalized);
+  if (out.trace) {
+    head::HeadTrace& t = *out.trace;
+    for (at::Tensor* p : {&t.input_aq, &t.proprio_features, &t.h_memory, &t.x0}) *p = f32(*p);
+    for (auto& b : t.blocks)
+      for (at::Tensor* p : {&b.in, &b.tanh_g, &b.sa_weights, &b.ca_s_weights, &b.ca_s_gate, &b.ca_v_weights, &b.attn_mix,
+                            &b.o_proj_out, &b.mem_weights, &b.mem_context, &b.ffn_in, &b.out})
+        *p = f32(*p);
+  }
+}
+
+Napi::Object head_output_to_js(Napi::Env env, const head::HeadForwardOutput& r) {
+  auto out = Napi::Object::New(env);
+  out.Set("normalized", tensor_to_float32_array(env, r.normalized));
+  auto shape = Napi::Array::New(env, 3);
+  for (uint32_t i = 0; i < 3; ++i) shape.Set(i, Napi::Number::New(env, double(r.normalized.size(i))));
+  out.Set("shape", shape);
+  auto retrieval = Napi::Object::New(env);
+  retrieval.Set("indices", tensor_to_int32_array(env, r.retrieval.indices));
+  retrieval.Set("similarities", tensor_to_float32_array(env, r.retrieval.similarities));
+  retrieval.Set("values", tensor_to_float32_array(env, r.retrieval.values));
+  retrieval.Set("queryKeys", tensor_to_float32_array(env, r.query_keys));
+  out.Set("retrieval", retrieval);
+  if (r.trace) {
+    const head::HeadTrace& t = *r.trace;
+    auto tr = Napi::Object::New(env);
+    tr.Set("inputAq", tensor_to_js(env, t.input_aq));
+    tr.Set("proprioFeatures", tensor_to_js(env, t.proprio_features));
+    tr.Set("hMemory", tensor_to_js(env, t.h_memory));
+    tr.Set("x0", tensor_to_js(env, t.x0));
+    auto blocks = Napi::Array::New(env, t.blocks.size());
+    for (size_t i = 0; i < t.blocks.size(); ++i) {
+      const head::BlockTrace& b = t.blocks[i];
+      auto o = Napi::Object::New(env);
+      o.Set("in", tensor_to_js(env, b.in));
+      o.Set("tanhG", tensor_to_js(env, b.tanh_g));
+      o.Set("saWeights", tensor_to_js(env, b.sa_weights));
+      o.Set("caSWeights", tensor_to_js(env, b.ca_s_weights));
+      o.Set("caSGate", tensor_to_js(env, b.ca_s_gate));
+      o.Set("caVWeights", tensor_to_js(env, b.ca_v_weights));
+      o.Set("attnMix", tensor_to_js(env, b.attn_mix));
+      o.Set("oProjOut", tensor_to_js(env, b.o_proj_out));
+      o.Set("memWeights", tensor_to_js(env, b.mem_weights));
+      o.Set("memContext", tensor_to_js(env, b.mem_context));
+      o.Set("ffnIn", tensor_to_js(env, b.ffn_in));
+      o.Set("out", tensor_to_js(env, b.out));
+      blocks.Set(uint32_t(i), o);
+    }
+    tr.Set("blocks", blocks);
+    out.Set("intermediates", tr);
+  }
+  return out;
+}
+
+namespace {
+
 class HeadForwardWorker : public TorchWorker {
  public:
   HeadForwardWorker(Napi::Env env, int threads, HeadPtr head, head::HeadForwardInput in)
@@ -102,59 +168,10 @@ class HeadForwardWorker : public TorchWorker {
  protected:
   void Run() override {
     out_ = head_->forward(in_);
-    out_.normalized = f32(out_.normalized);
-    if (out_.trace) {
-      head::HeadTrace& t = *out_.trace;
-      for (at::Tensor* p : {&t.input_aq, &t.proprio_features, &t.h_memory, &t.x0}) *p = f32(*p);
-      for (auto& b : t.blocks)
-        for (at::Tensor* p : {&b.in, &b.tanh_g, &b.sa_weights, &b.ca_s_weights, &b.ca_s_gate, &b.ca_v_weights, &b.attn_mix,
-                              &b.o_proj_out, &b.mem_weights, &b.mem_context, &b.ffn_in, &b.out})
-          *p = f32(*p);
-    }
+    prepare_head_output(out_);
   }
 
-  Napi::Value Result(Napi::Env env) override {
-    auto out = Napi::Object::New(env);
-    out.Set("normalized", tensor_to_float32_array(env, out_.normalized));
-    auto shape = Napi::Array::New(env, 3);
-    for (uint32_t i = 0; i < 3; ++i) shape.Set(i, Napi::Number::New(env, double(out_.normalized.size(i))));
-    out.Set("shape", shape);
-    auto retrieval = Napi::Object::New(env);
-    retrieval.Set("indices", tensor_to_int32_array(env, out_.retrieval.indices));
-    retrieval.Set("similarities", tensor_to_float32_array(env, out_.retrieval.similarities));
-    retrieval.Set("values", tensor_to_float32_array(env, out_.retrieval.values));
-    retrieval.Set("queryKeys", tensor_to_float32_array(env, out_.query_keys));
-    out.Set("retrieval", retrieval);
-    if (out_.trace) {
-      const head::HeadTrace& t = *out_.trace;
-      auto tr = Napi::Object::New(env);
-      tr.Set("inputAq", tensor_to_js(env, t.input_aq));
-      tr.Set("proprioFeatures", tensor_to_js(env, t.proprio_features));
-      tr.Set("hMemory", tensor_to_js(env, t.h_memory));
-      tr.Set("x0", tensor_to_js(env, t.x0));
-      auto blocks = Napi::Array::New(env, t.blocks.size());
-      for (size_t i = 0; i < t.blocks.size(); ++i) {
-        const head::BlockTrace& b = t.blocks[i];
-        auto o = Napi::Object::New(env);
-        o.Set("in", tensor_to_js(env, b.in));
-        o.Set("tanhG", tensor_to_js(env, b.tanh_g));
-        o.Set("saWeights", tensor_to_js(env, b.sa_weights));
-        o.Set("caSWeights", tensor_to_js(env, b.ca_s_weights));
-        o.Set("caSGate", tensor_to_js(env, b.ca_s_gate));
-        o.Set("caVWeights", tensor_to_js(env, b.ca_v_weights));
-        o.Set("attnMix", tensor_to_js(env, b.attn_mix));
-        o.Set("oProjOut", tensor_to_js(env, b.o_proj_out));
-        o.Set("memWeights", tensor_to_js(env, b.mem_weights));
-        o.Set("memContext", tensor_to_js(env, b.mem_context));
-        o.Set("ffnIn", tensor_to_js(env, b.ffn_in));
-        o.Set("out", tensor_to_js(env, b.out));
-        blocks.Set(uint32_t(i), o);
-      }
-      tr.Set("blocks", blocks);
-      out.Set("intermediates", tr);
-    }
-    return out;
-  }
+  Napi::Value Result(Napi::Env env) override { return head_output_to_js(env, out_); }
 
  private:
   HeadPtr head_;
@@ -213,20 +230,29 @@ at::Tensor rows_from_js(const Napi::Value& v, const char* key, int64_t n, napi_t
   return at::from_blob(data, {len / n, n}, st).clone();
 }
 
+}  // namespace
+
+head::BoundsStats bounds_from_js(const Napi::Object& o) {
+  Napi::Value q01 = o.Get("q01");
+  if (!q01.IsTypedArray()) fail(ErrorCode::Input, "q01: expected a Float64Array");
+  const int64_t n = q01.As<Napi::TypedArray>().ElementLength();
+  auto stat = [&](const char* key) { return rows_from_js(o.Get(key), key, n, napi_float64_array, at::kDouble, "Float64Array"); };
+  head::BoundsStats stats;
+  stats.q01 = stat("q01").reshape({n});
+  stats.q99 = stat("q99").reshape({n});
+  stats.mask = rows_from_js(o.Get("mask"), "mask", n, napi_uint8_array, at::kByte, "Uint8Array").reshape({n}).to(at::kBool);
+  return stats;
+}
+
+namespace {
+
 // {values, q01, q99, mask}: q01/q99 Float64Array of n statistics, mask Uint8Array (0 = pass through), values rows of n.
 Napi::Value map_rows(const Napi::CallbackInfo& info, const char* what, bool unnormalize) {
   Napi::Env env = info.Env();
   try {
     Napi::Object o = object_arg(info, 0, what);
-    Napi::Value q01 = o.Get("q01");
-    if (!q01.IsTypedArray()) fail(ErrorCode::Input, "q01: expected a Float64Array");
-    const int64_t n = q01.As<Napi::TypedArray>().ElementLength();
-    auto stat = [&](const char* key) { return rows_from_js(o.Get(key), key, n, napi_float64_array, at::kDouble, "Float64Array"); };
-    head::BoundsStats stats;
-    stats.q01 = stat("q01").reshape({n});
-    stats.q99 = stat("q99").reshape({n});
-    Napi::Value mask = o.Get("mask");
-    stats.mask = rows_from_js(mask, "mask", n, napi_uint8_array, at::kByte, "Uint8Array").reshape({n}).to(at::kBool);
+    head::BoundsStats stats = bounds_from_js(o);
+    const int64_t n = stats.q01.numel();
     at::Tensor y = unnormalize
                        ? head::unnormalize_bounds_q99(rows_from_js(o.Get("values"), "values", n, napi_float32_array, at::kFloat, "Float32Array"), stats)
                        : head::normalize_bounds_q99(rows_from_js(o.Get("values"), "values", n, napi_float64_array, at::kDouble, "Float64Array"), stats);
@@ -251,6 +277,15 @@ void init_head(Napi::Env env, Napi::Object exports) {
   exports.Set("createHead", Napi::Function::New(env, CreateHead, "createHead", ctor));
   exports.Set("normalizeBounds", Napi::Function::New(env, NormalizeBounds, "normalizeBounds"));
   exports.Set("unnormalizeBounds", Napi::Function::New(env, UnnormalizeBounds, "unnormalizeBounds"));
+}
+
+
+std::shared_ptr<const head::ActionHead> head_from_js(const Napi::Value& v, const char* what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kHeadTag))
+    fail(ErrorCode::Input, what, ": expected a Head object");
+  const auto& model = AddonHead::Unwrap(v.As<Napi::Object>())->model();
+  if (!model) fail(ErrorCode::Disposed, what, ": the Head was disposed");
+  return model;
 }
 
 }  // namespace m2vla::addon

@@ -2,10 +2,9 @@
 // threads? }) -> Promise<Float32Array> of shape [images / imagesPerSample, 3 * means.length * imagesPerSample, S, S].
 // For tests and tools; the policy calls model::preprocess_images directly.
 #include "addon/addon.h"
-#include "addon/config_js.h"
+#include "addon/inputs_js.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
-#include "error.h"
 #include "model/preprocess.h"
 
 namespace m2vla::addon {
@@ -13,42 +12,65 @@ namespace {
 
 class PreprocessWorker : public TorchWorker {
  public:
-  PreprocessWorker(Napi::Env env, int threads, std::vector<std::vector<uint8_t>> pixels,
-                   std::vector<model::ImageView> views, int64_t per_sample, model::PreprocessOptions options)
-      : TorchWorker(env, threads), pixels_(std::move(pixels)), views_(std::move(views)), per_sample_(per_sample),
-        options_(std::move(options)) {}
+  PreprocessWorker(Napi::Env env, int threads, OwnedImages images, int64_t per_sample, model::PreprocessOptions options)
+      : TorchWorker(env, threads), images_(std::move(images)), per_sample_(per_sample), options_(std::move(options)) {}
 
  protected:
   void Run() override {
-    for (size_t i = 0; i < views_.size(); ++i) views_[i].data = pixels_[i].data();
-    out_ = model::preprocess_images(views_, per_sample_, options_);
+    images_.bind();
+    out_ = model::preprocess_images(images_.views, per_sample_, options_);
   }
   Napi::Value Result(Napi::Env env) override { return tensor_to_float32_array(env, out_); }
 
  private:
-  std::vector<std::vector<uint8_t>> pixels_;  // owned copies: JS may reuse its buffers while the worker runs
-  std::vector<model::ImageView> views_;
+  OwnedImages images_;
   int64_t per_sample_;
   model::PreprocessOptions options_;
   at::Tensor out_;
 };
 
-Napi::Value PreprocessImages(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw make_error(env, "E_INPUT", "preprocessImages: options object expected");
-  auto opts = info[0].As<Napi::Object>();
-
-  model::PreprocessOptions options;
-  try {
-    options = preprocess_options_from_js(opts);
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), std::string("preprocessImages: ") + e.what());
+// [[r, g, b], ...] -> one triple per entry.
+std::vector<std::array<float, 3>> triples(Napi::Env env, const Napi::Object& opts, const char* key) {
+  auto v = opts.Get(key);
+  if (!v.IsArray()) throw make_error(env, "E_INPUT", std::string("preprocessImages: ") + key + " must be an array of [r, g, b]");
+  auto arr = v.As<Napi::Array>();
+  std::vector<std::array<float, 3>> out;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    auto t = arr.Get(i);
+    if (!t.IsArray() || t.As<Napi::Array>().Length() != 3)
+      throw make_error(env, "E_INPUT", std::string("preprocessImages: ") + key + "[" + std::to_string(i) + "] must be [r, g, b]");
+    std::array<float, 3> a{};
+    for (uint32_t c = 0; c < 3; ++c) {
+      auto x = t.As<Napi::Array>().Get(c);
+      if (!x.IsNumber()) throw make_error(env, "E_INPUT", std::string("preprocessImages: ") + key + " values must be numbers");
+      a[c] = float(x.As<Napi::Number>().DoubleValue());
+    }
+    out.push_back(a);
   }
+  return out;
+}
 
-  if (!opts.Get("images").IsArray()) throw make_error(env, "E_INPUT", "preprocessImages: images must be an array");
-  auto images = opts.Get("images").As<Napi::Array>();
-  std::vector<std::vector<uint8_t>> pixels;
-  std::vector<model::ImageView> views;
+}  // namespace
+
+model::PreprocessOptions preprocess_options_from_js(Napi::Env env, const Napi::Object& opts) {
+  model::PreprocessOptions options;
+  if (!opts.Get("size").IsNumber()) throw make_error(env, "E_INPUT", "preprocessImages: size must be a number");
+  options.size = opts.Get("size").As<Napi::Number>().Int64Value();
+  auto means = triples(env, opts, "means"), stds = triples(env, opts, "stds");
+  if (means.size() != stds.size())
+    throw make_error(env, "E_INPUT", "preprocessImages: means and stds must have the same number of sets");
+  for (size_t k = 0; k < means.size(); ++k) options.norms.push_back({means[k], stds[k]});
+  auto crop = opts.Get("centerCrop");
+  if (crop.IsBoolean()) options.center_crop = crop.As<Napi::Boolean>().Value() ? 0.9 : 0.0;
+  else if (crop.IsNumber()) options.center_crop = crop.As<Napi::Number>().DoubleValue();
+  else if (!crop.IsUndefined() && !crop.IsNull())
+    throw make_error(env, "E_INPUT", "preprocessImages: centerCrop must be a boolean or an area fraction");
+  return options;
+}
+
+void images_from_js(Napi::Env env, const Napi::Value& value, OwnedImages& out) {
+  if (!value.IsArray()) throw make_error(env, "E_INPUT", "images must be an array");
+  auto images = value.As<Napi::Array>();
   for (uint32_t i = 0; i < images.Length(); ++i) {
     auto v = images.Get(i);
     std::string name = "images[" + std::to_string(i) + "]";
@@ -63,19 +85,32 @@ Napi::Value PreprocessImages(const Napi::CallbackInfo& info) {
       throw make_error(env, "E_INPUT", name + ": width and height must be numbers");
     auto ta = data.As<Napi::TypedArray>();
     const auto* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    pixels.emplace_back(src, src + ta.ByteLength());
+    out.bytes.emplace_back(src, src + ta.ByteLength());
     model::ImageView view;
     view.bytes = ta.ByteLength();
     view.width = o.Get("width").As<Napi::Number>().Int64Value();
     view.height = o.Get("height").As<Napi::Number>().Int64Value();
     view.name = name;
-    views.push_back(std::move(view));
+    out.views.push_back(std::move(view));
   }
-  int64_t per_sample = int64_t(images.Length());
+}
+
+void OwnedImages::bind() {
+  for (size_t i = 0; i < views.size(); ++i) views[i].data = bytes[i].data();
+}
+
+namespace {
+
+Napi::Value PreprocessImages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw make_error(env, "E_INPUT", "preprocessImages: options object expected");
+  auto opts = info[0].As<Napi::Object>();
+  model::PreprocessOptions options = preprocess_options_from_js(env, opts);
+  OwnedImages images;
+  images_from_js(env, opts.Get("images"), images);
+  int64_t per_sample = int64_t(images.views.size());
   if (opts.Get("imagesPerSample").IsNumber()) per_sample = opts.Get("imagesPerSample").As<Napi::Number>().Int64Value();
-  return (new PreprocessWorker(env, threads_option(opts), std::move(pixels), std::move(views), per_sample,
-                               std::move(options)))
-      ->Start();
+  return (new PreprocessWorker(env, threads_option(opts), std::move(images), per_sample, std::move(options)))->Start();
 }
 
 }  // namespace

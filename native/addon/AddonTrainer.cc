@@ -12,6 +12,7 @@
 
 #include "addon/addon.h"
 #include "addon/config_js.h"
+#include "addon/inputs_js.h"
 #include "addon/js_args.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
@@ -336,19 +337,15 @@ class CreateTrainerWorker : public TorchWorker {
   train::TrainerOptions options_;
 };
 
-train::TrainerOptions trainer_options_from_js(const Napi::Object& o) {
+train::TrainerOptions trainer_options_from_js(Napi::Env env, const Napi::Object& o) {
   train::TrainerOptions t;
   t.model_path = string_option(o, "modelPath");
   t.backbone = backbone_config_from_js(o.Get("backbone"));
-  Napi::Value prep = o.Get("preprocess");
-  if (!prep.IsObject()) fail(ErrorCode::Input, "preprocess: expected {size, means, stds}");
-  t.preprocess = preprocess_options_from_js(prep.As<Napi::Object>());
+  t.preprocess = preprocess_options_from_js(env, object_option(o, "preprocess"));
   t.action_head_path = string_option(o, "actionHeadPath");
   t.proprio_path = string_option(o, "proprioProjectorPath");
   if (o.Get("resumeFrom").IsString()) train::resume_from(t, string_option(o, "resumeFrom"));
-  Napi::Value head = o.Get("head");
-  if (!head.IsObject()) fail(ErrorCode::Input, "head: expected {config}");
-  t.head = head_options_from_js(head.As<Napi::Object>());
+  t.head = head_options_from_js(object_option(o, "head"));
   t.adamw.beta1 = number_option(o, "beta1", t.adamw.beta1);
   t.adamw.beta2 = number_option(o, "beta2", t.adamw.beta2);
   t.adamw.weight_decay = number_option(o, "weightDecay", t.adamw.weight_decay);
@@ -377,7 +374,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
     Napi::Object o = object_arg(info, 0, "createTrainer");
     auto session = std::make_shared<Session>();
     session->threads = threads_option(o);
-    train::TrainerOptions options = trainer_options_from_js(o);
+    train::TrainerOptions options = trainer_options_from_js(env, o);
     Napi::Value cb = o.Get("onProgress");
     if (cb.IsFunction()) {
       session->progress = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "m2vla.train.progress", 0, 1);

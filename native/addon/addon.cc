@@ -9,6 +9,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_memory_bank(env, exports);
   m2vla::addon::init_diffusion(env, exports);
   m2vla::addon::init_backbone(env, exports);
+  m2vla::addon::init_policy(env, exports);
+  m2vla::addon::init_kernels(env, exports);
   m2vla::addon::init_trainer(env, exports);
   return exports;
 }

@@ -10,5 +10,7 @@ void init_head(Napi::Env env, Napi::Object exports);
 void init_memory_bank(Napi::Env env, Napi::Object exports);
 void init_diffusion(Napi::Env env, Napi::Object exports);
 void init_backbone(Napi::Env env, Napi::Object exports);
+void init_policy(Napi::Env env, Napi::Object exports);
+void init_kernels(Napi::Env env, Napi::Object exports);
 void init_trainer(Napi::Env env, Napi::Object exports);
 }  // namespace m2vla::addon

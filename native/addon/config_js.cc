@@ -1,8 +1,6 @@
 #include "addon/config_js.h"
 
-#include <array>
 #include <string>
-#include <vector>
 
 #include "addon/js_args.h"
 #include "error.h"
@@ -112,41 +110,6 @@ head::HeadOptions head_options_from_js(const Napi::Object& o) {
   else if (dtype == "bfloat16") opt.dtype = at::kBFloat16;
   else fail(ErrorCode::Input, "dtype: expected 'float32' or 'bfloat16', got '", dtype, "'");
   return opt;
-}
-
-namespace {
-std::vector<std::array<float, 3>> triples(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsArray()) fail(ErrorCode::Input, key, ": must be an array of [r, g, b]");
-  auto arr = v.As<Napi::Array>();
-  std::vector<std::array<float, 3>> out;
-  for (uint32_t i = 0; i < arr.Length(); ++i) {
-    Napi::Value t = arr.Get(i);
-    if (!t.IsArray() || t.As<Napi::Array>().Length() != 3) fail(ErrorCode::Input, key, "[", i, "]: must be [r, g, b]");
-    std::array<float, 3> a{};
-    for (uint32_t c = 0; c < 3; ++c) {
-      Napi::Value x = t.As<Napi::Array>().Get(c);
-      if (!x.IsNumber()) fail(ErrorCode::Input, key, ": values must be numbers");
-      a[c] = float(x.As<Napi::Number>().DoubleValue());
-    }
-    out.push_back(a);
-  }
-  return out;
-}
-}  // namespace
-
-model::PreprocessOptions preprocess_options_from_js(const Napi::Object& o) {
-  model::PreprocessOptions options;
-  if (!o.Get("size").IsNumber()) fail(ErrorCode::Input, "size: must be a number");
-  options.size = o.Get("size").As<Napi::Number>().Int64Value();
-  auto means = triples(o, "means"), stds = triples(o, "stds");
-  if (means.size() != stds.size()) fail(ErrorCode::Input, "means and stds must have the same number of sets");
-  for (size_t k = 0; k < means.size(); ++k) options.norms.push_back({means[k], stds[k]});
-  Napi::Value crop = o.Get("centerCrop");
-  if (crop.IsBoolean()) options.center_crop = crop.As<Napi::Boolean>().Value() ? 0.9 : 0.0;
-  else if (crop.IsNumber()) options.center_crop = crop.As<Napi::Number>().DoubleValue();
-  else if (!crop.IsUndefined() && !crop.IsNull()) fail(ErrorCode::Input, "centerCrop: must be a boolean or an area fraction");
-  return options;
 }
 
 }  // namespace m2vla::addon

@@ -6,7 +6,6 @@
 
 #include "head/config.h"
 #include "model/config.h"
-#include "model/preprocess.h"
 
 namespace m2vla::addon {
 
@@ -14,8 +13,5 @@ model::BackboneConfig backbone_config_from_js(const Napi::Value& v);
 
 // {config: NativeHeadConfig, dtype?} of createHead (and the trainer's head options); E_INPUT naming the field.
 head::HeadOptions head_options_from_js(const Napi::Object& o);
-
-// {size, means: [[r, g, b], ...], stds, centerCrop?: boolean | area}: one normalization per vision backbone; E_INPUT.
-model::PreprocessOptions preprocess_options_from_js(const Napi::Object& o);
 
 }  // namespace m2vla::addon

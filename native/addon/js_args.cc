@@ -12,6 +12,12 @@ Napi::Object object_arg(const Napi::CallbackInfo& info, size_t index, const char
   return info[index].As<Napi::Object>();
 }
 
+Napi::Object object_option(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsObject()) fail(ErrorCode::Input, key, ": expected an object");
+  return v.As<Napi::Object>();
+}
+
 std::string string_option(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsString()) fail(ErrorCode::Input, key, ": expected a string");

@@ -1,5 +1,5 @@
 // Reading plain JS option objects on the JS thread with errors that name the option (E_INPUT), shared by the
-// Addon*.cc files of the head.
+// Addon*.cc files.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <napi.h>
@@ -12,6 +12,7 @@
 namespace m2vla::addon {
 
 Napi::Object object_arg(const Napi::CallbackInfo& info, size_t index, const char* what);
+Napi::Object object_option(const Napi::Object& o, const char* key);
 std::string string_option(const Napi::Object& o, const char* key);
 int64_t integer_option(const Napi::Object& o, const char* key);
 std::optional<int64_t> optional_integer(const Napi::Object& o, const char* key);

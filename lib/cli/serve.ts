@@ -1,0 +1,90 @@
+/** `m2vla serve`: the policy over openpi's websocket protocol and VLA-Adapter's POST /act, until SIGTERM/SIGINT. */
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../errors.js';
+import { demoRunDir, loadPolicy } from '../policy.js';
+import { PRESETS, type ObservationKeys, type PresetName } from '../server/observations.js';
+import { createServer } from '../server/server.js';
+
+const USAGE = `usage: m2vla serve [--run <dir>] [--host 127.0.0.1] [--port 8000] [--preset libero|droid|vla-adapter]
+                   [--keys <json>] [--api-key K] [--max-batch 8] [--max-wait-ms 0] [--queue 64] [--max-frame-mb 16]
+                   [--dtype float32|bfloat16] [--threads N] [--unnorm-key K] [--center-crop]
+Serves the policy (the embedded demo model without --run) on one port:
+  ws://host:port/<any path>  openpi's websocket protocol (msgpack + numpy arrays), observation keys from --preset
+  POST /act                  VLA-Adapter's JSON (json_numpy) {instruction, full_image, wrist_image, state}
+  GET /healthz               200 OK
+--keys maps other robots' observations, e.g. '{"primary": "observation/exterior_image_1_left",
+  "wrist": "observation/wrist_image_left", "state": ["observation/joint_position", "observation/gripper_position"],
+  "prompt": "prompt"}'. --api-key (or M2VLA_API_KEY) requires "Authorization: Api-Key <key>".
+Requests from all clients are batched (up to --max-batch per forward); beyond --queue waiting requests a client gets
+an error instead of waiting. SIGTERM/SIGINT: finish the requests received, then close.`;
+
+function int(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new ConfigError(`--${name}: expected an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+function parseKeys(json: string): ObservationKeys {
+  let k: Partial<ObservationKeys>;
+  try {
+    k = JSON.parse(json);
+  } catch (e) {
+    throw new ConfigError(`--keys: not JSON (${(e as Error).message})`);
+  }
+  const str = (x: unknown) => typeof x === 'string';
+  if (!k || !str(k.primary) || !str(k.prompt) || (k.wrist !== undefined && !str(k.wrist)) ||
+    !(str(k.state) || (Array.isArray(k.state) && k.state.length > 0 && k.state.every(str))))
+    throw new ConfigError('--keys: expected {"primary": key, "wrist"?: key, "state": key or [keys], "prompt": key}');
+  return k as ObservationKeys;
+}
+
+export const serveCommand = {
+  summary: 'serve the policy over websocket (openpi protocol) and HTTP (VLA-Adapter POST /act)',
+  async run(argv: string[]): Promise<number> {
+    const { values } = parseArgs({
+      args: argv, strict: true,
+      options: {
+        run: { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
+        preset: { type: 'string', default: 'libero' }, keys: { type: 'string' }, 'api-key': { type: 'string' },
+        'max-batch': { type: 'string' }, 'max-wait-ms': { type: 'string' }, queue: { type: 'string' },
+        'max-frame-mb': { type: 'string' }, dtype: { type: 'string', default: 'float32' }, threads: { type: 'string' },
+        'unnorm-key': { type: 'string' }, 'center-crop': { type: 'boolean' }, help: { type: 'boolean' },
+      },
+    });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    if (!(values.preset in PRESETS)) throw new ConfigError(`--preset: expected one of ${Object.keys(PRESETS).join(', ')}, got '${values.preset}'`);
+    if (values.dtype !== 'float32' && values.dtype !== 'bfloat16') throw new ConfigError(`--dtype: expected float32 or bfloat16, got '${values.dtype}'`);
+    const options = {
+      host: values.host, port: int('port', values.port, 0),
+      keys: values.keys ? parseKeys(values.keys) : (values.preset as PresetName),
+      apiKey: values['api-key'] ?? process.env.M2VLA_API_KEY,
+      maxBatch: int('max-batch', values['max-batch'], 1), maxWaitMs: int('max-wait-ms', values['max-wait-ms'], 0),
+      maxQueue: int('queue', values.queue, 1),
+      maxFrameBytes: values['max-frame-mb'] === undefined ? undefined : int('max-frame-mb', values['max-frame-mb'], 1)! * 2 ** 20,
+      log: (line: string) => console.error(`m2vla serve: ${line}`),
+    };
+    const runDir = values.run ?? demoRunDir();
+    await using policy = await loadPolicy(runDir, {
+      dtype: values.dtype, threads: int('threads', values.threads, 1), unnormKey: values['unnorm-key'],
+      centerCrop: values['center-crop'],
+    });
+    const server = await createServer(policy, options);
+    const where = `${server.host}:${server.port}`;
+    console.log(`m2vla serve: ${values.run ? runDir : 'demo model (random weights)'} on ws://${where} (openpi), ` +
+      `http://${where}/act (VLA-Adapter), http://${where}/healthz`);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        console.log(`m2vla serve: ${signal}: finishing requests in flight`);
+        void server.close().then(resolve);
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+    console.log('m2vla serve: closed');
+    return 0;
+  },
+};

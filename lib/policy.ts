@@ -1,0 +1,244 @@
+/**
+ * The policy: observations in, unnormalized 8×7 action chunks out (SPEC: frozen VLM → MoL + MSM head).
+ *
+ *   await using policy = await loadPolicy(runDir, { dtype: 'bfloat16' });
+ *   const { actions } = await policy.act({ images: { primary, wrist }, instruction: 'put the bowl on the plate', state });
+ *
+ * One act() is one native job (preprocess → vision → projector → Qwen2 → head → unnormalize) off the JS thread.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { loadBackbone, type Backbone } from './backbone.js';
+import { readRunConfig } from './config.js';
+import { DisposedError, InputError } from './errors.js';
+import { loadHead, type ActionHead, type DenoiseOptions } from './head.js';
+import { getBinding, type NativeDtype, type NativePolicy, type NativePolicyResult } from './native/binding.js';
+import { runTorchJob } from './native/queue.js';
+import { packObservations, type Observation, type TensorData } from './observation.js';
+import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from './random-run.js';
+
+export interface PolicyOptions {
+  /** Weights and computation dtype of the VLM and the head. Default float32. */
+  dtype?: NativeDtype;
+  /** Torch threads for this policy's jobs (default: libtorch's choice). */
+  threads?: number;
+  /** Reproduce the reference's hard-coded bfloat16 roundings (pixel values, action-query slice, proprio). Default false. */
+  referenceCasts?: boolean;
+  /** Which dataset_statistics.json entry unnormalizes the actions (required when it holds several). */
+  unnormKey?: string;
+  /** LIBERO-style center crop of raw images (true = 0.9 of the area, or an area fraction). Default off. */
+  centerCrop?: boolean | number;
+  /** Cameras per observation when the run directory does not say (default 2: primary + wrist). */
+  numImages?: number;
+  /** Head objective override ('l1' = the released single pass; 'denoise' = DDIM sampling) and its options. */
+  objective?: 'l1' | 'denoise';
+  denoise?: DenoiseOptions;
+}
+
+export interface ActOutput {
+  /** Unnormalized actions [chunk, actionDim], or [batch, chunk, actionDim] for an array of observations. */
+  actions: TensorData;
+  /** The head's output (normalized to [-1, 1]), same shape. */
+  normalized: TensorData;
+  /** MSM neighbours per observation: row indices into the bank and their similarities (-10000·mean |Δkey|). */
+  retrieval: { indices: Int32Array; similarities: Float32Array; shape: [number, number] };
+  /** Milliseconds per stage, summed over the native calls of the batch; total = their wall time (no queue wait). */
+  timing: { preprocess: number; vision: number; projector: number; llm: number; head: number; retrieval: number; total: number };
+}
+
+export interface LayerGates {
+  /** Hidden-state index this MoL block reads (block i reads layer i+1). */
+  layer: number;
+  /** tanh(g): the static scale of the vision logits. */
+  visionScale: number;
+  /** sigmoid(mean over [AQ; proprio] tokens of k_adapter's gate outputs): the dynamic per-head factor, [batch * heads]. */
+  queryGate: Float32Array;
+}
+
+export interface PolicyFeatures {
+  /** The action-query slice the head reads, [batch, layers+1, numActionQueries, hidden] (off-by-one slicing). */
+  actionQueries: TensorData;
+  /** ProprioProjector output [batch, hidden]. */
+  proprioFeatures: TensorData;
+  /** The state after q01/q99 normalization [batch, proprioDim]. */
+  normalizedState: Float64Array;
+  /** MSM query keys [batch, keyDim] and the retrieved rows. */
+  queryKeys: TensorData;
+  retrieval: ActOutput['retrieval'];
+  gates: LayerGates[];
+}
+
+export interface PolicyMetadata {
+  chunk: number;
+  actionDim: number;
+  proprioDim: number;
+  numImages: number;
+  imageSize: number;
+  hidden: number;
+  layers: number;
+  dtype: NativeDtype;
+  objective: 'l1' | 'denoise';
+  unnormKey: string;
+  bankSize: number;
+}
+
+export class Policy implements AsyncDisposable {
+  #native: NativePolicy | undefined;
+  readonly metadata: PolicyMetadata;
+
+  constructor(native: NativePolicy, private readonly backbone: Backbone, private readonly head: ActionHead,
+    private readonly options: PolicyOptions) {
+    this.#native = native;
+    const d = head.dims;
+    this.metadata = {
+      chunk: d.chunk, actionDim: d.actionDim, proprioDim: d.proprioDim, numImages: backbone.config.numImages,
+      imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
+      dtype: backbone.dtype, objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize,
+    };
+  }
+
+  /**
+   * One observation → actions [chunk, actionDim]; an array → one batch, [batch, chunk, actionDim]. Observations whose
+   * prompts differ in length run as separate native calls (grouped by length), each exact.
+   */
+  async act(observations: Observation | Observation[], options: { seed?: number } = {}): Promise<ActOutput> {
+    const results = await this.#run(observations, false, options.seed);
+    return this.#merge(results, Array.isArray(observations));
+  }
+
+  /** The head's inputs and the per-layer MoL gates for one observation or a batch (runs the plain MoL path). */
+  async features(observations: Observation | Observation[]): Promise<PolicyFeatures> {
+    const batched = Array.isArray(observations);
+    if (batched && new Set(await this.#promptLengths(observations)).size > 1) {
+      throw new InputError('features(): observations of one call need prompts of the same length');
+    }
+    const [{ result: r, batch }] = await this.#run(observations, true);
+    const it = r.intermediates!;
+    const H = this.head.dims.numHeads;
+    return {
+      actionQueries: asTensor(it.inputAq), proprioFeatures: asTensor(it.proprioFeatures), normalizedState: r.proprio,
+      queryKeys: { data: r.retrieval.queryKeys, shape: [batch, r.retrieval.queryKeys.length / batch] },
+      retrieval: retrievalOf(r, batch),
+      gates: it.blocks.map((b, i) => ({
+        layer: i + 1, visionScale: asTensor(b.tanhG).data[0], queryGate: asTensor(b.caSGate).data.slice(0, batch * H),
+      })),
+    };
+  }
+
+  async #promptLengths(list: Observation[]): Promise<number[]> {
+    const cfg = this.backbone.config;
+    return Promise.all(list.map(async (o) => (await packObservations([o], { config: cfg, tokenizer: this.backbone.tokenizer }, false)).promptLen));
+  }
+
+  async #run(observations: Observation | Observation[], intermediates: boolean, seed?: number) {
+    const native = this.#native;
+    if (!native) throw new DisposedError('Policy: act() after dispose()');
+    const batched = Array.isArray(observations);
+    const list = batched ? observations : [observations];
+    const ctx = { config: this.backbone.config, tokenizer: this.backbone.tokenizer, proprioDim: this.head.dims.proprioDim };
+    // Validate every observation (errors name its index), then group by prompt length.
+    const single = await Promise.all(list.map((o, i) => packObservations([o], ctx, false).catch((e) => {
+      if (batched && e instanceof Error) e.message = `observations[${i}].${e.message}`;
+      throw e;
+    })));
+    const groups = new Map<number, number[]>();
+    single.forEach((p, i) => groups.set(p.promptLen, [...(groups.get(p.promptLen) ?? []), i]));
+    return Promise.all([...groups.values()].map(async (indices) => {
+      const packed = await packObservations(indices.map((i) => list[i]), ctx, batched);
+      let ms = 0;  // measured inside the job: groups queue one after another, their waits must not add up
+      const result = await runTorchJob(async () => {
+        const started = performance.now();
+        const r = await native.act({
+          ...packed, state: packed.state!, referenceCasts: this.options.referenceCasts ?? false, intermediates, seed,
+        });
+        ms = performance.now() - started;
+        return r;
+      });
+      return { indices, result, batch: packed.batch, ms };
+    }));
+  }
+
+  #merge(groups: Array<{ indices: number[]; result: NativePolicyResult; batch: number; ms: number }>, batched: boolean): ActOutput {
+    const { chunk, actionDim } = this.head.dims;
+    const per = chunk * actionDim;
+    const batch = groups.reduce((n, g) => n + g.batch, 0);
+    const R = groups[0].result.retrieval.indices.length / groups[0].batch;
+    const actions = new Float32Array(batch * per), normalized = new Float32Array(batch * per);
+    const indices = new Int32Array(batch * R), similarities = new Float32Array(batch * R);
+    const timing = { preprocess: 0, vision: 0, projector: 0, llm: 0, head: 0, retrieval: 0, total: 0 };
+    for (const { indices: rows, result: r, ms } of groups) {
+      rows.forEach((row, j) => {
+        actions.set(r.actions.subarray(j * per, (j + 1) * per), row * per);
+        normalized.set(r.normalized.subarray(j * per, (j + 1) * per), row * per);
+        indices.set(r.retrieval.indices.subarray(j * R, (j + 1) * R), row * R);
+        similarities.set(r.retrieval.similarities.subarray(j * R, (j + 1) * R), row * R);
+      });
+      for (const k of Object.keys(r.timing) as Array<keyof typeof r.timing>) timing[k] += r.timing[k];
+      timing.total += ms;
+    }
+    const shape = batched ? [batch, chunk, actionDim] : [chunk, actionDim];
+    return {
+      actions: { data: actions, shape }, normalized: { data: normalized, shape },
+      retrieval: { indices, similarities, shape: [batch, R] }, timing,
+    };
+  }
+
+  /** Releases the native models; a call already running finishes. Later calls reject with DisposedError. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+    this.backbone.dispose();
+    this.head.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+}
+
+function asTensor(t: { data: Uint8Array; shape: number[] }): TensorData {
+  const bytes = t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength);
+  return { data: new Float32Array(bytes), shape: t.shape };
+}
+
+function retrievalOf(r: NativePolicyResult, batch: number): ActOutput['retrieval'] {
+  const R = r.retrieval.indices.length / batch;
+  return { indices: r.retrieval.indices, similarities: r.retrieval.similarities, shape: [batch, R] };
+}
+
+/**
+ * Loads a VLA-Adapter / M²-VLA run directory as released (model.safetensors, action_head--checkpoint.pt or
+ * .safetensors, proprio_projector--checkpoint.pt, dataset_statistics.json, tokenizer, preprocessor_config.json).
+ */
+export async function loadPolicy(runDir: string, options: PolicyOptions = {}): Promise<Policy> {
+  const run = readRunConfig(runDir, { numImages: options.numImages });
+  const backbone = await loadBackbone(runDir, { dtype: options.dtype, threads: options.threads, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
+  try {
+    const head = await loadHead(runDir, {
+      dtype: options.dtype, threads: options.threads, unnormKey: options.unnormKey,
+      head: { ...(options.objective && { objective: options.objective }), ...(options.denoise && { denoise: options.denoise }) },
+    });
+    const stats = head.statistics!;
+    const native = getBinding().createPolicy({
+      backbone: backbone.native, head: head.native, threads: options.threads,
+      preprocess: { ...run.backbone.preprocessing, centerCrop: options.centerCrop },
+      stats: {
+        proprio: { q01: stats.proprio.q01, q99: stats.proprio.q99, mask: Uint8Array.from(stats.proprio.mask, Number) },
+        action: { q01: stats.action.q01, q99: stats.action.q99, mask: Uint8Array.from(stats.action.mask, Number) },
+      },
+    });
+    return new Policy(native, backbone, head, options);
+  } catch (e) {
+    backbone.dispose();
+    throw e;
+  }
+}
+
+/**
+ * The embedded demo model: a small M²-VLA (DINOv2/SigLIP towers of 3 blocks, a 4-layer Qwen2, 4 MoL blocks, a
+ * 64-entry skill bank) with deterministic random weights in the released layout, written on first use to the
+ * system temp dir (~3 MB, ~30 ms). Untrained: its actions exercise the engine, they do not solve tasks.
+ */
+export function demoRunDir(): string {
+  return ensureRandomRun(path.join(os.tmpdir(), 'm2vla-demo-v1'), DEMO_DIMS, { seed: 7, tokenizerDir: TINY_TOKENIZER_DIR });
+}

@@ -1,0 +1,216 @@
+// kernelSelfCheck({ kernel, candidate, seed?, atol?, rtol?, threads? }): runs the self-check of a custom kernel
+// (head/kernel_check.h) through a process-wide KernelRegistry, so tests and `m2vla doctor`-style tools can see the
+// verdict, the fallback decision and the warning. Candidates:
+//   'reference'  the reference itself (must pass),
+//   'perturbed'  the reference + 1e-2 on its first floating output (must be caught),
+//   'cuda'       the CUDA kernel through native/cuda/cuda_glue (CUDA builds; inputs moved to the current GPU).
+// The registry checks a (kernel, candidate) pair once per process; later calls return the stored verdict.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "addon/addon.h"
+#include "addon/workers.h"
+#include "error.h"
+#include "head/kernel_check.h"
+#include "head/kernel_reference.h"
+#ifdef M2VLA_WITH_CUDA
+#include "cuda/cuda_glue.h"
+#endif
+
+namespace m2vla::addon {
+namespace {
+
+using head::Tensors;
+
+// Each kernel's check pieces, with the tolerance a real kernel is held to by default.
+struct KernelCase {
+  std::function<Tensors(uint64_t)> make_inputs;
+  std::function<Tensors(const Tensors&)> reference;
+  std::function<Tensors(const Tensors&)> cuda;
+  head::Tolerance tolerance;
+};
+
+constexpr head::MolAttentionSizes kMolSizes{};
+constexpr head::L1TopKSizes kL1Sizes{};
+constexpr head::BankAppendSizes kAppendSizes{};
+
+#ifdef M2VLA_WITH_CUDA
+// The inputs on the current GPU (they are made on the CPU so every device sees the same values).
+Tensors to_gpu(const Tensors& ts) {
+  Tensors out;
+  for (const auto& t : ts) out.push_back(t.to(at::kCUDA));
+  return out;
+}
+#endif
+
+head::MolAttentionInputs mol_views(const Tensors& in) {
+  return head::mol_attention_views(in[0], in[1], in[2], in[3], kMolSizes.heads);
+}
+
+KernelCase mol_attention_case() {
+  KernelCase c;
+  c.make_inputs = [](uint64_t seed) { return head::random_mol_attention_inputs(kMolSizes, seed); };
+  c.reference = [](const Tensors& in) { return Tensors{head::mol_attention_reference(mol_views(in))}; };
+#ifdef M2VLA_WITH_CUDA
+  c.cuda = [](const Tensors& in) { return Tensors{m2vla::cuda::mol_attention(mol_views(to_gpu(in)), at::kFloat).cpu()}; };
+#endif
+  c.tolerance = {1e-4, 1e-4};  // fp32 output: only accumulation order differs
+  return c;
+}
+
+KernelCase l1_topk_case() {
+  KernelCase c;
+  c.make_inputs = [](uint64_t seed) { return head::random_l1_topk_inputs(kL1Sizes, seed); };
+  c.reference = [](const Tensors& in) {
+    const head::TopK r = head::l1_topk_reference(in[0], in[1], kL1Sizes.size, kL1Sizes.oldest, kL1Sizes.top_k);
+    return Tensors{r.similarities, r.indices};
+  };
+#ifdef M2VLA_WITH_CUDA
+  c.cuda = [](const Tensors& in) {
+    const Tensors gpu = to_gpu(in);
+    const head::TopK r = m2vla::cuda::l1_topk(gpu[0], gpu[1], kL1Sizes.size, kL1Sizes.oldest, kL1Sizes.top_k);
+    return Tensors{r.similarities.cpu(), r.indices.cpu()};
+  };
+#endif
+  // Similarities are about -1e4 * mean |q - k|: the summation order moves them by a few float32 ulps of that.
+  c.tolerance = {1e-2, 1e-5};
+  return c;
+}
+
+KernelCase bank_append_case() {
+  KernelCase c;
+  c.make_inputs = [](uint64_t seed) { return head::random_bank_append_inputs(kAppendSizes, seed); };
+  c.reference = [](const Tensors& in) {
+    at::Tensor keys = in[0].clone(), values = in[1].clone();
+    head::bank_append_reference(keys, values, kAppendSizes.offset, in[2], in[3]);
+    return Tensors{keys, values};
+  };
+#ifdef M2VLA_WITH_CUDA
+  c.cuda = [](const Tensors& in) {
+    Tensors gpu = to_gpu(in);
+    m2vla::cuda::bank_append(gpu[0], gpu[1], kAppendSizes.offset, gpu[2], gpu[3]);
+    return Tensors{gpu[0].cpu(), gpu[1].cpu()};
+  };
+#endif
+  c.tolerance = {0, 0};  // the same bf16 rounding of the same floats
+  return c;
+}
+
+// The process-wide registry. Its warnings go to stderr and are also kept, so a call can return the one it caused.
+struct Checks {
+  std::mutex mutex;
+  std::vector<std::string> warnings;
+  head::KernelRegistry registry{[this](const std::string& message) {
+    head::KernelRegistry::warn_to_stderr(message);
+    const std::lock_guard<std::mutex> lock(mutex);
+    warnings.push_back(message);
+  }};
+
+  size_t warning_count() {
+    const std::lock_guard<std::mutex> lock(mutex);
+    return warnings.size();
+  }
+  std::string warning(size_t i) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    return warnings.at(i);
+  }
+};
+
+Checks& checks() {
+  static Checks c;
+  return c;
+}
+
+class SelfCheckWorker : public TorchWorker {
+ public:
+  SelfCheckWorker(Napi::Env env, int threads, std::string kernel, std::string candidate, uint64_t seed,
+                  std::optional<head::Tolerance> tolerance)
+      : TorchWorker(env, threads), kernel_(std::move(kernel)), candidate_(std::move(candidate)), seed_(seed),
+        tolerance_(tolerance) {}
+
+ protected:
+  void Run() override {
+    const KernelCase c = kernel_ == "molAttention" ? mol_attention_case()
+                         : kernel_ == "l1TopK"     ? l1_topk_case()
+                                                   : bank_append_case();
+    head::KernelCheck check{c.make_inputs, nullptr, c.reference, tolerance_.value_or(c.tolerance), seed_};
+    if (candidate_ == "reference") {
+      check.candidate = c.reference;
+    } else if (candidate_ == "perturbed") {
+      check.candidate = [&c](const Tensors& in) {
+        Tensors out = c.reference(in);
+        for (auto& t : out)
+          if (at::isFloatingType(t.scalar_type())) {
+            t = t + 1e-2;
+            break;
+          }
+        return out;
+      };
+    } else if (c.cuda) {
+      check.candidate = c.cuda;
+    } else {
+      fail(ErrorCode::Input, "kernelSelfCheck: this m2vla build has no CUDA kernels (build with M2VLA_CUDA=1)");
+    }
+    Checks& all = checks();
+    const size_t warned_before = all.warning_count();
+    const std::string name = kernel_ + ":" + candidate_;
+    fast_ = all.registry.use_fast_path(name, [&] { return head::check_kernel(check); });
+    verdict_ = *all.registry.verdict(name);
+    checks_run_ = all.registry.checks_run();
+    if (all.warning_count() > warned_before) warning_ = all.warning(warned_before);
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    out.Set("ok", verdict_.ok);
+    out.Set("maxAbsErr", verdict_.max_abs_err);
+    out.Set("detail", verdict_.detail);
+    out.Set("path", fast_ ? "candidate" : "reference");
+    out.Set("checksRun", checks_run_);
+    if (!warning_.empty()) out.Set("warning", warning_);
+    return out;
+  }
+
+ private:
+  std::string kernel_, candidate_;
+  uint64_t seed_;
+  std::optional<head::Tolerance> tolerance_;
+  bool fast_ = false;
+  head::CheckResult verdict_;
+  int checks_run_ = 0;
+  std::string warning_;
+};
+
+Napi::Value KernelSelfCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw make_error(env, "E_INPUT", "kernelSelfCheck: expected an options object");
+  auto opts = info[0].As<Napi::Object>();
+  const auto text = [&](const char* key) {
+    return opts.Get(key).IsString() ? opts.Get(key).As<Napi::String>().Utf8Value() : std::string();
+  };
+  const std::string kernel = text("kernel"), candidate = text("candidate");
+  if (kernel != "molAttention" && kernel != "l1TopK" && kernel != "bankAppend")
+    throw make_error(env, "E_INPUT", "kernelSelfCheck: kernel must be molAttention, l1TopK or bankAppend, got '" + kernel + "'");
+  if (candidate != "reference" && candidate != "perturbed" && candidate != "cuda")
+    throw make_error(env, "E_INPUT", "kernelSelfCheck: candidate must be reference, perturbed or cuda, got '" + candidate + "'");
+  const uint64_t seed = opts.Get("seed").IsNumber() ? uint64_t(opts.Get("seed").As<Napi::Number>().Int64Value()) : 0;
+  std::optional<head::Tolerance> tolerance;
+  if (opts.Get("atol").IsNumber() || opts.Get("rtol").IsNumber()) {
+    const auto number = [&](const char* key) { return opts.Get(key).IsNumber() ? opts.Get(key).As<Napi::Number>().DoubleValue() : 0.0; };
+    tolerance = head::Tolerance{number("atol"), number("rtol")};
+  }
+  return (new SelfCheckWorker(env, threads_option(opts), kernel, candidate, seed, tolerance))->Start();
+}
+
+}  // namespace
+
+void init_kernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("kernelSelfCheck", Napi::Function::New(env, KernelSelfCheck));
+}
+
+}  // namespace m2vla::addon

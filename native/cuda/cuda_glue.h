@@ -1,0 +1,21 @@
+// The CUDA kernels (kernels.h) on at::Tensors: checks device, dtype, shape and layout, then launches on the current
+// stream of the tensors' device. Compiled only in CUDA builds (CMake option M2VLA_CUDA, which defines
+// M2VLA_WITH_CUDA). Each function has the contract of its reference in head/kernel_reference.h.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include "head/kernel_reference.h"
+
+namespace m2vla::cuda {
+
+// [B, T, H, hd] in `out_dtype` (bfloat16 or float32); inputs bf16 views with head_dim contiguous, g float32.
+at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_dtype);
+
+// queries [B, key_dim] (converted to float32), keys [capacity, key_dim] bf16 contiguous; key_dim a multiple of 8.
+head::TopK l1_topk(const at::Tensor& queries, const at::Tensor& keys, int64_t size, int64_t oldest, int64_t top_k);
+
+// In place on the bf16 ring buffers keys [capacity, key_dim] and values [capacity, value_dim].
+void bank_append(at::Tensor& keys, at::Tensor& values, int64_t offset, const at::Tensor& new_keys,
+                 const at::Tensor& new_values);
+
+}  // namespace m2vla::cuda
