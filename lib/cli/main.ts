@@ -18,6 +18,7 @@ function usage(): string {
     '  demo     run the policy on one observation (the embedded demo model, or --run <dir>)',
     '  doctor   libtorch, build flags, threads, CPU features',
     '  serve    serve the policy: openpi websocket protocol, VLA-Adapter POST /act (the demo model, or --run <dir>)',
+    '  train    train the head and action queries on the frozen VLM (LIBERO HDF5 or LeRobot data)',
     '', 'm2vla <command> --help shows its options.'].join('\n');
 }
 

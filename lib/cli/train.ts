@@ -77,17 +77,22 @@ export const trainCommand = {
       console.log(USAGE);
       return 0;
     }
-    const { values: v } = parseArgs({
-      args: argv,
-      options: {
-        data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
-        batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' },
-        accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
-        seed: { type: 'string' }, bf16: { type: 'boolean' }, clip: { type: 'string' }, 'save-every': { type: 'string' },
-        threads: { type: 'string' },
-      },
-      strict: true,
-    });
+    let v;
+    try {
+      ({ values: v } = parseArgs({
+        args: argv,
+        options: {
+          data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
+          batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' },
+          accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
+          seed: { type: 'string' }, bf16: { type: 'boolean' }, clip: { type: 'string' }, 'save-every': { type: 'string' },
+          threads: { type: 'string' },
+        },
+        strict: true,
+      }));
+    } catch (e) {
+      throw new InputError(`${(e as Error).message}\n\n${USAGE}`);
+    }
     const steps = required(number(v.steps, 'steps'), 'steps');
     const options: TrainOptions = {
       data: required(v.data, 'data'), init: required(v.init, 'init'), out: required(v.out, 'out'), steps,

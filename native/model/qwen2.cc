@@ -127,14 +127,7 @@ at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds, KvCache* cache)
   const History history{cache};
   at::Tensor hs;
   if (at::GradMode::is_enabled()) {
-    // Autograd cannot record out= ops: fresh outputs, stacked.
-    std::vector<at::Tensor> states{inputs_embeds};
-    at::Tensor x = inputs_embeds;
-    for (int64_t i = 0; i < n; ++i) {
-      x = layer(i, x, r, history);
-      states.push_back(i + 1 < n ? x : norm_(x));
-    }
-    hs = at::stack(states);
+    hs = stacked_hidden_states(inputs_embeds, r, history);  // autograd cannot record out= ops
   } else {
     // Each layer writes its output straight into its slot of the result: no stacking copy at the end.
     hs = at::empty({n + 1, b, t, cfg_.hidden_size}, inputs_embeds.options());
@@ -148,11 +141,14 @@ at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds, KvCache* cache)
 }
 
 at::Tensor Qwen2::hidden_states_after(const KvCache& past, const at::Tensor& inputs_embeds) const {
-  const int64_t n = cfg_.num_layers, t = inputs_embeds.size(1), s = past.length;
+  const int64_t t = inputs_embeds.size(1), s = past.length;
   // New token j (at position s + j) sees every past position and the new tokens up to itself.
   at::Tensor mask = at::cat({at::ones({t, s}, at::kBool), at::ones({t, t}, at::kBool).tril()}, 1);
-  const History history{nullptr, &past, mask};
-  const Rope r = rope(s, t, inputs_embeds.scalar_type());
+  return stacked_hidden_states(inputs_embeds, rope(s, t, inputs_embeds.scalar_type()), History{nullptr, &past, mask});
+}
+
+at::Tensor Qwen2::stacked_hidden_states(const at::Tensor& inputs_embeds, const Rope& r, const History& history) const {
+  const int64_t n = cfg_.num_layers;
   std::vector<at::Tensor> states{inputs_embeds};
   at::Tensor x = inputs_embeds;
   for (int64_t i = 0; i < n; ++i) {

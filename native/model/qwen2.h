@@ -81,6 +81,8 @@ class Qwen2 {
   at::Tensor layer(int64_t i, const at::Tensor& x, const Rope& rope, const History& history, at::Tensor out = {}) const;
   // Attention output before o_proj (heads merged): o_proj is fused with the residual add.
   at::Tensor attention(int64_t i, const at::Tensor& x, const Rope& rope, const History& history) const;
+  // Every layer's output in fresh tensors, stacked (the out= writes of hidden_states() are not differentiable).
+  at::Tensor stacked_hidden_states(const at::Tensor& inputs_embeds, const Rope& rope, const History& history) const;
   // silu(gate) * up, before down_proj (fused with the residual add); in place unless autograd records.
   at::Tensor mlp_activation(const Layer& l, const at::Tensor& x) const;
 
