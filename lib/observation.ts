@@ -123,15 +123,22 @@ function stateValues(obs: Observation, dim: number, field: (f: string) => string
   return out;
 }
 
-/**
- * Validates and packs observations into one batch. Every prompt of a batch must have the same length (the
- * reference pads and masks, which this engine does not do); callers group observations by prompt length first.
- */
-export async function packObservations(list: Observation[], ctx: PackContext, batched: boolean): Promise<PackedBatch> {
+/** One observation after validation: its prompt ids, and its pixels or decoded camera images, and its state. */
+export interface CheckedObservation {
+  ids: BigInt64Array;
+  /** The field the ids came from, for errors (`observations[1].instruction`). */
+  idsField: string;
+  pixels?: Float32Array;
+  images?: Array<RawImage & { name: string }>;
+  state?: Float64Array;
+}
+
+/** Validates every observation (decoding encoded images once); errors name the observation and the field. */
+export async function checkObservations(list: Observation[], ctx: PackContext, batched: boolean): Promise<CheckedObservation[]> {
   if (list.length === 0) throw new InputError('observations: expected at least one');
   const cfg = ctx.config;
-  const usePixels = list.some((o) => o.pixelValues);
-  const per = await Promise.all(list.map(async (obs, i) => {
+  const usePixels = list.some((o) => o?.pixelValues);
+  return Promise.all(list.map(async (obs, i) => {
     if (obs === null || typeof obs !== 'object') throw new InputError(`${batched ? `observations[${i}]` : 'observation'}: expected an object`);
     const field = (f: string) => (batched ? `observations[${i}].${f}` : f);
     if (usePixels && !obs.pixelValues) throw new InputError(`${field('pixelValues')}: a batch gives pixelValues for all observations or for none`);
@@ -143,8 +150,15 @@ export async function packObservations(list: Observation[], ctx: PackContext, ba
       state: ctx.proprioDim !== undefined ? stateValues(obs, ctx.proprioDim, field) : undefined,
     };
   }));
+}
+
+/**
+ * Packs checked observations into one batch. Every prompt of a batch must have the same length (the reference pads
+ * and masks, which this engine does not do); callers group observations by prompt length first.
+ */
+export function packChecked(per: CheckedObservation[]): PackedBatch {
   const promptLen = per[0].ids.length;
-  per.forEach((p, i) => {
+  per.forEach((p) => {
     if (p.ids.length !== promptLen) {
       throw new InputError(`${p.idsField}: ${p.ids.length} tokens, but observations[0] has ${promptLen}; ` +
         'a batch needs prompts of the same length (padded batches are not supported)');
@@ -153,16 +167,22 @@ export async function packObservations(list: Observation[], ctx: PackContext, ba
   const inputIds = new BigInt64Array(promptLen * per.length);
   per.forEach((p, i) => inputIds.set(p.ids, i * promptLen));
   const packed: PackedBatch = { batch: per.length, promptLen, inputIds };
-  if (usePixels) {
-    const n = per[0].pixels!.length;
+  if (per[0].pixels) {
+    const n = per[0].pixels.length;
     packed.pixelValues = new Float32Array(n * per.length);
     per.forEach((p, i) => packed.pixelValues!.set(p.pixels!, i * n));
   } else {
     packed.images = per.flatMap((p) => p.images!);
   }
-  if (ctx.proprioDim !== undefined) {
-    packed.state = new Float64Array(ctx.proprioDim * per.length);
-    per.forEach((p, i) => packed.state!.set(p.state!, i * ctx.proprioDim!));
+  if (per[0].state) {
+    const n = per[0].state.length;
+    packed.state = new Float64Array(n * per.length);
+    per.forEach((p, i) => packed.state!.set(p.state!, i * n));
   }
   return packed;
+}
+
+/** Validates and packs observations into one batch of equal prompt lengths. */
+export async function packObservations(list: Observation[], ctx: PackContext, batched: boolean): Promise<PackedBatch> {
+  return packChecked(await checkObservations(list, ctx, batched));
 }

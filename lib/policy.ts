@@ -14,7 +14,7 @@ import { DisposedError, InputError } from './errors.js';
 import { loadHead, type ActionHead, type DenoiseOptions } from './head.js';
 import { getBinding, type NativeDtype, type NativePolicy, type NativePolicyResult } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
-import { packObservations, type Observation, type TensorData } from './observation.js';
+import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from './random-run.js';
 
 export interface PolicyOptions {
@@ -108,10 +108,6 @@ export class Policy implements AsyncDisposable {
 
   /** The head's inputs and the per-layer MoL gates for one observation or a batch (runs the plain MoL path). */
   async features(observations: Observation | Observation[]): Promise<PolicyFeatures> {
-    const batched = Array.isArray(observations);
-    if (batched && new Set(await this.#promptLengths(observations)).size > 1) {
-      throw new InputError('features(): observations of one call need prompts of the same length');
-    }
     const [{ result: r, batch }] = await this.#run(observations, true);
     const it = r.intermediates!;
     const H = this.head.dims.numHeads;
@@ -125,26 +121,21 @@ export class Policy implements AsyncDisposable {
     };
   }
 
-  async #promptLengths(list: Observation[]): Promise<number[]> {
-    const cfg = this.backbone.config;
-    return Promise.all(list.map(async (o) => (await packObservations([o], { config: cfg, tokenizer: this.backbone.tokenizer }, false)).promptLen));
-  }
-
+  /**
+   * Validates every observation once (errors name its index), groups them by prompt length and runs one native call
+   * per group. `intermediates` (features()) needs a single group: its per-block tensors are not split per observation.
+   */
   async #run(observations: Observation | Observation[], intermediates: boolean, seed?: number) {
     const native = this.#native;
     if (!native) throw new DisposedError('Policy: act() after dispose()');
     const batched = Array.isArray(observations);
-    const list = batched ? observations : [observations];
     const ctx = { config: this.backbone.config, tokenizer: this.backbone.tokenizer, proprioDim: this.head.dims.proprioDim };
-    // Validate every observation (errors name its index), then group by prompt length.
-    const single = await Promise.all(list.map((o, i) => packObservations([o], ctx, false).catch((e) => {
-      if (batched && e instanceof Error) e.message = `observations[${i}].${e.message}`;
-      throw e;
-    })));
+    const checked = await checkObservations(batched ? observations : [observations], ctx, batched);
     const groups = new Map<number, number[]>();
-    single.forEach((p, i) => groups.set(p.promptLen, [...(groups.get(p.promptLen) ?? []), i]));
+    checked.forEach((c, i) => groups.set(c.ids.length, [...(groups.get(c.ids.length) ?? []), i]));
+    if (intermediates && groups.size > 1) throw new InputError('features(): observations of one call need prompts of the same length');
     return Promise.all([...groups.values()].map(async (indices) => {
-      const packed = await packObservations(indices.map((i) => list[i]), ctx, batched);
+      const packed = packChecked(indices.map((i) => checked[i]));
       let ms = 0;  // measured inside the job: groups queue one after another, their waits must not add up
       const result = await runTorchJob(async () => {
         const started = performance.now();
