@@ -12,7 +12,8 @@ import { readRunConfig, type HeadConfig } from './config.js';
 import { readJson } from './json.js';
 import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import {
-  getBinding, type NativeDenoiseConfig, type NativeDtype, type NativeHead, type NativeHeadDims, type NativeHeadTrace,
+  getBinding, type NativeDenoiseConfig, type NativeDtype, type NativeHead, type NativeHeadDims, type NativeHeadForwardInput,
+  type NativeHeadTrace,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 
@@ -45,26 +46,8 @@ export interface HeadCreateOptions {
   statistics?: NormalizationStatistics;
 }
 
-export interface HeadForwardInput {
-  /** [L+1, B, seq, D] hidden states of the VLM, index 0 = embeddings. */
-  hiddenStates: Float32Array;
-  hiddenShape: [number, number, number, number] | number[];
-  /** Prompt tokens including the first one (P): the action queries start at NP + P - 1 after the off-by-one. */
-  promptLen: number;
-  /** [B, proprioDim] normalized proprio. */
-  proprio: Float32Array;
-  /**
-   * Round the action-query slice of every hidden state and the normalized proprio to bfloat16, as the reference's
-   * hard-coded `.to(torch.bfloat16)` does (computation continues in the head's dtype). Default false.
-   */
-  referenceCasts?: boolean;
-  /** Per-block intermediates (runs the op-by-op reference path). */
-  intermediates?: boolean;
-  /** 'fused' (default) or 'reference' (op by op, and retrieval by cdist + topk). */
-  impl?: 'fused' | 'reference';
-  /** Denoise objective: seed of the initial noise (random when absent). */
-  seed?: number;
-}
+/** Hidden states + normalized proprio in (see NativeHeadForwardInput for each field). */
+export type HeadForwardInput = NativeHeadForwardInput;
 
 export interface HeadRetrieval {
   /** [B, topK] bank rows by descending similarity; 0-padded when the bank has fewer rows, -1 when it is empty. */

@@ -57,15 +57,23 @@ export interface NativeHeadDims {
 }
 
 export interface NativeHeadForwardInput {
+  /** [L+1, B, seq, D] hidden states of the VLM, index 0 = embeddings. */
   hiddenStates: Float32Array;
-  /** [L+1, B, seq, D] */
   hiddenShape: number[];
+  /** Prompt tokens including the first one (P): the action queries start at NP + P - 1 after the off-by-one. */
   promptLen: number;
-  /** [B, proprioDim], already normalized. */
+  /** [B, proprioDim] normalized proprio. */
   proprio: Float32Array;
+  /**
+   * Round the action-query slice of every hidden state and the normalized proprio to bfloat16, as the reference's
+   * hard-coded `.to(torch.bfloat16)` does (computation continues in the head's dtype). Default false.
+   */
   referenceCasts?: boolean;
+  /** Per-block intermediates (runs the op-by-op reference path). */
   intermediates?: boolean;
+  /** 'fused' (default) or 'reference' (op by op, and retrieval by cdist + topk). */
   impl?: 'fused' | 'reference';
+  /** Denoise objective: seed of the initial noise (random when absent). */
   seed?: number;
 }
 
