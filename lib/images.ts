@@ -7,7 +7,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { readJson } from './json.js';
 import { ConfigError, InputError, ShapeError } from './errors.js';
-import { getBinding } from './native/binding.js';
+import { getBinding, type AugmentationDraw, type ImageAugmentation } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 
 /** Raw pixels: `data` holds height * width * 3 bytes, row-major, RGB. */
@@ -131,4 +131,21 @@ export async function pixelValues(images: ImageInput[], prep: ImagePreprocessing
   }));
   const shape: PixelValues['shape'] = [images.length / perSample, 3 * prep.means.length * perSample, prep.size, prep.size];
   return { data, shape };
+}
+
+/**
+ * What training with `imageAugmentation` feeds the model for `image`: `count` draws (a generator seeded with `seed`,
+ * used in turn), each the image resized to `size` x `size` and augmented, with the parameters drawn. For looking at
+ * the augmentation and for tests; the trainer runs the same native code.
+ */
+export async function augmentImage(image: ImageInput, options: {
+  size: number; seed?: number; count?: number; augmentation?: ImageAugmentation; threads?: number;
+}): Promise<Array<{ image: RawImage; params: AugmentationDraw }>> {
+  const raw = await toRawImage(image, 'image');
+  const { size } = options;
+  const out = await runTorchJob(() => getBinding().augmentImage({
+    image: raw, size, augmentation: options.augmentation ?? true, seed: options.seed ?? 0, count: options.count ?? 1,
+    threads: options.threads,
+  }));
+  return out.map(({ data, params }) => ({ image: { data, width: size, height: size }, params }));
 }

@@ -1,7 +1,7 @@
 export * from './errors.js';
 export { runtimeInfo, measureGemmPeak, type RuntimeInfo } from './runtime.js';
 export {
-  checkRawImage, decodeImage, pixelValues, readPreprocessorConfig, toRawImage,
+  augmentImage, checkRawImage, decodeImage, pixelValues, readPreprocessorConfig, toRawImage,
   type ImageInput, type ImagePreprocessing, type PixelValues, type PixelValuesOptions, type RawImage,
 } from './images.js';
 export { PromptTokenizer, promptText, QWEN_SYSTEM_PROMPT } from './tokenizer.js';
@@ -39,3 +39,4 @@ export { parseJsonNumpy, toJsonNumpy } from './server/json-numpy.js';
 export {
   train, Trainer, type PackedBatch, type StepMetrics, type TrainOptions, type TrainProgress, type TrainResult,
 } from './train.js';
+export type { AugmentationDraw, ImageAugmentation } from './native/binding.js';

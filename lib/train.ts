@@ -27,7 +27,7 @@ import type { Dataset } from './data/dataset.js';
 import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import { headFile } from './head.js';
 import {
-  getBinding, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer, type NativeTrainerDims,
+  getBinding, type ImageAugmentation, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer, type NativeTrainerDims,
   type NativeTrainProgress,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
@@ -76,6 +76,11 @@ export interface TrainOptions {
   checkpointEvery?: number;
   /** Run the prompt prefix once without autograd (default true); false runs the whole sequence with it. */
   prefixTrick?: boolean;
+  /**
+   * Augment the training frames as the reference's `image_aug` does (random 90% crop, brightness, contrast,
+   * saturation, hue; primary and wrist independently): true for its parameters, or some of them changed. Default off.
+   */
+  imageAugmentation?: boolean | ImageAugmentation;
   /** Torch threads (default: libtorch's choice). */
   threads?: number;
   /** Options of the dataset reader (chunk and dims come from the model). */
@@ -176,9 +181,22 @@ function resolve(o: TrainOptions): Resolved {
     memorySampleRate: positive(o.memorySampleRate ?? 0.2, 'memorySampleRate', true),
     checkpointEvery: integer(o.checkpointEvery ?? 1000, 'checkpointEvery', 1),
     prefixTrick: o.prefixTrick ?? true,
+    imageAugmentation: imageAugmentation(o.imageAugmentation),
     threads: o.threads,
     dataset: o.dataset ?? {},
   };
+}
+
+const AUGMENTATION_KEYS = new Set(['cropArea', 'brightness', 'contrast', 'saturation', 'hue', 'independent']);
+
+/** Shape checks (the addon checks the ranges): false when off. */
+function imageAugmentation(value: unknown): boolean | ImageAugmentation {
+  if (value === undefined || typeof value === 'boolean') return value ?? false;
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw new InputError(`imageAugmentation: expected a boolean or an object, got ${JSON.stringify(value)}`);
+  const unknown = Object.keys(value).filter((k) => !AUGMENTATION_KEYS.has(k));
+  if (unknown.length) throw new InputError(`imageAugmentation: unknown option ${unknown.join(', ')} (known: ${[...AUGMENTATION_KEYS].join(', ')})`);
+  return value as ImageAugmentation;
 }
 
 /** LeRobot when `data` holds meta/info.json, LIBERO HDF5 otherwise. */
@@ -251,7 +269,8 @@ export class Trainer implements AsyncDisposable {
       },
       lr: o.lr, steps: o.steps, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma,
       beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
-      clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick, seed: o.seed,
+      clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick,
+      imageAugmentation: o.imageAugmentation, seed: o.seed,
       threads: o.threads, onProgress: options.onProgress && progress.deliver,
     }));
     try {
@@ -457,7 +476,7 @@ class ProgressRelay {
 function fixedOptions(o: Resolved): Record<string, unknown> {
   return {
     data: o.data, init: o.init, batchSize: o.batchSize, accum: o.accum, seed: o.seed, objective: o.objective, bf16: o.bf16,
-    memorySampleRate: o.memorySampleRate,
+    memorySampleRate: o.memorySampleRate, imageAugmentation: o.imageAugmentation,
   };
 }
 

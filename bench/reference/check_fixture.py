@@ -22,9 +22,9 @@ with torch.inference_mode():
         ids = cases[f"{c}.input.input_ids"]
         hidden, patches = eager.vlm_forward(m, cases[f"{c}.expected.pixel_values"], ids, with_logits=False)
         proprio = cases[f"{c}.expected.proprio_norm"].float()
-        actions, idx = eager.head_forward(*head, hidden, patches.shape[1], ids.shape[1],
-                                          man["sequence"]["num_action_queries_NT"], proprio,
-                                          man["action_head"]["memory"]["key_layer_indices"], 4)
+        np_ = patches.shape[1]
+        stack = eager.head_inputs(hidden, np_, ids.shape[1], man["sequence"]["num_action_queries_NT"])
+        actions, idx = eager.head_forward(*head, stack, np_, proprio, man["action_head"]["memory"]["key_layer_indices"], 4)
         err = (actions - cases[f"{c}.expected_nocast.normalized_actions"]).abs().max().item()
         same = torch.equal(idx, cases[f"{c}.expected_nocast.msm.topk_indices"])
         print(f"{c}: normalized actions max abs err {err:.2e}, top-k indices equal: {same}")

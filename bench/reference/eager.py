@@ -1,12 +1,21 @@
-"""PyTorch eager reference of the M²-VLA forward, for side-by-side benchmarks and full-size cross-checks.
+"""PyTorch eager reference of the M²-VLA forward and training step, for side-by-side benchmarks and full-size
+cross-checks.
 
 Runs the model the way the released code does (timm ViTs, transformers Qwen2 with output_hidden_states and the LM
 head over every position, a head written from SPEC.md §3), on a run directory in the released layout, with the same
 thread count as the m2vla side. Prints one JSON line: timings (ms) and, with --dump, writes outputs to a
 safetensors file so m2vla's outputs can be compared at full size.
 
-usage: python3 eager.py <run_dir> [--mode backbone|policy] [--dtype float32|bfloat16] [--threads 2]
+--mode train times the training step as a PyTorch user writes it with finetune.py's conventions (SPEC §2, §3.2) on a
+frozen VLM: the whole sequence (vision, prompt, action queries) through the VLM with autograd (only the action
+queries, the proprio projector and the head require grad), the MSM query then the bank fill, the L1 loss with the
+latent perturbation, backward, gradient clipping, AdamW; bfloat16 = VLM in bfloat16 and the step under CPU autocast.
+It reads the micro-batch bench/train.bench.ts wrote (--batch-dir) and draws the perturbation from a generator seeded
+as m2vla's trainer is, so its first loss is m2vla's first loss on the same batch. It also reports peak RSS.
+
+usage: python3 eager.py <run_dir> [--mode backbone|policy|train] [--dtype float32|bfloat16] [--threads 2]
                         [--iters 5] [--warmup 1] [--prompt-len 50] [--seed 0] [--dump out.safetensors]
+                        [--batch-dir dir --lr 1e-4 --clip 1.0 --memory-sample-rate 0.2]
 Needs torch, timm, transformers, safetensors (bench/reference/requirements.txt).
 """
 import argparse
@@ -74,11 +83,12 @@ def vlm_forward(m, pixel_values, ids, with_logits):
     emb = m["llm"].model.embed_tokens
     B = ids.shape[0]
     stop = torch.full((B, 1), 2, dtype=torch.long)
-    seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), m["aq"].unsqueeze(0).expand(B, -1, -1), emb(stop)], dim=1)
+    aq = m["aq"].to(patches.dtype).unsqueeze(0).expand(B, -1, -1)  # trained in float32, run in the VLM's dtype
+    seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), aq, emb(stop)], dim=1)
     if with_logits:  # what the released predict_action computes: the LM head over every position
-        out = m["llm"](inputs_embeds=seq, output_hidden_states=True)
+        out = m["llm"](inputs_embeds=seq, output_hidden_states=True, use_cache=False)
     else:
-        out = m["llm"].model(inputs_embeds=seq, output_hidden_states=True)
+        out = m["llm"].model(inputs_embeds=seq, output_hidden_states=True, use_cache=False)
     return out.hidden_states, patches
 
 
@@ -102,14 +112,25 @@ def load_head(run, dtype):
     return hd, {k: v.to(dtype) for k, v in load("proprio_projector").items()}
 
 
-def head_forward(h, pp, hidden, np_, P, NT, proprio, key_layers, top_k):
-    """The M²-VLA L1 head (MoL blocks + MSM) on the stacked hidden states; returns normalized actions (B, chunk, A)."""
+def head_inputs(hidden, np_, P, NT):
+    """The head's input (B, layers, np_ + NT, D): per hidden state, the vision slice and the action-query slice, both
+    shifted by one position as the released code slices them (SPEC §1.5)."""
+    return torch.stack([torch.cat([hs[:, :np_], hs[:, np_ + P - 1:np_ + P - 1 + NT]], dim=1) for hs in hidden], dim=1)
+
+
+def msm_key(stack, np_, key_layers):
+    """The MSM query: the key layers' vision slices averaged over positions, concatenated (float32, no gradient)."""
+    return torch.cat([stack[:, k, :np_].mean(dim=1) for k in key_layers], dim=-1).float().detach()
+
+
+def head_forward(h, pp, stack, np_, proprio, key_layers, top_k, perturbation=None):
+    """The M²-VLA L1 head (MoL blocks + MSM) on head_inputs(); returns normalized actions (B, chunk, A) and the
+    top-k bank indices. `perturbation` (chunk, A * D) is added to the zero latent (training)."""
     lin = lambda x, n: F.linear(x, h[n + ".weight"], h[n + ".bias"])
-    stack = torch.stack([torch.cat([hs[:, :np_], hs[:, np_ + P - 1:np_ + P - 1 + NT]], dim=1) for hs in hidden], dim=1)
     B, D = stack.shape[0], stack.shape[-1]
     task, aq = stack[:, :, :np_], stack[:, :, np_:]
     pf = F.linear(F.gelu(F.linear(proprio, pp["fc1.weight"], pp["fc1.bias"])), pp["fc2.weight"], pp["fc2.bias"]).unsqueeze(1)
-    key = torch.cat([task[:, k].mean(dim=1) for k in key_layers], dim=-1).float()
+    key = msm_key(stack, np_, key_layers)
     size = int(h["memory_bank.size"])
     vals = h["memory_bank.values"][:size].float()
     sim = -10000 * torch.cdist(key, h["memory_bank.keys"][:size].float(), p=1) / key.shape[1]
@@ -119,6 +140,8 @@ def head_forward(h, pp, hidden, np_, P, NT, proprio, key_layers, top_k):
     A = h["model.fc2.weight"].shape[0]
     chunk = h["memory_value_proj.weight"].shape[1] // A
     x = torch.zeros(B, chunk, A * D, dtype=stack.dtype)
+    if perturbation is not None:
+        x = x + perturbation
     x = F.relu(lin(F.layer_norm(x, (A * D,), h["model.layer_norm1.weight"], h["model.layer_norm1.bias"]), "model.fc1"))
     nblocks = len({k.split(".")[2] for k in h if k.startswith("model.mlp_resnet_blocks.")})
     H = h["model.mlp_resnet_blocks.0.k_adapter.weight"].shape[0] - D
@@ -147,10 +170,117 @@ def head_forward(h, pp, hidden, np_, P, NT, proprio, key_layers, top_k):
     return lin(x, "model.fc2"), idx
 
 
+def sequence_dims(m):
+    """(action queries NT, MSM key layers, top-k, images per observation) of a run: its manifest or the released ones."""
+    man = m["manifest"]
+    if not man:
+        return 64, [3, 11, 23], 4, 2
+    mem = man["action_head"]["memory"]
+    return man["sequence"]["num_action_queries_NT"], mem["key_layer_indices"], mem.get("top_k", 4), man["vision"]["num_images"]
+
+
+def rss(key):
+    """VmRSS / VmHWM of this process in bytes."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def read_batch(d):
+    """The micro-batch bench/train.bench.ts wrote: pixel values, prompts (ids and lengths), normalized proprio and
+    action chunks."""
+    import numpy as np
+    meta = json.load(open(os.path.join(d, "batch.json")))
+    f32 = lambda name: torch.from_numpy(np.fromfile(os.path.join(d, name + ".f32"), dtype=np.float32).reshape(meta[name]))
+    ids, lengths, prompts, at = meta["promptIds"], meta["promptLengths"], [], 0
+    for n in lengths:
+        prompts.append(ids[at:at + n])
+        at += n
+    return f32("pixels"), prompts, f32("proprio"), f32("actions")
+
+
+def bank_append(h, keys, values):
+    """FIFO append of (key, normalized chunk) rows to the head's memory bank (oldest rows dropped when full)."""
+    k, v, size = h["memory_bank.keys"], h["memory_bank.values"], int(h["memory_bank.size"])
+    cap, n = k.shape[0], keys.shape[0]
+    if size + n > cap:
+        drop = size + n - cap
+        k[:size - drop] = k[drop:size].clone()
+        v[:size - drop] = v[drop:size].clone()
+        size -= drop
+    k[size:size + n] = keys.to(k.dtype)
+    v[size:size + n] = values.to(v.dtype)
+    h["memory_bank.size"].fill_(size + n)
+
+
+def train_main(a):
+    """Times the eager training step (see the module docstring) and prints its JSON line."""
+    bf16 = a.dtype == "bfloat16"
+    vlm_dtype = torch.bfloat16 if bf16 else torch.float32
+    t0 = time.perf_counter()
+    m = load_run(a.run, vlm_dtype)
+    for module in (m["dino"], m["siglip"], m["llm"]):
+        module.requires_grad_(False)
+    h, pp = load_head(a.run, torch.float32)
+    m["aq"] = m["aq"].float()
+    # The head tensors its forward reads (k_memory, v_memory and film_gen are in the checkpoint but unused, SPEC §3.1).
+    unused = ("memory_bank.", ".k_memory.", ".v_memory.", ".film_gen.")
+    trainable = [m["aq"]] + [t for n, t in h.items() if t.is_floating_point() and not any(u in n for u in unused)]
+    trainable += list(pp.values())
+    for t in trainable:
+        t.requires_grad_(True)
+    opt = torch.optim.AdamW(trainable, lr=a.lr, weight_decay=0.01)
+    NT, key_layers, top_k, _ = sequence_dims(m)
+    pixels, prompts, proprio, actions = read_batch(a.batch_dir)
+    chunk, A = actions.shape[1], actions.shape[2]
+    D = m["aq"].shape[1]
+    # Prompts of one length per VLM pass, as m2vla runs them (no padding mask), back in batch order for the head.
+    groups = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(len(p), []).append(i)
+    order = [i for members in groups.values() for i in members]
+    inverse = torch.tensor(order).argsort()
+    g = torch.Generator().manual_seed(a.seed)  # m2vla's trainer draws from one generator seeded the same way
+    load_ms = (time.perf_counter() - t0) * 1000
+    loaded = rss("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    times, losses = [], []
+    for it in range(a.warmup + a.iters):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            stacks, np_ = [], 0
+            for length, members in groups.items():
+                ids = torch.tensor([prompts[i] for i in members])
+                hidden, patches = vlm_forward(m, pixels[members].to(vlm_dtype), ids, False)
+                np_ = patches.shape[1]
+                stacks.append(head_inputs(hidden, np_, length, NT))
+            stack = torch.cat(stacks)[inverse]
+            perturbation = torch.randn(chunk, A * D, generator=g) * 0.02  # learnable_random_perturbations: fresh, not optimized
+            pred, _ = head_forward(h, pp, stack, np_, proprio, key_layers, top_k, perturbation)
+        loss = (pred.float() - actions).abs().mean()
+        loss.backward()
+        if torch.rand(1, generator=g).item() < a.memory_sample_rate:  # query first (above), then offer the batch
+            bank_append(h, msm_key(stack, np_, key_layers), actions.reshape(actions.shape[0], -1))
+        if a.clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, a.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if it >= a.warmup:
+            times.append((time.perf_counter() - t) * 1000)
+    peak = rss("VmHWM")
+    print(json.dumps({"engine": "pytorch-eager", "torch": torch.__version__, "mode": "train", "dtype": a.dtype,
+                      "threads": a.threads, "iters": a.iters, "load_ms": load_ms, "mean_ms": statistics.mean(times),
+                      "min_ms": min(times), "losses": losses, "parameters": sum(t.numel() for t in trainable),
+                      "loaded_gib": loaded / 2**30, "peak_gib": peak / 2**30, "training_gib": (peak - loaded) / 2**30}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
-    ap.add_argument("--mode", choices=["backbone", "policy"], default="backbone")
+    ap.add_argument("--mode", choices=["backbone", "policy", "train"], default="backbone")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
@@ -159,15 +289,21 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dump")
+    ap.add_argument("--batch-dir")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--memory-sample-rate", type=float, default=0.2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.mode == "train":
+        return train_main(a)
     dtype = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
     t0 = time.perf_counter()
     m = load_run(a.run, dtype)
     head = load_head(a.run, dtype) if a.mode == "policy" else None
     load_ms = (time.perf_counter() - t0) * 1000
     g = torch.Generator().manual_seed(a.seed)
-    n_img = m["manifest"]["vision"]["num_images"] if m["manifest"] else 2
+    NT, keys, top_k, n_img = sequence_dims(m)
     pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dtype)
     vocab = m["llm"].config.vocab_size
     ids = torch.randint(3, vocab, (a.batch, a.prompt_len), generator=g)
@@ -178,10 +314,8 @@ def main():
             t = time.perf_counter()
             hidden, patches = vlm_forward(m, pv, ids, with_logits=a.mode == "policy")
             if head:
-                man = m["manifest"]
-                NT = man["sequence"]["num_action_queries_NT"] if man else 64
-                keys = man["action_head"]["memory"]["key_layer_indices"] if man else [3, 11, 23]
-                actions, idx = head_forward(*head, hidden, patches.shape[1], a.prompt_len, NT, proprio, keys, 4)
+                np_ = patches.shape[1]
+                actions, idx = head_forward(*head, head_inputs(hidden, np_, a.prompt_len, NT), np_, proprio, keys, top_k)
             if it >= a.warmup:
                 times.append((time.perf_counter() - t) * 1000)
     times.sort()

@@ -193,6 +193,34 @@ export type NativeTrainProgress =
   | { kind: 'micro'; step: number; micro: number; microBatches: number; loss: number }
   | ({ kind: 'step' } & NativeStepMetrics);
 
+/**
+ * Training image augmentation (native/train/augment.h); what is left out takes the reference's value (OpenVLA /
+ * VLA-Adapter `image_aug`).
+ */
+export interface ImageAugmentation {
+  /** Area fraction of the random square crop, resized back (default 0.9). */
+  cropArea?: number;
+  /** Brightness delta drawn from [-brightness, brightness] (default 0.2). */
+  brightness?: number;
+  /** Contrast factor range (default [0.8, 1.2]). */
+  contrast?: [number, number];
+  /** Saturation factor range (default [0.8, 1.2]). */
+  saturation?: [number, number];
+  /** Hue shift drawn from [-hue, hue] of a full turn (default 0.05). */
+  hue?: number;
+  /** Draw every parameter on its own; default false: one draw per image sets them all, as the reference does. */
+  independent?: boolean;
+}
+
+/** One image's augmentation: the crop box [y1, x1, y2, x2] (fractions of the image) and the color changes. */
+export interface AugmentationDraw {
+  crop: [number, number, number, number];
+  brightness: number;
+  contrast: number;
+  saturation: number;
+  hue: number;
+}
+
 export interface NativeTrainerOptions {
   modelPath: string;
   backbone: BackboneConfig;
@@ -217,6 +245,7 @@ export interface NativeTrainerOptions {
   memorySampleRate?: number;
   bf16?: boolean;
   prefixTrick?: boolean;
+  imageAugmentation?: ImageAugmentation | boolean;
   seed?: number;
   threads?: number;
   onProgress?: (event: NativeTrainProgress) => void;
@@ -278,6 +307,11 @@ export interface BindingModule {
     imagesPerSample?: number;
     threads?: number;
   }): Promise<Float32Array>;
+  /** `count` training augmentations of one image, drawn in turn from a generator seeded with `seed` (native/train/augment.h). */
+  augmentImage(options: {
+    image: { data: Uint8Array; width: number; height: number }; size: number; augmentation: ImageAugmentation | boolean;
+    seed: number; count: number; threads?: number;
+  }): Promise<Array<{ data: Uint8Array; params: AugmentationDraw }>>;
   createPolicy(options: {
     backbone: NativeBackbone; head: NativeHead; threads?: number;
     preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: boolean | number };

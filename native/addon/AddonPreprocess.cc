@@ -1,10 +1,18 @@
 // preprocessImages({ images: [{data, width, height, name?}], size, means, stds, centerCrop?, imagesPerSample?,
 // threads? }) -> Promise<Float32Array> of shape [images / imagesPerSample, 3 * means.length * imagesPerSample, S, S].
-// For tests and tools; the policy calls model::preprocess_images directly.
+// augmentImage({ image: {data, width, height}, size, augmentation, seed, count, threads? }) -> Promise<[{data,
+// params}]>: `count` training augmentations of one image (S x S RGB bytes), drawn in turn from a generator seeded
+// with `seed`, with what was drawn. For tests and tools; the policy and the trainer call the native code directly.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cstring>
+
 #include "addon/addon.h"
 #include "addon/inputs_js.h"
+#include "addon/js_args.h"
 #include "addon/marshal.h"
 #include "addon/workers.h"
+#include "error.h"
 #include "model/preprocess.h"
 
 namespace m2vla::addon {
@@ -28,6 +36,62 @@ class PreprocessWorker : public TorchWorker {
   model::PreprocessOptions options_;
   at::Tensor out_;
 };
+
+class AugmentWorker : public TorchWorker {
+ public:
+  AugmentWorker(Napi::Env env, int threads, OwnedImages image, int64_t size, train::AugmentOptions options, uint64_t seed,
+                int64_t count)
+      : TorchWorker(env, threads), image_(std::move(image)), size_(size), options_(options), seed_(seed), count_(count) {}
+
+ protected:
+  void Run() override {
+    image_.bind();
+    at::Generator generator = at::detail::createCPUGenerator(seed_);
+    params_ = train::draw_augmentations(options_, count_, generator);
+    for (const train::AugmentParams& p : params_) out_.push_back(train::augment_frame(image_.views[0], size_, p));
+  }
+  Napi::Value Result(Napi::Env env) override {
+    auto list = Napi::Array::New(env, out_.size());
+    for (size_t i = 0; i < out_.size(); ++i) {
+      auto data = Napi::Uint8Array::New(env, out_[i].size());
+      std::memcpy(data.Data(), out_[i].data(), out_[i].size());
+      const train::AugmentParams& p = params_[i];
+      auto params = Napi::Object::New(env);
+      auto box = Napi::Array::New(env, 4);
+      const float corners[4] = {p.crop.y1, p.crop.x1, p.crop.y2, p.crop.x2};
+      for (uint32_t k = 0; k < 4; ++k) box.Set(k, double(corners[k]));
+      params.Set("crop", box);
+      params.Set("brightness", p.brightness);
+      params.Set("contrast", p.contrast);
+      params.Set("saturation", p.saturation);
+      params.Set("hue", p.hue);
+      auto item = Napi::Object::New(env);
+      item.Set("data", data);
+      item.Set("params", params);
+      list.Set(uint32_t(i), item);
+    }
+    return list;
+  }
+
+ private:
+  OwnedImages image_;
+  int64_t size_;
+  train::AugmentOptions options_;
+  uint64_t seed_;
+  int64_t count_;
+  std::vector<train::AugmentParams> params_;
+  std::vector<std::vector<uint8_t>> out_;
+};
+
+std::array<double, 2> range_option(const Napi::Object& o, const char* key, std::array<double, 2> fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != 2 || !v.As<Napi::Array>().Get(0u).IsNumber() ||
+      !v.As<Napi::Array>().Get(1u).IsNumber())
+    fail(ErrorCode::Input, "imageAugmentation.", key, ": expected [lower, upper]");
+  auto a = v.As<Napi::Array>();
+  return {a.Get(0u).As<Napi::Number>().DoubleValue(), a.Get(1u).As<Napi::Number>().DoubleValue()};
+}
 
 // [[r, g, b], ...] -> one triple per entry.
 std::vector<std::array<float, 3>> triples(Napi::Env env, const Napi::Object& opts, const char* key) {
@@ -66,6 +130,26 @@ model::PreprocessOptions preprocess_options_from_js(Napi::Env env, const Napi::O
   else if (!crop.IsUndefined() && !crop.IsNull())
     throw make_error(env, "E_INPUT", "preprocessImages: centerCrop must be a boolean or an area fraction");
   return options;
+}
+
+train::AugmentOptions augment_options_from_js(const Napi::Value& value) {
+  train::AugmentOptions a;
+  if (value.IsUndefined() || value.IsNull()) return a;
+  if (value.IsBoolean()) {
+    a.enabled = value.As<Napi::Boolean>().Value();
+    return a;
+  }
+  if (!value.IsObject() || value.IsArray())
+    fail(ErrorCode::Input, "imageAugmentation: expected a boolean or {cropArea, brightness, contrast, saturation, hue, independent}");
+  auto o = value.As<Napi::Object>();
+  a.enabled = true;
+  a.crop_area = number_option(o, "cropArea", a.crop_area);
+  a.brightness = number_option(o, "brightness", a.brightness);
+  a.contrast = range_option(o, "contrast", a.contrast);
+  a.saturation = range_option(o, "saturation", a.saturation);
+  a.hue = number_option(o, "hue", a.hue);
+  a.independent = bool_option(o, "independent", a.independent);
+  return a;
 }
 
 void images_from_js(Napi::Env env, const Napi::Value& value, OwnedImages& out) {
@@ -113,10 +197,30 @@ Napi::Value PreprocessImages(const Napi::CallbackInfo& info) {
   return (new PreprocessWorker(env, threads_option(opts), std::move(images), per_sample, std::move(options)))->Start();
 }
 
+Napi::Value AugmentImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object o = object_arg(info, 0, "augmentImage");
+    train::AugmentOptions options = augment_options_from_js(o.Get("augmentation"));
+    options.enabled = true;
+    options.check();
+    OwnedImages image;
+    auto list = Napi::Array::New(env, 1);
+    list.Set(0u, o.Get("image"));
+    images_from_js(env, list, image);
+    const int64_t size = integer_option(o, "size"), count = integer_option(o, "count"), seed = integer_option(o, "seed");
+    if (size < 1 || count < 1 || seed < 0) fail(ErrorCode::Input, "augmentImage: size and count must be positive, seed non-negative");
+    return (new AugmentWorker(env, threads_option(o), std::move(image), size, options, uint64_t(seed), count))->Start();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
 }  // namespace
 
 void init_preprocess(Napi::Env env, Napi::Object exports) {
   exports.Set("preprocessImages", Napi::Function::New(env, PreprocessImages));
+  exports.Set("augmentImage", Napi::Function::New(env, AugmentImage));
 }
 
 }  // namespace m2vla::addon

@@ -71,13 +71,6 @@ Napi::Object metrics_to_js(Napi::Env env, const train::StepMetrics& m) {
   return o;
 }
 
-double number_option(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) fail(ErrorCode::Input, key, ": expected a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
 // {frames: [{data, width, height}], promptIds: BigInt64Array (concatenated), promptLengths: number[],
 //  proprio: Float32Array [B * proprioDim], actions: Float32Array [B * chunk * actionDim]} (normalized).
 train::MicroBatch micro_batch_from_js(const Napi::Value& v, const train::Trainer& t, const std::string& what) {
@@ -342,6 +335,7 @@ train::TrainerOptions trainer_options_from_js(Napi::Env env, const Napi::Object&
   t.model_path = string_option(o, "modelPath");
   t.backbone = backbone_config_from_js(o.Get("backbone"));
   t.preprocess = preprocess_options_from_js(env, object_option(o, "preprocess"));
+  t.augment = augment_options_from_js(o.Get("imageAugmentation"));
   t.action_head_path = string_option(o, "actionHeadPath");
   t.proprio_path = string_option(o, "proprioProjectorPath");
   if (o.Get("resumeFrom").IsString()) train::resume_from(t, string_option(o, "resumeFrom"));

@@ -49,6 +49,13 @@ bool bool_option(const Napi::Object& o, const char* key, bool fallback) {
   return v.As<Napi::Boolean>().Value();
 }
 
+double number_option(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) fail(ErrorCode::Input, key, ": expected a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
 std::vector<int64_t> integer_array_option(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsArray()) fail(ErrorCode::Input, key, ": expected an array of integers");

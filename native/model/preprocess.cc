@@ -133,13 +133,10 @@ std::vector<uint8_t> resize_bicubic(const uint8_t* src, int64_t width, int64_t h
   return out;
 }
 
-std::vector<uint8_t> center_crop(const uint8_t* src, int64_t width, int64_t height, double area, int64_t out_width,
-                                 int64_t out_height) {
-  // Box [y1, x1, y2, x2] in normalized coordinates, computed in float32 as the TF graph does.
-  const float side = std::clamp(std::sqrt(float(area)), 0.0f, 1.0f);
-  const float lo = (1.0f - side) / 2.0f, hi = lo + side;
+std::vector<float> crop_and_resize(const uint8_t* src, int64_t width, int64_t height, const CropBox& box,
+                                   int64_t out_width, int64_t out_height) {
   const float to_unit = float(1.0 / 255.0);  // convert_image_dtype(uint8 -> float32): x * (1/255)
-  auto coords = [&](int64_t in_size, int64_t out_size) {
+  auto coords = [](float lo, float hi, int64_t in_size, int64_t out_size) {
     // crop_and_resize's sampling positions (align-corners style: box ends map to pixel centres).
     std::vector<float> pos(out_size);
     const float step = out_size > 1 ? (hi - lo) * float(in_size - 1) / float(out_size - 1) : 0.0f;
@@ -147,34 +144,39 @@ std::vector<uint8_t> center_crop(const uint8_t* src, int64_t width, int64_t heig
       pos[i] = out_size > 1 ? lo * float(in_size - 1) + float(i) * step : float(0.5 * double(lo + hi) * double(in_size - 1));
     return pos;
   };
-  const std::vector<float> ys = coords(height, out_height), xs = coords(width, out_width);
-  std::vector<uint8_t> out(size_t(out_width * out_height * 3));
+  const std::vector<float> ys = coords(box.y1, box.y2, height, out_height), xs = coords(box.x1, box.x2, width, out_width);
+  std::vector<float> out(size_t(out_width * out_height * 3), 0.0f);  // outside the image: TF's extrapolation value 0
   auto px = [&](int64_t y, int64_t x, int c) { return float(src[(y * width + x) * 3 + c]) * to_unit; };
   for (int64_t oy = 0; oy < out_height; ++oy) {
     const float fy = ys[oy];
-    if (fy < 0 || fy > float(height - 1)) {  // outside the image: TF's extrapolation value 0
-      std::fill_n(out.begin() + oy * out_width * 3, out_width * 3, uint8_t(0));
-      continue;
-    }
+    if (fy < 0 || fy > float(height - 1)) continue;
     const int64_t y0 = int64_t(std::floor(fy)), y1 = int64_t(std::ceil(fy));
     const float dy = fy - float(y0);
     for (int64_t ox = 0; ox < out_width; ++ox) {
       const float fx = xs[ox];
-      if (fx < 0 || fx > float(width - 1)) {
-        std::fill_n(out.begin() + (oy * out_width + ox) * 3, 3, uint8_t(0));
-        continue;
-      }
+      if (fx < 0 || fx > float(width - 1)) continue;
       const int64_t x0 = int64_t(std::floor(fx)), x1 = int64_t(std::ceil(fx));
       const float dx = fx - float(x0);
       for (int c = 0; c < 3; ++c) {
         const float top = px(y0, x0, c) + (px(y0, x1, c) - px(y0, x0, c)) * dx;
         const float bottom = px(y1, x0, c) + (px(y1, x1, c) - px(y1, x0, c)) * dx;
-        const float v = std::clamp(top + (bottom - top) * dy, 0.0f, 1.0f);
-        // convert_image_dtype(float32 -> uint8, saturate): x * 255.5, clamped, truncated.
-        out[(oy * out_width + ox) * 3 + c] = uint8_t(std::clamp(v * 255.5f, 0.0f, 255.0f));
+        out[(oy * out_width + ox) * 3 + c] = std::clamp(top + (bottom - top) * dy, 0.0f, 1.0f);
       }
     }
   }
+  return out;
+}
+
+uint8_t unit_to_u8(float v) { return uint8_t(std::clamp(v * 255.5f, 0.0f, 255.0f)); }
+
+std::vector<uint8_t> center_crop(const uint8_t* src, int64_t width, int64_t height, double area, int64_t out_width,
+                                 int64_t out_height) {
+  // Box [y1, x1, y2, x2] in normalized coordinates, computed in float32 as the TF graph does.
+  const float side = std::clamp(std::sqrt(float(area)), 0.0f, 1.0f);
+  const float lo = (1.0f - side) / 2.0f, hi = lo + side;
+  const std::vector<float> unit = crop_and_resize(src, width, height, {lo, lo, hi, hi}, out_width, out_height);
+  std::vector<uint8_t> out(unit.size());
+  std::transform(unit.begin(), unit.end(), out.begin(), unit_to_u8);
   return out;
 }
 

@@ -40,9 +40,22 @@ void check_image(const ImageView& img);
 std::vector<uint8_t> resize_bicubic(const uint8_t* src, int64_t width, int64_t height, int64_t out_width,
                                     int64_t out_height);
 
-// LIBERO's center crop: tf.image.crop_and_resize (bilinear, float32) of the box with side sqrt(area) centred in
-// the image, output out_h x out_w, applied as the reference does it to uint8 data: x * (1/255) in, clip to [0, 1],
-// x * 255.5 truncated out (tf.image.convert_image_dtype both ways).
+// A crop box in normalized coordinates (0..1 spans the image), as tf.image.crop_and_resize takes it.
+struct CropBox {
+  float y1, x1, y2, x2;
+};
+
+// tf.image.crop_and_resize (bilinear, float32) of `box` of a uint8 image read as x * (1/255), output out_h x out_w,
+// each value clipped to [0, 1]: out_h * out_w * 3 floats (HWC). Positions outside the image read 0 (TF's
+// extrapolation value).
+std::vector<float> crop_and_resize(const uint8_t* src, int64_t width, int64_t height, const CropBox& box,
+                                   int64_t out_width, int64_t out_height);
+
+// tf.image.convert_image_dtype(float32 -> uint8, saturate=True) of a value in [0, 1]: x * 255.5 clamped, truncated.
+uint8_t unit_to_u8(float v);
+
+// LIBERO's center crop: crop_and_resize of the box with side sqrt(area) centred in the image, output out_h x out_w,
+// applied as the reference does it to uint8 data (convert_image_dtype both ways).
 std::vector<uint8_t> center_crop(const uint8_t* src, int64_t width, int64_t height, double area, int64_t out_width,
                                  int64_t out_height);
 

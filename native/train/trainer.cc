@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
@@ -41,6 +42,7 @@ class AutocastCpu {
 
 void check_options(const TrainerOptions& o) {
   o.schedule.check();
+  if (o.augment.enabled) o.augment.check();
   if (o.accumulation < 1) fail(ErrorCode::Input, "accum: expected at least 1 micro-batch per step, got ", o.accumulation);
   if (!(o.clip_norm >= 0)) fail(ErrorCode::Input, "clipNorm: expected 0 (off) or a positive norm, got ", o.clip_norm);
   if (!(o.memory_sample_rate >= 0 && o.memory_sample_rate <= 1))
@@ -116,22 +118,33 @@ void Trainer::check(const MicroBatch& b) const {
     fail(ErrorCode::Shape, "microBatch.actions: expected [", n, ", ", d.chunk, ", ", d.action_dim, "], got ", b.actions.sizes());
 }
 
-head::HeadBatch Trainer::head_batch(const MicroBatch& batch, at::Tensor& query_keys) {
+at::Tensor Trainer::pixels(const MicroBatch& batch, bool augment) {
+  const model::BackboneConfig& cfg = backbone_->config();
+  at::NoGradGuard no_grad;
+  std::vector<model::ImageView> views;
+  for (size_t i = 0; i < batch.frames.size(); ++i) {
+    const Frame& f = batch.frames[i];
+    const std::string camera = i % cfg.num_images == 0 ? "primary" : "wrist";
+    views.push_back({f.rgb.data(), f.rgb.size(), f.width, f.height,
+                     "sample " + std::to_string(i / cfg.num_images) + " " + camera + " frame"});
+  }
+  if (!augment || !options_.augment.enabled) return model::preprocess_images(views, cfg.num_images, options_.preprocess);
+  // Drawn in frame order on this thread (the generator's sequence must not depend on scheduling), applied in parallel.
+  const int64_t n = int64_t(views.size()), size = options_.preprocess.size;
+  const std::vector<AugmentParams> draws = draw_augmentations(options_.augment, n, generator_);
+  std::vector<std::vector<uint8_t>> augmented(views.size());
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) augmented[i] = augment_frame(views[i], size, draws[i]);
+  });
+  for (int64_t i = 0; i < n; ++i) views[i] = {augmented[i].data(), augmented[i].size(), size, size, views[i].name};
+  return model::preprocess_images(views, cfg.num_images, options_.preprocess);
+}
+
+head::HeadBatch Trainer::head_batch(const MicroBatch& batch, bool augment, at::Tensor& query_keys) {
   const model::BackboneConfig& cfg = backbone_->config();
   const int64_t n = int64_t(batch.prompts.size()), np = cfg.num_patches(), nt = cfg.num_action_queries;
   const std::vector<int64_t>& key_layers = options_.head.key_layer_indices;
-  at::Tensor pixels;
-  {
-    at::NoGradGuard no_grad;
-    std::vector<model::ImageView> views;
-    for (size_t i = 0; i < batch.frames.size(); ++i) {
-      const Frame& f = batch.frames[i];
-      const std::string camera = i % cfg.num_images == 0 ? "primary" : "wrist";
-      views.push_back({f.rgb.data(), f.rgb.size(), f.width, f.height,
-                       "sample " + std::to_string(i / cfg.num_images) + " " + camera + " frame"});
-    }
-    pixels = model::preprocess_images(views, cfg.num_images, options_.preprocess);
-  }
+  const at::Tensor pixels = this->pixels(batch, augment);
 
   // The VLM runs a batch only over prompts of one length (there is no padding mask): one pass per length.
   std::map<size_t, std::vector<int64_t>> by_length;
@@ -188,7 +201,7 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
   {
     std::optional<AutocastCpu> autocast;
     if (options_.bf16) autocast.emplace();
-    head::HeadBatch hb = head_batch(batch, query_keys);
+    head::HeadBatch hb = head_batch(batch, /*augment=*/true, query_keys);
     hb.retrieved = head_->bank().query(query_keys, options_.head.top_k).values;
     head::TrainingNoise noise;
     if (options_.head.objective == head::Objective::L1) {
@@ -250,7 +263,7 @@ at::Tensor Trainer::predict(const MicroBatch& batch, std::optional<uint64_t> see
   check(batch);
   at::NoGradGuard no_grad;
   at::Tensor query_keys;
-  head::HeadBatch hb = head_batch(batch, query_keys);
+  head::HeadBatch hb = head_batch(batch, /*augment=*/false, query_keys);
   hb.retrieved = head_->bank().query(query_keys, options_.head.top_k).values;
   return head_->predict(hb, seed);
 }

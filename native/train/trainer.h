@@ -2,7 +2,7 @@
 // the proprio projector and every head tensor the forward uses (ActionHead::parameters); the VLM's weights get no
 // gradients. One step = `accumulation` micro-batches, each:
 //
-//   frames --preprocess--> pixels ; per prompt length (the backbone has no padding mask, so samples are grouped):
+//   frames [--augment (augment.h), training only]--> --preprocess--> pixels ; per prompt length (the backbone has no padding mask, so samples are grouped):
 //     no grad:  prefix = [tok0] + patches + prompt through the VLM, its keys/values kept   (Backbone::prefix)
 //     autograd: the first NT-1 action queries after it, reading those keys/values         (hidden_states_after)
 //   head inputs (off-by-one, SPEC §1.5): vision = prefix[0:NP]; action queries = last prompt token (prefix) + the
@@ -31,6 +31,7 @@
 #include "model/config.h"
 #include "model/prismatic.h"
 #include "model/preprocess.h"
+#include "train/augment.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -53,6 +54,7 @@ struct TrainerOptions {
   std::string model_path;  // the VLM checkpoint; its action_queries.weight starts the training unless resumed
   model::BackboneConfig backbone;
   model::PreprocessOptions preprocess;
+  AugmentOptions augment;  // training steps only (not predict)
   std::string action_head_path, proprio_path;
   std::string resume_action_queries_path;  // resuming: the checkpoint's action queries
   std::string resume_state_path;           // resuming: the checkpoint's optimizer moments, step and generator
@@ -101,8 +103,10 @@ class Trainer {
   io::NamedTensors training_state() const;
 
  private:
-  // Micro-batch -> head inputs (prefix trick or the whole sequence) and the MSM query keys (detached).
-  head::HeadBatch head_batch(const MicroBatch& batch, at::Tensor& query_keys);
+  // Micro-batch -> head inputs (prefix trick or the whole sequence) and the MSM query keys (detached). `augment`:
+  // the frames are augmented first (when the options enable it).
+  head::HeadBatch head_batch(const MicroBatch& batch, bool augment, at::Tensor& query_keys);
+  at::Tensor pixels(const MicroBatch& batch, bool augment);
   // Forward of one micro-batch: the scalar float32 loss. Appends to the bank (after querying it) when `fill_bank`.
   at::Tensor loss(const MicroBatch& batch, bool fill_bank);
   void check(const MicroBatch& batch) const;
