@@ -109,6 +109,8 @@ def load_head(run, dtype):
         return {k.removeprefix("module."): v for k, v in load_file(path).items()}
     h = load("action_head")
     hd = {k: (v.to(dtype) if v.is_floating_point() and not k.startswith("memory_bank.") else v) for k, v in h.items()}
+    for k in ("memory_bank.keys", "memory_bank.values"):  # MemoryBank's buffers are bf16: load_state_dict rounds into them
+        hd[k] = hd[k].to(torch.bfloat16)
     return hd, {k: v.to(dtype) for k, v in load("proprio_projector").items()}
 
 

@@ -131,6 +131,7 @@ at::Tensor Trainer::pixels(const MicroBatch& batch, bool augment) {
   if (!augment || !options_.augment.enabled) return model::preprocess_images(views, cfg.num_images, options_.preprocess);
   // Drawn in frame order on this thread (the generator's sequence must not depend on scheduling), applied in parallel.
   const int64_t n = int64_t(views.size()), size = options_.preprocess.size;
+  for (const model::ImageView& v : views) model::check_image(v);  // a bad frame fails here, not inside a worker thread
   const std::vector<AugmentParams> draws = draw_augmentations(options_.augment, n, generator_);
   std::vector<std::vector<uint8_t>> augmented(views.size());
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
