@@ -2,7 +2,10 @@
 // 100 draws each, with the other operations switched off. Tolerances: 1.5/255 for values read back from uint8 pixels
 // (one rounding of the output, one of the bilinear crop); the ranges are the reference's (area 0.9, brightness ±0.2,
 // contrast and saturation ×[0.8, 1.2], hue ±0.05 turn), and the draws must cover most of each range.
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { trainCommand } from '../../lib/cli/train.js';
 import { InputError } from '../../lib/errors.js';
 import { augmentImage, type RawImage } from '../../lib/images.js';
 import type { AugmentationDraw, ImageAugmentation } from '../../lib/native/binding.js';
@@ -160,6 +163,14 @@ describe('training with image augmentation', () => {
     await expect(train({ ...base({ out }), resume: true, imageAugmentation: false })).rejects.toThrow(/imageAugmentation was true, now false/);
     const second = await train({ ...base({ out }), resume: true });
     expect([...first.metrics, ...second.metrics].map((m) => m.loss)).toEqual(straight.metrics.map((m) => m.loss));
+  });
+
+  it('is what m2vla train --image-aug turns on', async () => {
+    const out = freshOut();
+    expect(await trainCommand.run(['--data', LIBERO, '--init', tinyRun(), '--out', out, '--steps', '1', '--batch', '2',
+      '--lr', '1e-3', '--threads', '1', '--image-aug'])).toBe(0);
+    const state = JSON.parse(fs.readFileSync(path.join(out, 'checkpoints', 'step-00000001', 'trainer_state.json'), 'utf8'));
+    expect(state.fixed.imageAugmentation).toBe(true);
   });
 
   it('rejects bad option values with InputError before any step', async () => {
