@@ -92,7 +92,7 @@ if (process.argv[2] === '--child') {
   const models = [{ name: 'demo', init: tiny, steps: 20, dtype: 'float32' as const },
     ...dtypes.map((dtype) => ({ name: `full-size ${dtype}`, init: full, steps: iters, dtype }))];
   const self = fileURLToPath(import.meta.url);
-  const results = [], rows = [];
+  const results = [], rows = [], mismatches: string[] = [];
   for (const model of models) {
     const dumpBatch = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-bench-train-batch-'));
     const m2vla: Record<string, { msPerStep: number; firstLoss: number }> = {};
@@ -132,11 +132,15 @@ if (process.argv[2] === '--child') {
         console.log(`${model.name.padEnd(18)} m2vla vs eager: ${ratio.prefixOn.toFixed(2)}x (prefix trick on), ` +
           `${ratio.prefixOff.toFixed(2)}x (off); goal >= 1.3x`);
         if (model.dtype === 'float32' && !(lossDiff < 1e-4))
-          throw new Error(`${model.name}: the eager step's first loss ${r.losses[0]} is not m2vla's ${m2vla.on.firstLoss}`);
+          mismatches.push(`${model.name}: the eager step's first loss ${r.losses[0]} is not m2vla's ${m2vla.on.firstLoss}`);
       }
     }
     fs.rmSync(dumpBatch, { recursive: true, force: true });
   }
   console.table(rows);
   console.log(`results: ${writeResults('train', { batch, threads, clipNorm: CLIP, lr: LR, results })}`);
+  if (mismatches.length) {
+    console.error(mismatches.join('\n'));
+    process.exitCode = 1;
+  }
 }
