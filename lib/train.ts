@@ -27,8 +27,8 @@ import type { Dataset } from './data/dataset.js';
 import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import { headFile } from './head.js';
 import {
-  getBinding, type ImageAugmentation, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer, type NativeTrainerDims,
-  type NativeTrainProgress,
+  getBinding, type ImageAugmentation, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer,
+  type NativeTrainerDims, type NativeTrainProgress,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { PromptTokenizer } from './tokenizer.js';

@@ -106,6 +106,7 @@ class Trainer {
   // Micro-batch -> head inputs (prefix trick or the whole sequence) and the MSM query keys (detached). `augment`:
   // the frames are augmented first (when the options enable it).
   head::HeadBatch head_batch(const MicroBatch& batch, bool augment, at::Tensor& query_keys);
+  // The micro-batch's frames preprocessed to pixel values, augmented first when `augment` and the options say so.
   at::Tensor pixels(const MicroBatch& batch, bool augment);
   // Forward of one micro-batch: the scalar float32 loss. Appends to the bank (after querying it) when `fill_bank`.
   at::Tensor loss(const MicroBatch& batch, bool fill_bank);
