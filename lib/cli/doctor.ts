@@ -35,7 +35,7 @@ export const doctorCommand = {
       `  libtorch:       ${info.libtorch.dir}`,
       `  found via:      ${info.libtorch.source}`,
       `  version:        ${info.libtorch.version} (addon compiled against ${info.torchVersion})`,
-      `  build:          CUDA ${info.cuda ? 'on' : 'off'}, N-API ${info.napiVersion}`,
+      `  build:          CUDA ${info.cuda ? 'on' : 'off'}, data-parallel training (c10d Gloo) ${info.distributed ? 'on' : 'off: apt-get install libgloo-dev, npm run build:native'}, N-API ${info.napiVersion}`,
       `  CUDA usable:    ${yes(info.cudaAvailable)}`,
       `  torch threads:  ${info.threads}`,
       `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}`,

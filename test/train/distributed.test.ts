@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadStateDict, type CheckpointTensor } from '../../lib/checkpoint.js';
+import { ConfigError } from '../../lib/errors.js';
 import { getBinding } from '../../lib/native/binding.js';
 import { train, type TrainOptions } from '../../lib/train.js';
 import { freshOut, LIBERO, readMetrics, tinyRun } from '../helpers/train.js';
@@ -91,6 +92,14 @@ function expectClose(a: Record<string, CheckpointTensor>, b: Record<string, Chec
   expect(worst, JSON.stringify(diffs)).toBeLessThanOrEqual(atol);
   return worst;
 }
+
+describe.skipIf(available)('a build without gloo headers', () => {
+  it('refuses data-parallel training with a ConfigError that says what to install', async () => {
+    const o = { ...options(freshOut(), { batchSize: 2 }), distributed: { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29500 } };
+    await expect(train(o)).rejects.toThrow(ConfigError);
+    await expect(train(o)).rejects.toThrow(/apt-get install libgloo-dev\) and rebuild/);
+  });
+});
 
 describe.skipIf(!available)('data-parallel training (c10d Gloo, 2 processes on loopback)', () => {
   it.each(['l1', 'denoise'] as const)('2 processes × batch 2 = 1 process × batch 4 (%s): weights, MSM bank, losses', async (objective) => {
