@@ -1,8 +1,9 @@
 /**
  * Data-parallel training on this machine: steps/s of one process with the global batch (all cores, and one thread)
  * against N processes with a share of it each (c10d Gloo on loopback, one thread per process by default), and the
- * share of a step spent in collectives (the gradient all-reduce, the MSM bank all-gather, the loss/stop agreement;
- * waiting for the slower process included), with the demo-size model (each process holds its own copy of the model:
+ * share of a step spent in collectives (the gradient all-reduce, the MSM bank all-gather, the batch-size check and the
+ * loss/stop agreement). A collective also waits for the slower process; the process that arrives last waits least,
+ * so the smallest share over the processes is the one reported (the transfer and its synchronization), with the demo-size model (each process holds its own copy of the model:
  * the full-size one, ~5 GiB per process, does not fit twice next to the other jobs on the 2-core VM). The LIBERO
  * fixture feeds it.
  *   npm run bench -- train-ddp [--iters N (timed steps, default 20)] [--batch B (global, default 4)] [--nproc N (default 2)]
@@ -10,11 +11,11 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { freePort } from '../lib/cli/launch.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { Trainer, distributedFromEnv } from '../lib/train.js';
 import { REPO_ROOT, writeResults } from './harness.js';
@@ -41,15 +42,6 @@ async function child(c: Config): Promise<RankResult> {
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs a configuration's processes together; the slowest rank's step time is the configuration's. */
@@ -88,13 +80,15 @@ if (process.argv[2] === '--child') {
     for (const c of configs) {
       const ranks = await run(c);
       const ms = Math.max(...ranks.map((r) => r.msPerStep));
-      const collective = ranks[0].collectiveMsPerStep;
+      const least = ranks.reduce((a, b) => (b.collectiveMsPerStep / b.msPerStep < a.collectiveMsPerStep / a.msPerStep ? b : a));
+      const collective = least.collectiveMsPerStep;
       const r = { ...c, msPerStep: ms, stepsPerSecond: 1000 / ms, samplesPerSecond: (1000 * batch) / ms,
-        collectiveMsPerStep: collective, collectiveShare: collective / ranks[0].msPerStep, ranks };
+        collectiveMsPerStep: collective, collectiveShare: collective / least.msPerStep, ranks };
       results.push(r);
       console.log(`${c.name.padEnd(10)} ${c.nproc} process(es) x ${c.batch / c.nproc} samples, ${c.threads} thread(s) each: ` +
         `${ms.toFixed(0).padStart(7)} ms/step (${r.stepsPerSecond.toFixed(3)} steps/s, ${r.samplesPerSecond.toFixed(2)} samples/s)` +
-        (c.nproc > 1 ? `; collectives ${collective.toFixed(1)} ms/step = ${(100 * r.collectiveShare).toFixed(1)}% of rank 0's step` : ''));
+        (c.nproc > 1 ? `; collectives ${collective.toFixed(1)} ms/step = ${(100 * r.collectiveShare).toFixed(1)}% of a step ` +
+          `(per rank: ${ranks.map((x) => `${x.collectiveMsPerStep.toFixed(1)} ms`).join(', ')})` : ''));
     }
   }
   console.log(`results: ${writeResults('train-ddp', { batch, nproc, results })}`);

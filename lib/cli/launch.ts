@@ -27,7 +27,7 @@ export interface LaunchOptions {
 }
 
 /** A TCP port free on loopback now (the rendezvous binds it a moment later, as torchrun's --standalone does). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();

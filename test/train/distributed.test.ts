@@ -10,11 +10,11 @@
 // ~1e-6 at most, asserted at 5e-3 × lr × steps = 2e-5 for every tensor (a wrong sample, draw or bank row moves
 // weights by ~lr); losses and gradient norms per step at 1e-5 relative.
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadStateDict, type CheckpointTensor } from '../../lib/checkpoint.js';
+import { freePort } from '../../lib/cli/launch.js';
 import { ConfigError } from '../../lib/errors.js';
 import { getBinding } from '../../lib/native/binding.js';
 import { train, type TrainOptions } from '../../lib/train.js';
@@ -32,15 +32,6 @@ const options = (out: string, extra: Partial<TrainOptions> = {}): TrainOptions =
   data: LIBERO, init: tinyRun(), out, steps: STEPS, batchSize: 4, lr: LR, eps: 1e-6, warmup: 1, threads: 1, seed: 3,
   memorySampleRate: 0.5, ...extra,
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface Exit { code: number | null; signal: NodeJS.Signals | null; output: string; ms: number }
 
