@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <exception>
+#include <string_view>
 #include <type_traits>
 
 #include "error.h"
@@ -33,6 +34,10 @@ struct ProcessGroup::Impl {
 namespace {
 
 [[noreturn]] void distributed_failure(const DistributedOptions& o, const char* what, const char* detail) {
+  if (std::string_view(what) == "rendezvous")
+    fail(ErrorCode::Distributed, "rank ", o.rank, " of ", o.world_size, ": rendezvous at ", o.master_addr, ":", o.master_port,
+         " failed: not every process arrived within the ", o.timeout.count() / 1000.0, " s timeout, or the address is ",
+         "unreachable or taken (", detail, ")");
   fail(ErrorCode::Distributed, "rank ", o.rank, " of ", o.world_size, ": ", what, " failed: another process exited or did not ",
        "take part within the ", o.timeout.count() / 1000.0, " s timeout (", detail, ")");
 }

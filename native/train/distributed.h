@@ -10,7 +10,8 @@
 // timeout) turns the collective into an m2vla::Error with ErrorCode::Distributed on the others.
 //
 // The store is c10d's TCPStore with its classic (non-libuv) backend: libtorch exports the libuv symbols it bundles,
-// and inside Node they bind to Node's own libuv, so the libuv backend would run on the wrong library.
+// and inside Node they bind to Node's own libuv, so the libuv backend would run its event loop on a libuv torch was
+// not built against. (It happened to work with Node 20 in a test; the classic backend does not depend on it.)
 //
 // Optional at build time: CMakeLists.txt compiles the Gloo group only when gloo's headers are installed (libtorch
 // ships gloo's code, not its headers); without them connect() fails with E_CONFIG saying what to install.

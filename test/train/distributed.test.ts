@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadStateDict, type CheckpointTensor } from '../../lib/checkpoint.js';
 import { freePort } from '../../lib/cli/launch.js';
-import { ConfigError } from '../../lib/errors.js';
+import { ConfigError, DistributedError } from '../../lib/errors.js';
 import { getBinding } from '../../lib/native/binding.js';
 import { train, type TrainOptions } from '../../lib/train.js';
 import { freshOut, LIBERO, readMetrics, tinyRun } from '../helpers/train.js';
@@ -124,6 +124,14 @@ describe.skipIf(!available)('data-parallel training (c10d Gloo, 2 processes on l
     const resumed = await train(options(mixed, { resume: true }));
     expect(resumed.metrics.map((m) => m.step)).toEqual([3, 4]);
     expectClose(await checkpointTensors(resumed.checkpoint), await checkpointTensors(path.join(single, 'checkpoints', 'step-00000004')), ATOL);
+  });
+
+  it('a process whose peers never arrive fails the rendezvous after the timeout', async () => {
+    const started = Date.now();
+    const o = { ...options(freshOut(), { batchSize: 2 }), distributed: { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 1500 } };
+    await expect(train(o)).rejects.toThrow(DistributedError);
+    await expect(train(o)).rejects.toThrow(/rank 0 of 2: rendezvous at 127\.0\.0\.1:\d+ failed: not every process arrived within the 1\.5 s timeout/);
+    expect(Date.now() - started).toBeLessThan(2 * 1500 + 5000);
   });
 
   it('a killed process ends the other with a DistributedError at once; a hung one within the timeout', async () => {
