@@ -3,10 +3,12 @@
  * against N processes with a share of it each (c10d Gloo on loopback, one thread per process by default), and the
  * share of a step spent in collectives (the gradient all-reduce, the MSM bank all-gather, the batch-size check and the
  * loss/stop agreement). A collective also waits for the slower process; the process that arrives last waits least,
- * so the smallest share over the processes is the one reported (the transfer and its synchronization), with the demo-size model (each process holds its own copy of the model:
- * the full-size one, ~5 GiB per process, does not fit twice next to the other jobs on the 2-core VM). The LIBERO
- * fixture feeds it.
- *   npm run bench -- train-ddp [--iters N (timed steps, default 20)] [--batch B (global, default 4)] [--nproc N (default 2)]
+ * so the smallest share over the processes is the one reported (the transfer and its synchronization). Models: the
+ * demo-size one, and with `--wide` the full-size head (181 M trainable values: 724 MB of gradients to average per
+ * step) on the full-size LLM's 24 layers with the demo's vision towers and 56 px images (the full-size VLM, ~12 GiB
+ * per training process, does not fit twice on the 24 GiB VM). The LIBERO fixture feeds it.
+ *   npm run bench -- train-ddp [--iters N (timed steps, default 20; --wide 3)] [--batch B (global, default 4)]
+ *                              [--nproc N (default 2)] [--wide]
  * Results: bench/results/train-ddp.json.
  */
 import { spawn } from 'node:child_process';
@@ -16,14 +18,20 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { freePort } from '../lib/cli/launch.js';
-import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
+import { DEMO_DIMS, ensureRandomRun, FULL_SIZE_DIMS, TINY_TOKENIZER_DIR, type RandomRunDims } from '../lib/random-run.js';
 import { Trainer, distributedFromEnv } from '../lib/train.js';
 import { REPO_ROOT, writeResults } from './harness.js';
 
 const LIBERO = path.join(REPO_ROOT, 'test', 'fixtures', 'data', 'libero_tiny_no_noops');
 
+/** The full-size head and LLM depth/width (the demo tokenizer's vocabulary), the demo's vision towers and images. */
+const WIDE_DIMS: RandomRunDims = {
+  ...DEMO_DIMS, llm: { ...FULL_SIZE_DIMS.llm, vocab: DEMO_DIMS.llm.vocab }, numActionQueries: FULL_SIZE_DIMS.numActionQueries,
+  head: FULL_SIZE_DIMS.head,
+};
+
 interface Config { name: string; init: string; nproc: number; batch: number; threads: number; steps: number }
-interface RankResult { msPerStep: number; collectiveMsPerStep: number }
+interface RankResult { parameters: number; msPerStep: number; collectiveMsPerStep: number }
 
 /** Child (one process of a configuration): load, one warmup step, then `steps` timed ones. */
 async function child(c: Config): Promise<RankResult> {
@@ -38,7 +46,7 @@ async function child(c: Config): Promise<RankResult> {
       ms += m.ms;
       collective += m.collectiveMs ?? 0;
     }
-    return { msPerStep: ms / c.steps, collectiveMsPerStep: collective / c.steps };
+    return { parameters: trainer.dims.parameters, msPerStep: ms / c.steps, collectiveMsPerStep: collective / c.steps };
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
@@ -66,10 +74,13 @@ if (process.argv[2] === '--child') {
 } else {
   const { values: v } = parseArgs({ strict: false, options: {
     iters: { type: 'string' }, batch: { type: 'string', default: '4' }, nproc: { type: 'string', default: '2' },
+    wide: { type: 'boolean', default: false },
   } });
   const batch = Number(v.batch), nproc = Number(v.nproc), cores = os.availableParallelism();
-  const models = [{ name: 'demo', init: ensureRandomRun(path.join(os.tmpdir(), 'm2vla-demo-train'), DEMO_DIMS, { tokenizerDir: TINY_TOKENIZER_DIR }),
-    steps: Number(v.iters ?? 20) }];
+  const randomRun = (name: string, dims: RandomRunDims) =>
+    ensureRandomRun(path.join(os.tmpdir(), `m2vla-${name}-train`), dims, { tokenizerDir: TINY_TOKENIZER_DIR });
+  const models = [{ name: 'demo', init: randomRun('demo', DEMO_DIMS), steps: Number(v.iters ?? 20) }];
+  if (v.wide) models.push({ name: 'wide', init: randomRun('wide', WIDE_DIMS), steps: Number(v.iters ?? 3) });
   const results = [];
   for (const m of models) {
     const configs: Config[] = [
@@ -82,7 +93,7 @@ if (process.argv[2] === '--child') {
       const ms = Math.max(...ranks.map((r) => r.msPerStep));
       const least = ranks.reduce((a, b) => (b.collectiveMsPerStep / b.msPerStep < a.collectiveMsPerStep / a.msPerStep ? b : a));
       const collective = least.collectiveMsPerStep;
-      const r = { ...c, msPerStep: ms, stepsPerSecond: 1000 / ms, samplesPerSecond: (1000 * batch) / ms,
+      const r = { ...c, parameters: ranks[0].parameters, msPerStep: ms, stepsPerSecond: 1000 / ms, samplesPerSecond: (1000 * batch) / ms,
         collectiveMsPerStep: collective, collectiveShare: collective / least.msPerStep, ranks };
       results.push(r);
       console.log(`${c.name.padEnd(10)} ${c.nproc} process(es) x ${c.batch / c.nproc} samples, ${c.threads} thread(s) each: ` +

@@ -33,8 +33,8 @@ import type { Dataset } from './data/dataset.js';
 import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import { headFile } from './head.js';
 import {
-  getBinding, type NativeDistributedOptions, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer, type NativeTrainerDims,
-  type NativeTrainProgress,
+  getBinding, type NativeDistributedOptions, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor,
+  type NativeTrainer, type NativeTrainerDims, type NativeTrainProgress,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { PromptTokenizer } from './tokenizer.js';
@@ -220,7 +220,8 @@ function resolveDistributed(d: DistributedOptions | undefined): DistributedOptio
   if (typeof d.masterAddr !== 'string' || d.masterAddr === '') throw new InputError('distributed.masterAddr: expected a host');
   const masterPort = integer(d.masterPort, 'distributed.masterPort', 1);
   if (masterPort > 65535) throw new InputError(`distributed.masterPort: ${masterPort} is not a TCP port`);
-  return { rank, worldSize, masterAddr: d.masterAddr, masterPort, timeoutMs: integer(d.timeoutMs ?? 300_000, 'distributed.timeoutMs', 1) };
+  const timeoutMs = integer(d.timeoutMs ?? 300_000, 'distributed.timeoutMs', 1);
+  return { rank, worldSize, masterAddr: d.masterAddr, masterPort, timeoutMs };
 }
 
 /** LeRobot when `data` holds meta/info.json, LIBERO HDF5 otherwise. */
@@ -522,8 +523,8 @@ class ProgressRelay {
  */
 function fixedOptions(o: Resolved): Record<string, unknown> {
   return {
-    data: o.data, init: o.init, batchSize: o.batchSize * (o.distributed?.worldSize ?? 1), accum: o.accum, seed: o.seed, objective: o.objective, bf16: o.bf16,
-    memorySampleRate: o.memorySampleRate,
+    data: o.data, init: o.init, batchSize: o.batchSize * (o.distributed?.worldSize ?? 1), accum: o.accum, seed: o.seed,
+    objective: o.objective, bf16: o.bf16, memorySampleRate: o.memorySampleRate,
   };
 }
 

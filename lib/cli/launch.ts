@@ -55,7 +55,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const port = process.env.MASTER_PORT ?? String(await freePort());
   const here = fileURLToPath(import.meta.url);
   const entry = path.join(path.dirname(here), `rank${path.extname(here)}`);
-  const threads = o.argv.includes('--threads') ? [] : ['--threads', String(o.threads ?? Math.max(1, Math.floor(os.availableParallelism() / o.nproc)))];
+  const shared = Math.max(1, Math.floor(os.availableParallelism() / o.nproc));
+  const threads = o.argv.includes('--threads') ? [] : ['--threads', String(o.threads ?? shared)];
   const children: ChildProcess[] = [];
   for (let rank = 0; rank < o.nproc; rank++) {
     children.push(spawn(process.execPath, [...nodeOptions(), entry, ...o.argv, ...threads], {

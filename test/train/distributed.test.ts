@@ -86,7 +86,8 @@ function expectClose(a: Record<string, CheckpointTensor>, b: Record<string, Chec
 
 describe.skipIf(available)('a build without gloo headers', () => {
   it('refuses data-parallel training with a ConfigError that says what to install', async () => {
-    const o = { ...options(freshOut(), { batchSize: 2 }), distributed: { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29500 } };
+    const distributed = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 29500 };
+    const o = { ...options(freshOut(), { batchSize: 2 }), distributed };
     await expect(train(o)).rejects.toThrow(ConfigError);
     await expect(train(o)).rejects.toThrow(/apt-get install libgloo-dev\) and rebuild/);
   });
@@ -128,7 +129,8 @@ describe.skipIf(!available)('data-parallel training (c10d Gloo, 2 processes on l
 
   it('a process whose peers never arrive fails the rendezvous after the timeout', async () => {
     const started = Date.now();
-    const o = { ...options(freshOut(), { batchSize: 2 }), distributed: { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 1500 } };
+    const distributed = { rank: 0, worldSize: 2, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 1500 };
+    const o = { ...options(freshOut(), { batchSize: 2 }), distributed };
     await expect(train(o)).rejects.toThrow(DistributedError);
     await expect(train(o)).rejects.toThrow(/rank 0 of 2: rendezvous at 127\.0\.0\.1:\d+ failed: not every process arrived within the 1\.5 s timeout/);
     expect(Date.now() - started).toBeLessThan(2 * 1500 + 5000);
