@@ -37,6 +37,7 @@ export { NdArray, type DType } from './server/ndarray.js';
 export { packOpenpi, unpackOpenpi } from './server/openpi.js';
 export { parseJsonNumpy, toJsonNumpy } from './server/json-numpy.js';
 export {
-  train, Trainer, type PackedBatch, type StepMetrics, type TrainOptions, type TrainProgress, type TrainResult,
+  distributedFromEnv, train, Trainer, type DistributedOptions, type PackedBatch, type StepMetrics, type TrainOptions,
+  type TrainProgress, type TrainResult,
 } from './train.js';
 export type { AugmentationDraw, ImageAugmentation } from './native/binding.js';

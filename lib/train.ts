@@ -14,6 +14,12 @@
  * `resume: true`) and, when training completes, the exported run directory: the init run's configuration and
  * tokenizer files, model.safetensors with the trained action queries, the head as .safetensors and as the reference's
  * --checkpoint.pt files. loadHead(out) / loadPolicy(out) read it.
+ *
+ * Data-parallel (`distributed`, one call per process; `m2vla train --nproc N` starts them): `batchSize` samples per
+ * process and micro-batch, each process reading its own slice of every global batch of batchSize × worldSize
+ * samples (BatchLoader's sharding); the native trainer averages the gradients over the processes on c10d
+ * (native/train/distributed.h), so N processes × b samples train as one process × N·b. Rank 0 alone writes `out`;
+ * every process needs the same `data`, `init` and, resuming, `out` (a shared file system across machines).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,8 +33,8 @@ import type { Dataset } from './data/dataset.js';
 import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import { headFile } from './head.js';
 import {
-  getBinding, type ImageAugmentation, type NativeMicroBatch, type NativeStepMetrics, type NativeTensor, type NativeTrainer,
-  type NativeTrainerDims, type NativeTrainProgress,
+  getBinding, type ImageAugmentation, type NativeDistributedOptions, type NativeMicroBatch, type NativeStepMetrics,
+  type NativeTensor, type NativeTrainer, type NativeTrainerDims, type NativeTrainProgress,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { PromptTokenizer } from './tokenizer.js';
@@ -83,6 +89,8 @@ export interface TrainOptions {
   imageAugmentation?: boolean | ImageAugmentation;
   /** Torch threads (default: libtorch's choice). */
   threads?: number;
+  /** This process's place in a data-parallel run (see distributedFromEnv); omitted or worldSize 1: one process. */
+  distributed?: DistributedOptions;
   /** Options of the dataset reader (chunk and dims come from the model). */
   dataset?: ReaderOptions<LiberoOptions> | ReaderOptions<LeRobotOptions>;
   /** Aborting stops after the step in progress, saves a checkpoint and resolves with `interrupted: true`. */
@@ -92,6 +100,27 @@ export interface TrainOptions {
 }
 
 type ReaderOptions<T> = Omit<T, 'chunk' | 'actionDim' | 'proprioDim'>;
+
+/**
+ * A data-parallel process: `rank` in [0, worldSize); rank 0 hosts the rendezvous at masterAddr:masterPort.
+ * `timeoutMs` (default 300000): how long the rendezvous and every collective wait for the other processes before
+ * failing with a DistributedError (a process that exits makes the others fail at once).
+ */
+export type DistributedOptions = NativeDistributedOptions;
+
+/** torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); undefined when WORLD_SIZE is unset. */
+export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env, timeoutMs?: number): DistributedOptions | undefined {
+  if (env.WORLD_SIZE === undefined) return undefined;
+  const read = (name: string, fallback?: string) => {
+    const value = env[name] ?? fallback;
+    if (value === undefined || !/^\d+$/.test(value)) throw new InputError(`${name}: expected a non-negative integer, got ${String(value)}`);
+    return Number(value);
+  };
+  return {
+    rank: read('RANK'), worldSize: read('WORLD_SIZE'), masterAddr: env.MASTER_ADDR ?? '127.0.0.1',
+    masterPort: read('MASTER_PORT', '29500'), ...(timeoutMs !== undefined && { timeoutMs }),
+  };
+}
 
 export type TrainProgress = NativeTrainProgress;
 
@@ -133,9 +162,10 @@ const STATE_FORMAT = 'm2vla-train/1';
 const RUN_FILES = ['config.json', 'preprocessor_config.json', 'manifest.json', 'tokenizer.json', 'tokenizer_config.json',
   'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
 
-interface Resolved extends Required<Omit<TrainOptions, 'decayAt' | 'threads' | 'dataset' | 'signal' | 'onProgress'>> {
+interface Resolved extends Required<Omit<TrainOptions, 'decayAt' | 'threads' | 'dataset' | 'signal' | 'onProgress' | 'distributed'>> {
   decayAt: number[];
   threads?: number;
+  distributed?: DistributedOptions;
   dataset: NonNullable<TrainOptions['dataset']>;
 }
 
@@ -183,6 +213,7 @@ function resolve(o: TrainOptions): Resolved {
     prefixTrick: o.prefixTrick ?? true,
     imageAugmentation: imageAugmentation(o.imageAugmentation),
     threads: o.threads,
+    distributed: resolveDistributed(o.distributed),
     dataset: o.dataset ?? {},
   };
 }
@@ -197,6 +228,18 @@ function imageAugmentation(value: unknown): boolean | ImageAugmentation {
   const unknown = Object.keys(value).filter((k) => !AUGMENTATION_KEYS.has(k));
   if (unknown.length) throw new InputError(`imageAugmentation: unknown option ${unknown.join(', ')} (known: ${[...AUGMENTATION_KEYS].join(', ')})`);
   return value as ImageAugmentation;
+}
+
+function resolveDistributed(d: DistributedOptions | undefined): DistributedOptions | undefined {
+  if (d === undefined) return undefined;
+  const worldSize = integer(d.worldSize, 'distributed.worldSize', 1), rank = integer(d.rank, 'distributed.rank', 0);
+  if (rank >= worldSize) throw new InputError(`distributed.rank: ${rank} is not below worldSize ${worldSize}`);
+  if (worldSize === 1) return undefined;
+  if (typeof d.masterAddr !== 'string' || d.masterAddr === '') throw new InputError('distributed.masterAddr: expected a host');
+  const masterPort = integer(d.masterPort, 'distributed.masterPort', 1);
+  if (masterPort > 65535) throw new InputError(`distributed.masterPort: ${masterPort} is not a TCP port`);
+  const timeoutMs = integer(d.timeoutMs ?? 300_000, 'distributed.timeoutMs', 1);
+  return { rank, worldSize, masterAddr: d.masterAddr, masterPort, timeoutMs };
 }
 
 /** LeRobot when `data` holds meta/info.json, LIBERO HDF5 otherwise. */
@@ -271,7 +314,7 @@ export class Trainer implements AsyncDisposable {
       beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
       clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick,
       imageAugmentation: o.imageAugmentation, seed: o.seed,
-      threads: o.threads, onProgress: options.onProgress && progress.deliver,
+      threads: o.threads, distributed: o.distributed, onProgress: options.onProgress && progress.deliver,
     }));
     try {
       const dims = native.dims();
@@ -280,12 +323,16 @@ export class Trainer implements AsyncDisposable {
       try {
         if (dims.numImages === 2 && !dataset.hasWrist)
           throw new ShapeError(`${dataset.name}: no wrist camera, but the model takes 2 images per observation (primary, wrist)`);
-        const loader = new BatchLoader(dataset, { batchSize: o.batchSize, seed: o.seed, position: state?.loader });
+        const loader = new BatchLoader(dataset, {
+          batchSize: o.batchSize, seed: o.seed, position: state?.loader, rank: dims.rank, worldSize: dims.worldSize,
+        });
         const statistics = computeStatistics(dataset);
-        fs.mkdirSync(o.out, { recursive: true });
-        writeDatasetStatistics(path.join(o.out, 'dataset_statistics.json'), dataset.name, statistics);
         const trainer = new Trainer(native, o, dims, dataset, statistics, loader, tokenizer, progress);
-        trainer.#keepMetricsUpTo(dims.step);
+        if (trainer.writes) {
+          fs.mkdirSync(o.out, { recursive: true });
+          writeDatasetStatistics(path.join(o.out, 'dataset_statistics.json'), dataset.name, statistics);
+          trainer.#keepMetricsUpTo(dims.step);
+        }
         return trainer;
       } catch (e) {
         await dataset.close();
@@ -301,6 +348,17 @@ export class Trainer implements AsyncDisposable {
     if (!this.#native) throw new DisposedError(`Trainer: ${what}() after dispose()`);
     return this.#native;
   }
+
+  /** Whether this process writes `out` (metrics, checkpoints, the run directory): rank 0, or the only process. */
+  get writes(): boolean {
+    return this.dims.rank === 0;
+  }
+
+  /** Whether the last step ended with a stop request (of any process, when data-parallel). */
+  get stopAgreed(): boolean {
+    return this.#stopAgreed;
+  }
+  #stopAgreed = false;
 
   /** Optimizer steps done (a resumed run starts at its checkpoint's). */
   get stepsDone(): number {
@@ -366,15 +424,19 @@ export class Trainer implements AsyncDisposable {
     };
   }
 
-  /** One optimizer step over `batches` (default: the next ones); appends its line to metrics.jsonl. */
-  async step(batches?: PackedBatch[]): Promise<StepMetrics> {
+  /**
+   * One optimizer step over `batches` (default: the next ones); appends its line to metrics.jsonl. Data-parallel,
+   * every process calls it for every step; `stop` asks all of them to stop after this step (see stopAgreed).
+   */
+  async step(batches?: PackedBatch[], options: { stop?: boolean } = {}): Promise<StepMetrics> {
     const native = this.#trainer('step');
     const micro = batches ?? await this.readStep();
-    const result = await runTorchJob(() => native.step({ microBatches: micro.map((m) => m.batch) }));
+    const { stop, ...result } = await runTorchJob(() => native.step({ microBatches: micro.map((m) => m.batch), stop: options.stop }));
     this.#stepsHere++;
+    this.#stopAgreed = stop;
     this.#position = micro[micro.length - 1].position;
     const metrics: StepMetrics = { ...result, epoch: this.#position.epoch };
-    fs.appendFileSync(this.#metricsFile, `${JSON.stringify(metrics)}\n`);
+    if (this.writes) fs.appendFileSync(this.#metricsFile, `${JSON.stringify(metrics)}\n`);
     await this.progress.delivered(result.step);
     this.progress.rethrow();
     return metrics;
@@ -392,21 +454,23 @@ export class Trainer implements AsyncDisposable {
     return runTorchJob(() => native.predict(batch.batch, { seed }));
   }
 
-  /** Saves a checkpoint of the state after the last step; returns its directory. */
-  checkpoint(): Promise<string> {
+  /** Saves a checkpoint of the state after the last step (rank 0 only: the ranks' states are the same); returns its directory. */
+  async checkpoint(): Promise<string> {
     const native = this.#trainer('checkpoint');
     const state: TrainerState = {
       format: STATE_FORMAT, step: this.stepsDone, loader: this.#position, fixed: fixedOptions(this.options),
       savedAt: new Date().toISOString(),
     };
     const root = path.join(this.options.out, 'checkpoints');
+    if (!this.writes) return path.join(root, `step-${String(this.stepsDone).padStart(8, '0')}`);
     return runTorchJob(() => native.saveCheckpoint({ root, stateJson: `${JSON.stringify(state, null, 2)}\n` }));
   }
 
-  /** Writes the run directory `out`: configuration and tokenizer files of the init run, the trained weights. */
+  /** Writes the run directory `out` (rank 0 only): configuration and tokenizer files of the init run, the trained weights. */
   async exportRun(): Promise<string> {
     const native = this.#trainer('exportRun');
     const { out, init } = this.options;
+    if (!this.writes) return out;
     await runTorchJob(() => native.exportRun({ dir: out }));
     for (const file of RUN_FILES) {
       const from = path.join(init, file);
@@ -472,11 +536,14 @@ class ProgressRelay {
   }
 }
 
-/** Options a resumed run must share with the run it continues, or its trajectory would differ. */
+/**
+ * Options a resumed run must share with the run it continues, or its trajectory would differ. `batchSize` is the
+ * global batch (batchSize × processes): a run can resume with another number of processes that keeps it.
+ */
 function fixedOptions(o: Resolved): Record<string, unknown> {
   return {
-    data: o.data, init: o.init, batchSize: o.batchSize, accum: o.accum, seed: o.seed, objective: o.objective, bf16: o.bf16,
-    memorySampleRate: o.memorySampleRate, imageAugmentation: o.imageAugmentation,
+    data: o.data, init: o.init, batchSize: o.batchSize * (o.distributed?.worldSize ?? 1), accum: o.accum, seed: o.seed,
+    objective: o.objective, bf16: o.bf16, memorySampleRate: o.memorySampleRate, imageAugmentation: o.imageAugmentation,
   };
 }
 
@@ -502,14 +569,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { steps, checkpointEvery } = trainer.options;
   const { signal } = options;
   const metrics: StepMetrics[] = [];
+  // Data-parallel processes stop together, after the step in which one of them asked to (an abort while a step runs
+  // is asked for with the next one); a single process stops as soon as it is aborted.
+  const alone = trainer.dims.worldSize === 1;
+  const stopping = () => (alone ? signal?.aborted === true : trainer.stopAgreed);
   let next = trainer.stepsDone < steps ? trainer.readStep() : undefined;
   try {
-    while (next && !signal?.aborted) {
+    while (next && !stopping()) {
       const batches = await next;
       next = trainer.stepsDone + 1 < steps ? trainer.readStep() : undefined;
-      const m = await trainer.step(batches);
+      const m = await trainer.step(batches, { stop: signal?.aborted });
       metrics.push(m);
-      if (m.step % checkpointEvery === 0 && m.step < steps && !signal?.aborted) await trainer.checkpoint();
+      if (m.step % checkpointEvery === 0 && m.step < steps && !stopping()) await trainer.checkpoint();
     }
   } finally {
     await next?.catch(() => undefined);  // a read ahead still in flight must finish before the dataset closes

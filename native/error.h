@@ -8,7 +8,7 @@
 
 namespace m2vla {
 
-enum class ErrorCode { Input, Shape, Checkpoint, Config, Disposed, Native };
+enum class ErrorCode { Input, Shape, Checkpoint, Config, Disposed, Native, Distributed };
 
 inline const char* error_code_name(ErrorCode c) {
   switch (c) {
@@ -18,6 +18,7 @@ inline const char* error_code_name(ErrorCode c) {
     case ErrorCode::Config: return "E_CONFIG";
     case ErrorCode::Disposed: return "E_DISPOSED";
     case ErrorCode::Native: return "E_NATIVE";
+    case ErrorCode::Distributed: return "E_DISTRIBUTED";
   }
   return "E_NATIVE";
 }

@@ -2,10 +2,15 @@
  * `m2vla train`: train the head on a frozen VLM (lib/train.ts). A progress bar on a terminal, one line per step
  * otherwise; metrics go to <out>/metrics.jsonl either way. SIGINT / SIGTERM stop after the step in progress, save a
  * checkpoint and exit (130 / 143); a second signal exits at once, without one.
+ *
+ * Data-parallel: `--nproc N` starts N processes on this machine (lib/cli/launch.ts); on several machines, run
+ * `m2vla train` once per process with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Rank 0
+ * prints the progress and writes --out.
  */
 import { parseArgs } from 'node:util';
 import { InputError } from '../errors.js';
-import { train, type TrainOptions, type TrainProgress } from '../train.js';
+import { distributedFromEnv, train, type TrainOptions, type TrainProgress } from '../train.js';
+import { launch } from './launch.js';
 
 const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --steps N --batch B --lr X [options]
 
@@ -27,7 +32,13 @@ const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --st
                           contrast and saturation 0.8-1.2, hue 0.05)
   --clip N                clip the global gradient norm to N (default: no clipping)
   --save-every N          checkpoint every N steps (default 1000, and always at the end)
-  --threads N             torch threads`;
+  --threads N             torch threads (with --nproc: the cores shared out by default)
+  --nproc N               data-parallel: N processes on this machine, --batch samples each (global batch N x B)
+  --dist-timeout S        data-parallel: seconds a process waits for the others (rendezvous, each collective)
+                          before failing (default 300)
+
+  Several machines: run m2vla train once per process with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set
+  (torchrun's variables; rank 0 hosts the rendezvous); GLOO_SOCKET_IFNAME picks the network interface.`;
 
 function number(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
@@ -87,13 +98,28 @@ export const trainCommand = {
           data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
           batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' },
           accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
-          seed: { type: 'string' }, bf16: { type: 'boolean' }, 'image-aug': { type: 'boolean' }, clip: { type: 'string' }, 'save-every': { type: 'string' },
-          threads: { type: 'string' },
+          seed: { type: 'string' }, bf16: { type: 'boolean' }, 'image-aug': { type: 'boolean' }, clip: { type: 'string' },
+          'save-every': { type: 'string' }, threads: { type: 'string' }, nproc: { type: 'string' }, 'dist-timeout': { type: 'string' },
         },
         strict: true,
       }));
     } catch (e) {
       throw new InputError(`${(e as Error).message}\n\n${USAGE}`);
+    }
+    const nproc = number(v.nproc, 'nproc') ?? 1;
+    if (!Number.isInteger(nproc) || nproc < 1) throw new InputError(`--nproc: expected a positive integer, got ${v.nproc}`);
+    const timeout = number(v['dist-timeout'], 'dist-timeout');
+    if (timeout !== undefined && !(timeout > 0)) throw new InputError(`--dist-timeout: expected a positive number of seconds, got ${timeout}`);
+    if (nproc > 1) {
+      if (process.env.WORLD_SIZE !== undefined) throw new InputError('--nproc starts the processes itself: unset WORLD_SIZE, or drop --nproc');
+      return launch({ nproc, argv: argv.filter((a, i) => !(a === '--nproc' || argv[i - 1] === '--nproc' || a.startsWith('--nproc='))) });
+    }
+    const distributed = distributedFromEnv(process.env, timeout === undefined ? undefined : Math.round(timeout * 1000));
+    const rank = distributed?.rank ?? 0;
+    if (distributed && process.channel) {
+      // Started by --nproc: end with the launcher (an IPC channel that closes), and do not keep the process alive.
+      process.on('disconnect', () => process.exit(1));
+      process.channel.unref();
     }
     const steps = required(number(v.steps, 'steps'), 'steps');
     const options: TrainOptions = {
@@ -103,7 +129,7 @@ export const trainCommand = {
       warmup: number(v.warmup, 'warmup'), schedule: v.schedule as TrainOptions['schedule'],
       decayAt: v['decay-at']?.split(',').map((s) => required(number(s, 'decay-at'), 'decay-at')),
       seed: number(v.seed, 'seed'), bf16: v.bf16, imageAugmentation: v['image-aug'], clipNorm: number(v.clip, 'clip'),
-      checkpointEvery: number(v['save-every'], 'save-every'), threads: number(v.threads, 'threads'),
+      checkpointEvery: number(v['save-every'], 'save-every'), threads: number(v.threads, 'threads'), distributed,
     };
 
     const controller = new AbortController();
@@ -122,8 +148,9 @@ export const trainCommand = {
     const printer = progressPrinter(steps, process.stderr.isTTY === true);
     const started = Date.now();
     try {
-      const result = await train({ ...options, signal: controller.signal, onProgress: (e) => printer.update(e) });
+      const result = await train({ ...options, signal: controller.signal, onProgress: rank === 0 ? (e) => printer.update(e) : undefined });
       printer.end();
+      if (rank !== 0) return result.interrupted ? (signalled === 'SIGTERM' ? 143 : 130) : 0;
       const last = result.metrics[result.metrics.length - 1];
       const loss = last ? `, last loss ${last.loss.toFixed(5)}` : '';
       if (result.interrupted) {

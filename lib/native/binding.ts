@@ -11,6 +11,8 @@ export interface BuildInfo {
   torchVersion: string;
   cuda: boolean;
   cudaAvailable: boolean;
+  /** Built with c10d's Gloo process group (data-parallel training). */
+  distributed: boolean;
   threads: number;
   parallelInfo: string;
   cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16', boolean>;
@@ -187,6 +189,8 @@ export interface NativeStepMetrics {
   /** Global gradient norm before clipping. */
   gradNorm: number;
   ms: number;
+  /** Data-parallel: the part of `ms` spent in collectives (gradient all-reduce, bank all-gather, agreement). */
+  collectiveMs?: number;
 }
 
 export type NativeTrainProgress =
@@ -248,7 +252,18 @@ export interface NativeTrainerOptions {
   imageAugmentation?: ImageAugmentation | boolean;
   seed?: number;
   threads?: number;
+  distributed?: NativeDistributedOptions;
   onProgress?: (event: NativeTrainProgress) => void;
+}
+
+/** A data-parallel process's place (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). */
+export interface NativeDistributedOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  /** How long a collective (and the rendezvous) waits for the other processes. */
+  timeoutMs?: number;
 }
 
 export interface NativeTrainerDims {
@@ -264,12 +279,16 @@ export interface NativeTrainerDims {
   parameters: number;
   /** Optimizer steps done (non-zero when resumed). */
   step: number;
+  /** Data-parallel rank and number of processes (0 and 1 without). */
+  rank: number;
+  worldSize: number;
 }
 
 /** The native trainer (native/addon/AddonTrainer.cc). */
 export interface NativeTrainer {
   dims(): NativeTrainerDims;
-  step(args: { microBatches: NativeMicroBatch[] }): Promise<NativeStepMetrics>;
+  /** `stop`: this process asks to stop after the step; the result's `stop` says whether any process did. */
+  step(args: { microBatches: NativeMicroBatch[]; stop?: boolean }): Promise<NativeStepMetrics & { stop: boolean }>;
   gradients(batch: NativeMicroBatch): Promise<Record<string, NativeTensor>>;
   predict(batch: NativeMicroBatch, options?: { seed?: number }): Promise<{ normalized: Float32Array; shape: [number, number, number] }>;
   /** Writes <root>/step-NNNNNNNN (with trainer_state.json = stateJson) and <root>/latest; returns the directory. */

@@ -7,6 +7,7 @@
 
 #include "addon/addon.h"
 #include "addon/workers.h"
+#include "train/distributed.h"
 
 namespace m2vla::addon {
 namespace {
@@ -31,6 +32,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("cuda", false);
 #endif
   out.Set("cudaAvailable", at::hasCUDA());
+  out.Set("distributed", train::distributed_available());
   out.Set("threads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
   auto cpu = Napi::Object::New(env);

@@ -1,5 +1,6 @@
 // createTrainer(options) -> Promise<Trainer>: loads the frozen VLM, the head and, resuming, a checkpoint's state.
-// trainer.dims(); trainer.step({microBatches}) -> Promise<{step, loss, lr, gradNorm, ms}>, with progress (after every
+// trainer.dims(); trainer.step({microBatches, stop?}) -> Promise<{step, loss, lr, gradNorm, ms, collectiveMs?, stop}>,
+// with progress (after every
 // micro-batch, then after the update) through the onProgress thread-safe function; trainer.gradients(microBatch) ->
 // Promise<Record<name, tensor>>; trainer.predict(microBatch, {seed?}) -> Promise<{normalized, shape}>;
 // trainer.saveCheckpoint({root, stateJson}) -> Promise<stepDir>; trainer.exportRun({dir}) -> Promise<void>;
@@ -37,7 +38,7 @@ using SessionPtr = std::shared_ptr<Session>;
 struct ProgressEvent {
   std::string kind;  // "micro" | "step"
   int64_t step = 0, micro = 0, micro_batches = 0;
-  double loss = 0, lr = 0, grad_norm = 0, ms = 0;
+  double loss = 0, lr = 0, grad_norm = 0, ms = 0, collective_ms = 0;
 };
 
 void report(const Session& s, ProgressEvent e) {
@@ -56,6 +57,7 @@ void report(const Session& s, ProgressEvent e) {
       o.Set("lr", e->lr);
       o.Set("gradNorm", e->grad_norm);
       o.Set("ms", e->ms);
+      if (e->collective_ms > 0) o.Set("collectiveMs", e->collective_ms);
     }
     fn.Call({o});
   });
@@ -68,6 +70,8 @@ Napi::Object metrics_to_js(Napi::Env env, const train::StepMetrics& m) {
   o.Set("lr", m.lr);
   o.Set("gradNorm", m.grad_norm);
   o.Set("ms", m.ms);
+  if (m.collective_ms > 0) o.Set("collectiveMs", m.collective_ms);
+  o.Set("stop", m.stop);
   return o;
 }
 
@@ -125,22 +129,24 @@ class TrainerWorker : public TorchWorker {
 
 class StepWorker : public TrainerWorker {
  public:
-  StepWorker(Napi::Env env, SessionPtr s, std::vector<train::MicroBatch> micro)
-      : TrainerWorker(env, std::move(s), GradMode::Enabled), micro_(std::move(micro)) {}
+  StepWorker(Napi::Env env, SessionPtr s, std::vector<train::MicroBatch> micro, bool stop)
+      : TrainerWorker(env, std::move(s), GradMode::Enabled), micro_(std::move(micro)), stop_(stop) {}
 
  protected:
   void Run() override {
     const int64_t step = trainer().steps_done() + 1, count = int64_t(micro_.size());
     metrics_ = trainer().step(micro_, [&](size_t i, double loss) {
       report(*session_, {"micro", step, int64_t(i), count, loss});
-    });
+    }, stop_);
     micro_.clear();  // the frames are no longer needed while the promise settles
-    report(*session_, {"step", metrics_.step, 0, count, metrics_.loss, metrics_.lr, metrics_.grad_norm, metrics_.ms});
+    report(*session_, {"step", metrics_.step, 0, count, metrics_.loss, metrics_.lr, metrics_.grad_norm, metrics_.ms,
+                       metrics_.collective_ms});
   }
   Napi::Value Result(Napi::Env env) override { return metrics_to_js(env, metrics_); }
 
  private:
   std::vector<train::MicroBatch> micro_;
+  bool stop_;
   train::StepMetrics metrics_;
 };
 
@@ -259,6 +265,8 @@ class AddonTrainer : public Napi::ObjectWrap<AddonTrainer> {
       set("numActionQueries", cfg.num_action_queries);
       set("parameters", t.num_parameters());
       set("step", t.steps_done());
+      set("rank", t.rank());
+      set("worldSize", t.world_size());
       return o;
     });
   }
@@ -272,7 +280,7 @@ class AddonTrainer : public Napi::ObjectWrap<AddonTrainer> {
       std::vector<train::MicroBatch> micro;
       for (uint32_t i = 0; i < arr.Length(); ++i)
         micro.push_back(micro_batch_from_js(arr.Get(i), *session_->trainer, "microBatches[" + std::to_string(i) + "]"));
-      return (new StepWorker(env, session_, std::move(micro)))->Start();
+      return (new StepWorker(env, session_, std::move(micro), bool_option(o, "stop", false)))->Start();
     });
   }
 
@@ -359,6 +367,15 @@ train::TrainerOptions trainer_options_from_js(Napi::Env env, const Napi::Object&
   t.bf16 = bool_option(o, "bf16", false);
   t.prefix_trick = bool_option(o, "prefixTrick", true);
   if (auto s = optional_integer(o, "seed")) t.seed = uint64_t(*s);
+  if (o.Get("distributed").IsObject()) {
+    // {rank, worldSize, masterAddr, masterPort, timeoutMs?} (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+    Napi::Object d = object_option(o, "distributed");
+    t.distributed.rank = int(integer_option(d, "rank"));
+    t.distributed.world_size = int(integer_option(d, "worldSize"));
+    t.distributed.master_addr = string_option(d, "masterAddr");
+    t.distributed.master_port = int(integer_option(d, "masterPort"));
+    if (auto ms = optional_integer(d, "timeoutMs")) t.distributed.timeout = std::chrono::milliseconds(*ms);
+  }
   return t;
 }
 

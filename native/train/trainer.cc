@@ -95,6 +95,12 @@ Trainer::Trainer(const TrainerOptions& options)
     noise_schedule_ = head::NoiseSchedule::squaredcos_cap_v2(head_options.denoise.train_steps);
   optimizer_ = std::make_unique<AdamW>(std::move(params), options_.adamw);
   if (!options_.resume_state_path.empty()) restore(io::load_state_dict(options_.resume_state_path));
+  if (options_.distributed.world_size > 1) {
+    group_ = std::make_unique<ProcessGroup>(options_.distributed);
+    std::vector<at::Tensor> weights;
+    for (const Parameter& p : optimizer_->parameters()) weights.push_back(p.tensor);
+    group_->broadcast(weights);
+  }
 }
 
 int64_t Trainer::num_parameters() const {
@@ -210,8 +216,9 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
       noise.latent = at::randn({d.chunk, d.action_dim * d.hidden}, generator_, f32).mul_(0.02);
       target = batch.actions;
     } else {
-      noise.timesteps = at::randint(0, noise_schedule_->train_steps(), {n}, generator_, at::TensorOptions().dtype(at::kLong));
-      target = at::randn({n, d.chunk, d.action_dim}, generator_, f32);
+      const int64_t rows = n * world_size();  // the global batch's draws, then this rank's rows (trainer.h)
+      noise.timesteps = own_rows(at::randint(0, noise_schedule_->train_steps(), {rows}, generator_, at::TensorOptions().dtype(at::kLong)), n);
+      target = own_rows(at::randn({rows, d.chunk, d.action_dim}, generator_, f32), n);
       noise.noisy_actions = noise_schedule_->add_noise(batch.actions, target, noise.timesteps);
     }
     prediction = head_->train_forward(hb, noise);
@@ -220,14 +227,23 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
   at::Tensor value = options_.head.objective == head::Objective::L1 ? diff.abs().mean() : diff.pow(2).mean();
   // The reference offers the batch to the bank after querying it, so a sample never retrieves itself.
   const bool offer = at::rand({1}, generator_, f32).item<double>() < options_.memory_sample_rate;
-  if (fill_bank && offer) head_->mutable_bank().append(query_keys, batch.actions.reshape({n, -1}));
+  if (fill_bank && offer) {
+    at::Tensor keys = query_keys, values = batch.actions.reshape({n, -1});
+    if (group_) {  // every rank appends the global batch's entries, in rank order
+      keys = group_->all_gather(keys);
+      values = group_->all_gather(values);
+    }
+    head_->mutable_bank().append(keys, values);
+  }
   return value;
 }
 
-StepMetrics Trainer::step(const std::vector<MicroBatch>& micro, const std::function<void(size_t, double)>& on_micro) {
+StepMetrics Trainer::step(const std::vector<MicroBatch>& micro, const std::function<void(size_t, double)>& on_micro,
+                          bool stop_requested) {
   if (int64_t(micro.size()) != options_.accumulation)
     fail(ErrorCode::Input, "step: expected ", options_.accumulation, " micro-batches (accum), got ", micro.size());
   Stopwatch watch;
+  if (group_) check_same_sizes(micro);
   double total = 0;
   for (size_t i = 0; i < micro.size(); ++i) {
     at::Tensor value = loss(micro[i], /*fill_bank=*/true);
@@ -238,6 +254,17 @@ StepMetrics Trainer::step(const std::vector<MicroBatch>& micro, const std::funct
   }
   StepMetrics m;
   m.loss = total / double(micro.size());
+  m.stop = stop_requested;
+  if (group_) {
+    std::vector<at::Tensor> grads;
+    for (const Parameter& p : optimizer_->parameters())
+      if (p.tensor.grad().defined()) grads.push_back(p.tensor.mutable_grad());
+    at::Tensor agreed = at::tensor({m.loss, stop_requested ? 1.0 : 0.0}, at::kDouble);
+    grads.push_back(agreed);  // its own bucket (float64): one more collective, not one per value
+    group_->average(grads);
+    m.loss = agreed[0].item<double>();
+    m.stop = agreed[1].item<double>() > 0;
+  }
   if (!std::isfinite(m.loss)) {
     optimizer_->zero_grad();
     fail(ErrorCode::Native, "step ", step_ + 1, ": the loss is ", m.loss, "; the weights were not updated");
@@ -247,7 +274,17 @@ StepMetrics Trainer::step(const std::vector<MicroBatch>& micro, const std::funct
   optimizer_->step(m.lr);
   m.step = ++step_;
   m.ms = watch.lap();
+  if (group_) m.collective_ms = group_->take_collective_ms();
   return m;
+}
+
+void Trainer::check_same_sizes(const std::vector<MicroBatch>& micro) {
+  // The collectives need the same shapes on every rank (lib/train.ts's loader gives every rank b samples).
+  at::Tensor sizes = at::empty({int64_t(micro.size())}, at::kLong);
+  for (size_t i = 0; i < micro.size(); ++i) sizes.data_ptr<int64_t>()[i] = int64_t(micro[i].prompts.size());
+  at::Tensor all = group_->all_gather(sizes).view({world_size(), -1});
+  if (!all.eq(sizes.unsqueeze(0)).all().item<bool>())
+    fail(ErrorCode::Input, "step: the ranks' micro-batches differ in size (samples per micro-batch and rank: ", all, ")");
 }
 
 io::NamedTensors Trainer::gradients(const MicroBatch& batch) {

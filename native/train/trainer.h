@@ -15,6 +15,13 @@
 // then clipping, AdamW, the learning-rate schedule. With prefix_trick off, the whole sequence runs with autograd in
 // one pass (the yardstick the split is tested against). Every random draw comes from one seeded generator that
 // checkpoints save, so a resumed run repeats an uninterrupted one.
+//
+// Data-parallel (options.distributed.world_size > 1, distributed.h): every process runs this trainer on its own
+// rows of each global micro-batch (rank r holds rows [r·b, (r+1)·b)). The trainable weights start as rank 0's, the
+// gradients are averaged over the ranks before clipping and AdamW, and every rank draws the random numbers of the
+// whole global batch from its generator (identical on every rank) and keeps its rows; the bank receives the
+// global batch's entries in rank order. N processes × b samples thus follow one process × N·b samples (up to the
+// summation order of the averaged gradients).
 #pragma once
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -32,6 +39,7 @@
 #include "model/prismatic.h"
 #include "model/preprocess.h"
 #include "train/augment.h"
+#include "train/distributed.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -67,12 +75,15 @@ struct TrainerOptions {
   bool bf16 = false;  // VLM in bfloat16, head under CPU autocast (bfloat16) with float32 master weights
   bool prefix_trick = true;
   uint64_t seed = 0;
+  DistributedOptions distributed;
 };
 
 struct StepMetrics {
   int64_t step = 0;  // optimizer steps done, this one included
   double loss = 0;   // mean over the micro-batches
   double lr = 0, grad_norm = 0, ms = 0;
+  double collective_ms = 0;  // of `ms`, the time in collectives (data-parallel only)
+  bool stop = false;         // some rank asked to stop after this step (all ranks then stop together)
 };
 
 class Trainer {
@@ -83,10 +94,16 @@ class Trainer {
   const head::HeadDims& head_dims() const { return head_->dims(); }
   int64_t steps_done() const { return step_; }
   int64_t num_parameters() const;
+  int rank() const { return group_ ? group_->rank() : 0; }
+  int world_size() const { return group_ ? group_->world_size() : 1; }
 
   // One optimizer step over `micro` (exactly `accumulation` micro-batches); `on_micro(index, loss)` after each.
-  StepMetrics step(const std::vector<MicroBatch>& micro, const std::function<void(size_t, double)>& on_micro);
-  // The gradients of one micro-batch's loss by parameter name; nothing is updated and the bank is left as it is.
+  // Data-parallel: every rank calls it with micro-batches of the same sizes; the loss is the mean over the ranks and
+  // `stop` is whether any rank passed `stop_requested`.
+  StepMetrics step(const std::vector<MicroBatch>& micro, const std::function<void(size_t, double)>& on_micro,
+                   bool stop_requested = false);
+  // The gradients of one micro-batch's loss by parameter name; nothing is updated and the bank is left as it is
+  // (this rank's own, not averaged).
   io::NamedTensors gradients(const MicroBatch& batch);
   // Normalized actions [B, chunk, A] of the model as it is now, computed as inference does (no perturbation, no
   // bank writes; Denoise samples with `seed`).
@@ -111,6 +128,9 @@ class Trainer {
   // Forward of one micro-batch: the scalar float32 loss. Appends to the bank (after querying it) when `fill_bank`.
   at::Tensor loss(const MicroBatch& batch, bool fill_bank);
   void check(const MicroBatch& batch) const;
+  void check_same_sizes(const std::vector<MicroBatch>& micro);
+  // Rows of this rank's micro-batch (n samples) in a draw made for the global batch.
+  at::Tensor own_rows(const at::Tensor& global, int64_t n) const { return global.narrow(0, rank() * n, n); }
   void restore(const io::StateDict& state);
 
   TrainerOptions options_;
@@ -123,6 +143,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   at::Generator generator_;
   int64_t step_ = 0;
+  std::unique_ptr<ProcessGroup> group_;  // data-parallel only
 };
 
 }  // namespace m2vla::train

@@ -25,7 +25,7 @@ export function float32(t: NativeTensor): Float32Array {
   return new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
 }
 
-export function readMetrics(out: string): Array<{ step: number; loss: number; lr: number }> {
+export function readMetrics(out: string): Array<{ step: number; loss: number; lr: number; gradNorm: number }> {
   return fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 }
 
