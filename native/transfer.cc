@@ -41,8 +41,9 @@ std::vector<at::Tensor> to_device_packed(const std::vector<at::Tensor>& host, co
     if (!host[i].is_cpu()) fail(ErrorCode::Native, "to_device_packed: input ", i, " is not on the CPU");
     view_as_part(staging, offsets[i], host[i]).copy_(host[i]);
   }
-  // From pinned memory the copy is asynchronous on the device's current stream: the kernels that read the views
-  // are queued behind it on the same stream, and `staging` stays alive through the views' storage until then.
+  // From pinned memory the copy is asynchronous on the device's current stream: the kernels that read the views are
+  // queued behind it on the same stream, and libtorch's pinned-memory allocator does not hand `staging`'s block out
+  // again before the copy has finished.
   const at::Tensor moved = staging.to(device, /*non_blocking=*/true);
   std::vector<at::Tensor> out;
   for (size_t i = 0; i < host.size(); ++i) out.push_back(view_as_part(moved, offsets[i], host[i]));
