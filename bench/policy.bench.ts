@@ -51,7 +51,8 @@ for (const dtype of dtypes) {
     '--iters', String(iters), '--prompt-len', String(PROMPT)]) : { skipped: '--no-eager' };
   const refP50 = 'p50_ms' in ref ? ref.p50_ms : undefined;
   actRows.push({
-    device: `${where} (${deviceName})`, dtype: resolved, kernels: kernels.path, p50: fmt(s.p50), p95: fmt(s.p95), p99: fmt(s.p99), 'actions/s': +((8 * 1000) / s.p50).toFixed(2),
+    device: `${where} (${deviceName})`, dtype: resolved, kernels: kernels.path,
+    p50: fmt(s.p50), p95: fmt(s.p95), p99: fmt(s.p99), 'actions/s': +((8 * 1000) / s.p50).toFixed(2),
     preprocess: fmt(mean('preprocess')), vision: fmt(mean('vision')), projector: fmt(mean('projector')), llm: fmt(mean('llm')),
     retrieval: fmt(mean('retrieval')), head: fmt(mean('head')),
     'peak MiB': Math.round(peakBytes / 2 ** 20),

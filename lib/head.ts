@@ -12,8 +12,8 @@ import { readRunConfig, type HeadConfig } from './config.js';
 import { readJson } from './json.js';
 import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import {
-  getBinding, type ModelDtype, type NativeDenoiseConfig, type NativeDevice, type NativeHead, type NativeHeadDims, type NativeHeadForwardInput,
-  type NativeHeadTrace,
+  getBinding, type ModelDtype, type NativeDenoiseConfig, type NativeDevice, type NativeHead, type NativeHeadDims,
+  type NativeHeadForwardInput, type NativeHeadTrace,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 
