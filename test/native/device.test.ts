@@ -94,7 +94,7 @@ describe('m2vla doctor', () => {
       console.log = log;
     }
     const out = lines.join('\n');
-    if (info.cuda) expect(out).toMatch(/GPU (cuda:\d+: .* compute capability \d\.\d, .* GiB free, driver CUDA|.*none usable)/);
+    if (info.cuda) expect(out).toMatch(/GPU cuda:\d+: +.*, compute capability \d+\.\d, .* GiB free, driver CUDA|GPU: +none usable: /);
     else expect(out).toMatch(/GPU: +none used: CPU-only build \(no GPU probed\); to use one, build the addon with CUDA: M2VLA_CUDA=1/);
   });
 });
