@@ -110,7 +110,9 @@ export function benchArgs(defaults: { iters: number }) {
   return {
     iters: Number(flag('iters') ?? defaults.iters),
     dtypes: (flag('dtypes') ?? 'float32,bfloat16').split(',') as Array<'float32' | 'bfloat16'>,
+    dtypesGiven: flag('dtypes') !== undefined,
     threads: Number(flag('threads') ?? 2),
+    device: (flag('device') ?? 'cpu') as 'cpu' | 'cuda' | `cuda:${number}`,
     eager: !argv.includes('--no-eager'),
   };
 }

@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- [suite ...] [flags]`: runs bench/<suite>.bench.ts (or bench/roofline.ts), one process per suite.
  * Suites: backbone, policy, roofline, server, train, train-ddp (default: all). Flags pass through (--iters, --dtypes, --threads, --no-eager).
- * `--device cuda` needs a CUDA build and a GPU; without one the roofline projection is printed instead.
+ * `--device cuda[:N]` runs the policy suite on the GPU (a CUDA build and a GPU); without one the roofline projection is
+ * printed instead, labelled as such.
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -23,8 +24,10 @@ if (deviceIdx >= 0 && flags[deviceIdx + 1]?.startsWith('cuda')) {
     console.log(`--device ${flags[deviceIdx + 1]}: this ${info.cuda ? 'CUDA build sees no usable GPU' : 'build is CPU-only'}; ` +
       'printing the roofline projection for RTX 3090 and A800 instead (labelled PROJECTION).');
     suites = ['roofline'];
+    flags.splice(deviceIdx, 2);
+  } else if (!named.length) {
+    suites = ['policy'];  // the other suites measure the CPU engine
   }
-  flags.splice(deviceIdx, 2);
 }
 for (const suite of suites) {
   console.log(`\n=== bench ${suite} ===`);

@@ -9,14 +9,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readRunConfig, type BackboneConfig } from './config.js';
 import { CheckpointError, DisposedError, InputError } from './errors.js';
-import { getBinding, type NativeBackbone, type NativeDtype } from './native/binding.js';
+import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
 import { PromptTokenizer } from './tokenizer.js';
 
 export interface BackboneOptions {
-  /** Weights and computation dtype (RMSNorm and softmax still run in float32). Default float32. */
-  dtype?: NativeDtype;
+  /** Weights and computation dtype (RMSNorm and softmax still run in float32; float16 on CUDA only). Default float32. */
+  dtype?: ModelDtype;
+  /** Where the weights live and forward() runs ('cuda:N' needs a CUDA build). Default 'cpu'. */
+  device?: NativeDevice;
   /** Torch threads for this model's jobs (default: libtorch's choice). */
   threads?: number;
   /**
@@ -59,7 +61,7 @@ export class Backbone implements AsyncDisposable {
     return this.#native;
   }
 
-  constructor(native: NativeBackbone, readonly config: BackboneConfig, readonly dtype: NativeDtype,
+  constructor(native: NativeBackbone, readonly config: BackboneConfig, readonly dtype: ModelDtype,
     private readonly referenceCasts: boolean, readonly tokenizer?: PromptTokenizer, private readonly centerCrop?: boolean | number) {
     this.#native = native;
   }
@@ -129,6 +131,8 @@ export async function loadBackbone(runDir: string, options: BackboneOptions = {}
   const dtype = options.dtype ?? 'float32';
   const modelPath = modelFile(runDir);
   const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir) : undefined;
-  const native = await runTorchJob(() => getBinding().createBackbone({ modelPath, config, dtype, threads: options.threads }));
+  const native = await runTorchJob(() => getBinding().createBackbone({
+    modelPath, config, dtype, device: options.device, threads: options.threads,
+  }));
   return new Backbone(native, config, dtype, options.referenceCasts ?? false, tokenizer, options.centerCrop);
 }

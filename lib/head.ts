@@ -12,8 +12,8 @@ import { readRunConfig, type HeadConfig } from './config.js';
 import { readJson } from './json.js';
 import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import {
-  getBinding, type NativeDenoiseConfig, type NativeDtype, type NativeHead, type NativeHeadDims, type NativeHeadForwardInput,
-  type NativeHeadTrace,
+  getBinding, type ModelDtype, type NativeDenoiseConfig, type NativeDevice, type NativeHead, type NativeHeadDims,
+  type NativeHeadForwardInput, type NativeHeadTrace,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 
@@ -39,7 +39,9 @@ export interface HeadCreateOptions {
   proprioProjectorPath: string;
   config: HeadConfig & { numPatches: number; numActionQueries: number; denoise?: DenoiseOptions };
   /** Weights and activations (the memory bank stays bfloat16, retrieval float32). Default float32. */
-  dtype?: NativeDtype;
+  dtype?: ModelDtype;
+  /** Where the weights, the bank and the computation live ('cuda:N' needs a CUDA build). Default 'cpu'. */
+  device?: NativeDevice;
   /** Torch threads for this head's jobs (default: libtorch's choice). */
   threads?: number;
   /** Needed by predict() (normalize the state, unnormalize the actions). */
@@ -183,9 +185,9 @@ export class ActionHead implements AsyncDisposable {
 }
 
 export function createHead(options: HeadCreateOptions): Promise<ActionHead> {
-  const { actionHeadPath, proprioProjectorPath, config, dtype = 'float32', threads, statistics } = options;
+  const { actionHeadPath, proprioProjectorPath, config, dtype = 'float32', device, threads, statistics } = options;
   return runTorchJob(async () => {
-    const native = await getBinding().createHead({ actionHeadPath, proprioProjectorPath, config, dtype, threads });
+    const native = await getBinding().createHead({ actionHeadPath, proprioProjectorPath, config, dtype, device, threads });
     return new ActionHead(native, statistics);
   });
 }
@@ -202,7 +204,8 @@ export function headFile(runDir: string, stem: string): string {
 }
 
 export interface LoadHeadOptions {
-  dtype?: NativeDtype;
+  dtype?: ModelDtype;
+  device?: NativeDevice;
   threads?: number;
   /** dataset_statistics.json entry; required when the file holds several datasets. */
   unnormKey?: string;
@@ -225,6 +228,7 @@ export function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise
       numActionQueries: backbone.numActionQueries,
     },
     dtype: options.dtype,
+    device: options.device,
     threads: options.threads,
     statistics: readNormalizationStatistics(path.join(runDir, 'dataset_statistics.json'), options.unnormKey),
   });

@@ -1,25 +1,38 @@
 /**
  * The policy: observations in, unnormalized 8×7 action chunks out (SPEC: frozen VLM → MoL + MSM head).
  *
- *   await using policy = await loadPolicy(runDir, { dtype: 'bfloat16' });
+ *   await using policy = await loadPolicy(runDir, { dtype: 'bfloat16' });   // or { device: 'cuda:0', dtype: 'auto' }
  *   const { actions } = await policy.act({ images: { primary, wrist }, instruction: 'put the bowl on the plate', state });
  *
- * One act() is one native job (preprocess → vision → projector → Qwen2 → head → unnormalize) off the JS thread.
+ * One act() is one native job (preprocess → vision → projector → Qwen2 → head → unnormalize) off the JS thread. On a
+ * GPU, preprocessing and (un)normalization stay on the CPU; the inputs go over in one copy and the outputs come back
+ * in one.
  */
 import os from 'node:os';
 import path from 'node:path';
 import { loadBackbone, type Backbone } from './backbone.js';
 import { readRunConfig } from './config.js';
-import { DisposedError, InputError } from './errors.js';
+import { DisposedError, InputError, toTypedError } from './errors.js';
 import { loadHead, type ActionHead, type DenoiseOptions } from './head.js';
-import { getBinding, type NativeDtype, type NativePolicy, type NativePolicyResult } from './native/binding.js';
+import {
+  getBinding, type ModelDtype, type NativeDevice, type NativeKernelReport, type NativePlacement, type NativePolicy,
+  type NativePolicyResult,
+} from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from './random-run.js';
 
 export interface PolicyOptions {
-  /** Weights and computation dtype of the VLM and the head. Default float32. */
-  dtype?: NativeDtype;
+  /**
+   * Where the weights live and act() computes: 'cpu' (default) or 'cuda' / 'cuda:N' (a CUDA build, see README
+   * "CUDA"; otherwise a ConfigError says how to get one).
+   */
+  device?: NativeDevice;
+  /**
+   * Weights and computation dtype of the VLM and the head. 'auto' (default): float32 on the CPU, bfloat16 on GPUs of
+   * compute capability >= 8.0, float16 below. float16 is for GPUs only (ConfigError on the CPU).
+   */
+  dtype?: 'auto' | ModelDtype;
   /** Torch threads for this policy's jobs (default: libtorch's choice). */
   threads?: number;
   /** Reproduce the reference's hard-coded bfloat16 roundings (pixel values, action-query slice, proprio). Default false. */
@@ -76,7 +89,17 @@ export interface PolicyMetadata {
   imageSize: number;
   hidden: number;
   layers: number;
-  dtype: NativeDtype;
+  /** The device the models are on ('cpu', 'cuda:0') and its name ('CPU' or the GPU's). */
+  device: string;
+  deviceName: string;
+  /** The resolved computation dtype ('auto' decided). */
+  dtype: ModelDtype;
+  /**
+   * Which implementation of the head's custom kernels act() runs: 'cpu-fused' (the fused CPU loops), 'cuda-kernels'
+   * (native/cuda, each passed its self-check on this GPU at load) or 'libtorch-ops' (plain ops on the GPU: a kernel
+   * disagreed with its reference, see `kernels.warnings`, or the model is outside the kernels' limits).
+   */
+  kernels: NativeKernelReport;
   objective: 'l1' | 'denoise';
   unnormKey: string;
   bankSize: number;
@@ -87,13 +110,14 @@ export class Policy implements AsyncDisposable {
   readonly metadata: PolicyMetadata;
 
   constructor(native: NativePolicy, private readonly backbone: Backbone, private readonly head: ActionHead,
-    private readonly options: PolicyOptions) {
+    private readonly options: PolicyOptions, placement: NativePlacement, kernels: NativeKernelReport) {
     this.#native = native;
     const d = head.dims;
     this.metadata = {
       chunk: d.chunk, actionDim: d.actionDim, proprioDim: d.proprioDim, numImages: backbone.config.numImages,
       imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
-      dtype: backbone.dtype, objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize,
+      device: placement.device, deviceName: placement.name, dtype: placement.dtype, kernels,
+      objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize,
     };
   }
 
@@ -202,11 +226,13 @@ function retrievalOf(r: NativePolicyResult, batch: number): ActOutput['retrieval
  * .safetensors, proprio_projector--checkpoint.pt, dataset_statistics.json, tokenizer, preprocessor_config.json).
  */
 export async function loadPolicy(runDir: string, options: PolicyOptions = {}): Promise<Policy> {
+  const placement = resolvePlacement(options);
   const run = readRunConfig(runDir, { numImages: options.numImages });
-  const backbone = await loadBackbone(runDir, { dtype: options.dtype, threads: options.threads, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
+  const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
+  const backbone = await loadBackbone(runDir, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
   try {
     const head = await loadHead(runDir, {
-      dtype: options.dtype, threads: options.threads, unnormKey: options.unnormKey,
+      ...on, unnormKey: options.unnormKey,
       head: { ...(options.objective && { objective: options.objective }), ...(options.denoise && { denoise: options.denoise }) },
     });
     const stats = head.statistics!;
@@ -218,10 +244,32 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
         action: { q01: stats.action.q01, q99: stats.action.q99, mask: Uint8Array.from(stats.action.mask, Number) },
       },
     });
-    return new Policy(native, backbone, head, options);
+    // The first use of the device: on a GPU the CUDA kernels are checked against their references here.
+    const kernels = await runTorchJob(() => native.kernels());
+    for (const w of kernels.warnings) process.emitWarning(w, { code: 'M2VLA_KERNEL_FALLBACK' });
+    return new Policy(native, backbone, head, options, placement, kernels);
   } catch (e) {
     backbone.dispose();
     throw e;
+  }
+}
+
+const DEVICE = /^(cpu|cuda(:\d{1,3})?)$/;
+const DTYPES = ['auto', 'float32', 'bfloat16', 'float16'];
+
+/** The checked device and dtype (InputError for a malformed string; ConfigError for what this build or GPU cannot run). */
+function resolvePlacement(options: PolicyOptions): NativePlacement {
+  const { device = 'cpu', dtype = 'auto' } = options;
+  if (typeof device !== 'string' || !DEVICE.test(device)) {
+    throw new InputError(`device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`);
+  }
+  if (typeof dtype !== 'string' || !DTYPES.includes(dtype)) {
+    throw new InputError(`dtype: expected one of ${DTYPES.map((d) => `'${d}'`).join(', ')}, got ${JSON.stringify(dtype)}`);
+  }
+  try {
+    return getBinding().resolvePlacement({ device, dtype });
+  } catch (e) {
+    throw toTypedError(e);
   }
 }
 

@@ -2,15 +2,21 @@
 //   raw camera images --preprocess--> pixel values --frozen VLM--> every hidden state --action head (MoL + MSM)-->
 //   normalized chunk --unnormalize (q01/q99, mask)--> actions
 // It composes a loaded Backbone and ActionHead (shared, immutable) with the run's preprocessing and statistics.
-// No N-API here.
+// Device: the models' (both on one device, weights placed there at load). Preprocessing and the q01/q99
+// (un)normalization stay on the host; each act() makes one host->device copy of its inputs and one device->host
+// copy of its outputs (transfer.h). No N-API here.
 #pragma once
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "head/action_head.h"
+#include "head/kernel_check.h"
 #include "head/normalize.h"
 #include "model/prismatic.h"
 #include "model/preprocess.h"
@@ -47,18 +53,37 @@ struct ActResult {
   StageTimes times;
 };
 
+// Which implementation of the head's custom kernels (MoL attention, MSM top-R) act() runs.
+struct KernelReport {
+  // "cpu-fused": the fused CPU loops (head/mol_fused.cc, head/msm_retrieval.cc);
+  // "cuda-kernels": the CUDA kernels (native/cuda), each of which passed its self-check on this GPU;
+  // "libtorch-ops": plain libtorch ops on the GPU (a kernel failed its check, or the model is outside its limits).
+  std::string path;
+  std::vector<std::pair<std::string, head::CheckResult>> checks;  // the self-checks run on the GPU
+  std::vector<std::string> warnings;                              // why a GPU policy does not use its kernels
+};
+
 class Policy {
  public:
   Policy(std::shared_ptr<const model::Backbone> backbone, std::shared_ptr<const head::ActionHead> head, PolicyConfig config);
   ActResult act(const ActRequest& request) const;
 
+  // Decided at the first call (act() makes it): on a GPU each CUDA kernel is compared with its libtorch reference
+  // on a small random input (head/kernel_check.h) and any disagreement keeps the policy on libtorch ops.
+  const KernelReport& kernels() const;
+
   const model::Backbone& backbone() const { return *backbone_; }
   const head::ActionHead& head() const { return *head_; }
+  c10::Device device() const { return backbone_->device(); }
 
  private:
+  KernelReport choose_kernels() const;
+
   std::shared_ptr<const model::Backbone> backbone_;
   std::shared_ptr<const head::ActionHead> head_;
   PolicyConfig config_;
+  mutable std::once_flag kernels_once_;
+  mutable KernelReport kernels_;
 };
 
 }  // namespace m2vla

@@ -17,14 +17,18 @@ if (!found) found = fetchWheel();
 recordLibtorch(found);
 console.log(`m2vla: libtorch ${found.version} from ${found.source}: ${found.dir}`);
 
-function addonLoads() {
+// The binary a --build-dir other than build/ produced (node-gyp-build only looks in build/ and prebuilds/).
+const builtFile = buildDir === 'build' ? undefined : path.join(packageRoot, buildDir, 'Release', 'm2vla.node');
+
+function addonLoads(file) {
   // A child process, so a broken binary cannot take the installer down (node-gyp-build-test, with libtorch preloaded).
   const probe = `import('${path.join(packageRoot, 'scripts', 'load-addon.mjs').replace(/\\/g, '/')}')` +
-    '.then(m => { m.loadAddon(); process.exit(0); }, e => { console.error(e.message); process.exit(1); })';
+    `.then(m => { m.loadAddon(${file ? JSON.stringify(file) : ''}); process.exit(0); }, ` +
+    'e => { console.error(e.message); process.exit(1); })';
   return spawnSync(process.execPath, ['-e', probe], { stdio: 'ignore', cwd: packageRoot }).status === 0;
 }
 
-if (!force && addonLoads()) {
+if (!force && addonLoads(builtFile)) {
   console.log('m2vla: an existing build or prebuild loads; skipping compilation (npm run build:native forces it)');
   process.exit(0);
 }
@@ -44,8 +48,8 @@ if (r.status !== 0) {
   process.exit(r.status ?? 1);
 }
 console.log(`m2vla: native addon built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-if (!portable && !addonLoads()) {
+if (!portable && !addonLoads(builtFile)) {
   console.error('m2vla: the freshly built addon does not load; run `npx m2vla doctor`.');
   process.exit(1);
 }
-fs.rmSync(path.join(packageRoot, 'build', '.cmake-js-probe'), { force: true });
+fs.rmSync(path.join(packageRoot, buildDir, '.cmake-js-probe'), { force: true });

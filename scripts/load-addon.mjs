@@ -1,11 +1,11 @@
 // Loads the native addon: preload libtorch from the shared lookup, then let node-gyp-build pick
-// build/Release/*.node or prebuilds/<platform>-<arch>/*.node.
+// build/Release/*.node or prebuilds/<platform>-<arch>/*.node (or load `file`, a build in another --build-dir).
 import { createRequire } from 'node:module';
 import { findLibtorch, packageRoot, preloadLibtorch } from './libtorch.mjs';
 
 const require = createRequire(import.meta.url);
 
-export function loadAddon() {
+export function loadAddon(file) {
   const tried = [];
   const found = findLibtorch({ tried });
   if (!found) {
@@ -15,7 +15,6 @@ export function loadAddon() {
     throw err;
   }
   preloadLibtorch(found.dir);
-  const nodeGypBuild = require('node-gyp-build');
-  const file = nodeGypBuild.resolve(packageRoot);
-  return { addon: require(file), file, libtorch: found };
+  const resolved = file ?? require('node-gyp-build').resolve(packageRoot);
+  return { addon: require(resolved), file: resolved, libtorch: found };
 }

@@ -3,9 +3,10 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadPolicy, demoRunDir } from '../policy.js';
 import type { Observation } from '../observation.js';
+import type { NativeDevice } from '../native/binding.js';
 
 const USAGE = `usage: m2vla demo [--run <dir>] [--instruction <text>] [--primary <png|jpg>] [--wrist <png|jpg>]
-                  [--dtype float32|bfloat16] [--threads N] [--unnorm-key K]
+                  [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|float16] [--threads N] [--unnorm-key K]
 Runs the policy on a two-camera observation (synthetic images unless given) and prints the action chunk and the
 time per stage. Without --run it uses the embedded demo model (random weights: the actions are not meaningful).`;
 
@@ -31,7 +32,8 @@ export const demoCommand = {
       args: argv, strict: true,
       options: {
         run: { type: 'string' }, instruction: { type: 'string', default: 'put the black bowl on the plate' },
-        primary: { type: 'string' }, wrist: { type: 'string' }, dtype: { type: 'string', default: 'float32' },
+        primary: { type: 'string' }, wrist: { type: 'string' }, dtype: { type: 'string', default: 'auto' },
+        device: { type: 'string', default: 'cpu' },
         threads: { type: 'string' }, 'unnorm-key': { type: 'string' }, help: { type: 'boolean' },
       },
     });
@@ -39,14 +41,12 @@ export const demoCommand = {
       console.log(USAGE);
       return 0;
     }
-    if (values.dtype !== 'float32' && values.dtype !== 'bfloat16') {
-      console.error(`m2vla demo: --dtype must be float32 or bfloat16, got ${values.dtype}`);
-      return 2;
-    }
     const runDir = values.run ?? demoRunDir();
     const t0 = performance.now();
+    // loadPolicy checks --device and --dtype (InputError / ConfigError with the fix).
     await using policy = await loadPolicy(runDir, {
-      dtype: values.dtype, threads: values.threads ? Number(values.threads) : undefined, unnormKey: values['unnorm-key'],
+      device: values.device as NativeDevice, dtype: values.dtype as 'auto',
+      threads: values.threads ? Number(values.threads) : undefined, unnormKey: values['unnorm-key'],
     });
     const loadMs = performance.now() - t0;
     const m = policy.metadata;
@@ -66,6 +66,7 @@ export const demoCommand = {
     console.log(`m2vla demo — ${values.run ? runDir : `embedded demo model (${runDir})`}`);
     console.log(`  model: ${m.layers}-layer VLM, hidden ${m.hidden}, ${m.numImages} cameras at ${m.imageSize}px, ` +
       `chunk ${m.chunk}×${m.actionDim}, ${m.dtype}, statistics "${m.unnormKey}", skill bank ${m.bankSize} entries`);
+    console.log(`  device: ${m.device} (${m.deviceName}), kernels: ${m.kernels.path}`);
     console.log(`  instruction: "${values.instruction}"; loaded in ${loadMs.toFixed(0)} ms`);
     console.log('\n  action chunk (unnormalized):');
     for (let t = 0; t < m.chunk; t++) {

@@ -1,10 +1,15 @@
-/** `m2vla doctor`: where libtorch came from, how the addon was built, what this CPU can do. Non-zero exit with the fix when the addon cannot load. */
+/**
+ * `m2vla doctor`: where libtorch came from, how the addon was built, what this CPU can do and, in a CUDA build, every
+ * GPU (name, compute capability, free/total memory, driver/runtime versions). Non-zero exit with the fix when the addon
+ * cannot load. A CPU-only build never probes for a GPU: it says so and how to build with CUDA.
+ */
+import type { BuildInfo } from '../native/binding.js';
 import { findLibtorch } from '../../scripts/libtorch.mjs';
 import { M2vlaError } from '../errors.js';
 import { runtimeInfo } from '../runtime.js';
 
 export const doctorCommand = {
-  summary: 'report libtorch, build flags, threads and CPU features',
+  summary: 'report libtorch, build flags, threads, CPU features and GPUs',
   async run(argv: string[]): Promise<number> {
     if (argv.includes('--help')) {
       console.log('usage: m2vla doctor [--json]');
@@ -37,7 +42,7 @@ export const doctorCommand = {
       `  version:        ${info.libtorch.version} (addon compiled against ${info.torchVersion})`,
       `  build:          CUDA ${info.cuda ? 'on' : 'off'}, N-API ${info.napiVersion}`,
       `  data-parallel:  ${info.distributed ? 'c10d Gloo' : 'not built (apt-get install libgloo-dev, then npm run build:native)'}`,
-      `  CUDA usable:    ${yes(info.cudaAvailable)}`,
+      ...gpuLines(info),
       `  torch threads:  ${info.threads}`,
       `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}`,
     ];
@@ -49,3 +54,14 @@ export const doctorCommand = {
     return 0;
   },
 };
+
+const GIB = 2 ** 30;
+const cudaVersion = (v: number) => `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+
+function gpuLines(info: BuildInfo): string[] {
+  if (!info.cuda) return [`  GPU:            none used: CPU-only build (no GPU probed); to use one, ${info.cudaBuildHint}`];
+  if (!info.gpus?.length) return [`  GPU:            none usable: ${info.gpuError ?? 'no CUDA GPU visible'}`];
+  return info.gpus.map((g) => `  GPU ${g.device}:     ${g.name}, compute capability ${g.capability}, ` +
+    `${(g.freeBytes / GIB).toFixed(1)} of ${(g.totalBytes / GIB).toFixed(1)} GiB free, ` +
+    `driver CUDA ${cudaVersion(g.driverVersion)}, runtime CUDA ${cudaVersion(g.runtimeVersion)}`);
+}

@@ -7,12 +7,31 @@ import type { FoundLibtorch } from '../../scripts/libtorch.mjs';
 import type { BackboneConfig } from '../config.js';
 import { LoadError, M2vlaError } from '../errors.js';
 
+export interface GpuInfo {
+  device: string;
+  name: string;
+  /** Compute capability, e.g. '8.6'. */
+  capability: string;
+  freeBytes: number;
+  totalBytes: number;
+  /** CUDA versions as the runtime API reports them (13000 = 13.0). */
+  driverVersion: number;
+  runtimeVersion: number;
+}
+
 export interface BuildInfo {
   torchVersion: string;
+  /** Compiled with the CUDA kernels (M2VLA_CUDA=1). */
   cuda: boolean;
+  /** A CUDA build that sees at least one GPU (always false in a CPU-only build, which never probes). */
   cudaAvailable: boolean;
   /** Built with c10d's Gloo process group (data-parallel training). */
   distributed: boolean;
+  /** CUDA builds: every GPU the runtime sees, and why it sees none. */
+  gpus?: GpuInfo[];
+  gpuError?: string;
+  /** CPU-only builds: how to build with CUDA. */
+  cudaBuildHint?: string;
   threads: number;
   parallelInfo: string;
   cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16', boolean>;
@@ -20,6 +39,27 @@ export interface BuildInfo {
 }
 
 export type NativeDtype = 'float32' | 'bfloat16';
+/** What models can be loaded in: float16 only on a CUDA device. */
+export type ModelDtype = NativeDtype | 'float16';
+export type NativeDevice = 'cpu' | 'cuda' | `cuda:${number}`;
+
+/** Where loadPolicy puts the models, after 'auto' and the build and GPU checks. */
+export interface NativePlacement {
+  device: string;
+  dtype: ModelDtype;
+  /** 'CPU' or the GPU's name. */
+  name: string;
+  /** CUDA compute capability (8.6), 0 on the CPU. */
+  capability: number;
+}
+
+/** Which implementation of the head's custom kernels a policy runs, and the GPU self-checks that decided it. */
+export interface NativeKernelReport {
+  device: string;
+  path: 'cpu-fused' | 'cuda-kernels' | 'libtorch-ops';
+  checks: Array<{ kernel: string; ok: boolean; maxAbsErr: number; detail: string }>;
+  warnings: string[];
+}
 
 /** A tensor as it crosses the boundary: raw little-endian bytes + dtype + shape. */
 export interface NativeTensor {
@@ -128,6 +168,8 @@ export interface NativePolicy {
     intermediates?: boolean;
     seed?: number;
   }): Promise<NativePolicyResult>;
+  /** The kernel path; the first call on a GPU self-checks the CUDA kernels there. */
+  kernels(): Promise<NativeKernelReport>;
   dispose(): void;
 }
 
@@ -314,7 +356,13 @@ export interface KernelCheckResult {
 export interface BindingModule {
   buildInfo(): BuildInfo;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
-  createBackbone(options: { modelPath: string; config: BackboneConfig; dtype: NativeDtype; threads?: number }): Promise<NativeBackbone>;
+  createBackbone(options: {
+    modelPath: string; config: BackboneConfig; dtype: ModelDtype; device?: NativeDevice; threads?: number;
+  }): Promise<NativeBackbone>;
+  /** E_INPUT for a bad string, E_CONFIG for what this build or GPU cannot run (a CPU-only build never probes). */
+  resolvePlacement(options: { device?: string; dtype?: string }): NativePlacement;
+  /** CUDA builds only: peak bytes of libtorch's caching allocator on a GPU since the last reset. */
+  gpuPeakMemory?(options: { device: string; reset: boolean }): number;
   loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;
   /** [images / imagesPerSample, 3 * means.length * imagesPerSample, size, size] float32, channels [set][RGB] per image. */
   preprocessImages(options: {
@@ -337,7 +385,8 @@ export interface BindingModule {
     stats: { proprio: NativeBounds; action: NativeBounds };
   }): NativePolicy;
   createHead(options: {
-    actionHeadPath: string; proprioProjectorPath: string; config: NativeHeadConfig; dtype?: NativeDtype; threads?: number;
+    actionHeadPath: string; proprioProjectorPath: string; config: NativeHeadConfig; dtype?: ModelDtype; device?: NativeDevice;
+    threads?: number;
   }): Promise<NativeHead>;
   normalizeBounds(args: NativeBoundsStats & { values: Float64Array }): Float64Array;
   unnormalizeBounds(args: NativeBoundsStats & { values: Float32Array }): Float64Array;

@@ -1,4 +1,4 @@
-// createBackbone({modelPath, config, dtype, threads}) -> Promise<Backbone>; backbone.forward({pixelValues, batch,
+// createBackbone({modelPath, config, device, dtype, threads}) -> Promise<Backbone>; backbone.forward({pixelValues, batch,
 // inputIds, promptLen, referenceCasts}) -> Promise<{hiddenStates, hiddenShape, projectedPatches, patchesShape}>;
 // backbone.generate({pixelValues, inputIds, maxNewTokens, stopIds, referenceCasts}) -> Promise<number[]> (greedy VQA,
 // one prompt); backbone.dispose(). Loading, forward and generate run in TorchWorkers; a call in flight keeps the
@@ -55,11 +55,12 @@ class AddonBackbone : public Napi::ObjectWrap<AddonBackbone> {
 class LoadBackboneWorker : public TorchWorker {
  public:
   LoadBackboneWorker(Napi::Env env, Napi::FunctionReference* ctor, std::string path, model::BackboneConfig cfg,
-                     at::ScalarType dtype, int threads)
-      : TorchWorker(env, threads), ctor_(ctor), path_(std::move(path)), cfg_(std::move(cfg)), dtype_(dtype), threads_(threads) {}
+                     Placement placement, int threads)
+      : TorchWorker(env, threads), ctor_(ctor), path_(std::move(path)), cfg_(std::move(cfg)), placement_(placement),
+        threads_(threads) {}
 
  protected:
-  void Run() override { model_ = model::load_backbone(path_, cfg_, dtype_); }
+  void Run() override { model_ = model::load_backbone(path_, cfg_, placement_.dtype, placement_.device); }
   Napi::Value Result(Napi::Env env) override {
     return ctor_->New({Napi::External<BackbonePtr>::New(env, &model_), Napi::Number::New(env, threads_)});
   }
@@ -68,7 +69,7 @@ class LoadBackboneWorker : public TorchWorker {
   Napi::FunctionReference* ctor_;
   std::string path_;
   model::BackboneConfig cfg_;
-  at::ScalarType dtype_;
+  Placement placement_;
   int threads_;
   BackbonePtr model_;
 };
@@ -81,10 +82,12 @@ class ForwardWorker : public TorchWorker {
 
  protected:
   void Run() override {
-    model::BackboneOutput out = model_->forward(pixels_, ids_, reference_casts_);
+    const c10::Device device = model_->device();
+    if (!device.is_cpu()) model_->check_token_ids(ids_);  // on the host: forward() does not read GPU ids back
+    model::BackboneOutput out = model_->forward(pixels_.to(device), ids_.to(device), reference_casts_);
     // Converted here, on the worker thread, so Result() only copies bytes.
-    hidden_ = out.hidden_states.to(at::kFloat).contiguous();
-    patches_ = out.projected_patches.to(at::kFloat).contiguous();
+    hidden_ = out.hidden_states.to(at::kCPU, at::kFloat).contiguous();
+    patches_ = out.projected_patches.to(at::kCPU, at::kFloat).contiguous();
   }
   Napi::Value Result(Napi::Env env) override {
     auto shape = [&](const at::Tensor& t) {
@@ -115,7 +118,11 @@ class GenerateWorker : public TorchWorker {
         max_new_tokens_(max_new_tokens), stop_ids_(std::move(stop_ids)), reference_casts_(reference_casts) {}
 
  protected:
-  void Run() override { tokens_ = model_->generate(pixels_, ids_, max_new_tokens_, stop_ids_, reference_casts_); }
+  void Run() override {
+    const c10::Device device = model_->device();
+    if (!device.is_cpu()) model_->check_token_ids(ids_);
+    tokens_ = model_->generate(pixels_.to(device), ids_.to(device), max_new_tokens_, stop_ids_, reference_casts_);
+  }
   Napi::Value Result(Napi::Env env) override {
     auto out = Napi::Array::New(env, tokens_.size());
     for (size_t i = 0; i < tokens_.size(); ++i) out.Set(uint32_t(i), Napi::Number::New(env, double(tokens_[i])));
@@ -186,14 +193,6 @@ Napi::Value AddonBackbone::Forward(const Napi::CallbackInfo& info) {
   }
 }
 
-at::ScalarType dtype_option(const Napi::Object& o) {
-  Napi::Value v = o.Get("dtype");
-  std::string d = v.IsString() ? v.As<Napi::String>().Utf8Value() : "float32";
-  if (d == "float32") return at::kFloat;
-  if (d == "bfloat16") return at::kBFloat16;
-  fail(ErrorCode::Input, "dtype: expected 'float32' or 'bfloat16', got '", d, "'");
-}
-
 Napi::Value CreateBackbone(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -202,7 +201,7 @@ Napi::Value CreateBackbone(const Napi::CallbackInfo& info) {
     if (!o.Get("modelPath").IsString()) fail(ErrorCode::Input, "modelPath: expected a string");
     auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
     return (new LoadBackboneWorker(env, ctor, o.Get("modelPath").As<Napi::String>(), backbone_config_from_js(o.Get("config")),
-                                   dtype_option(o), threads_option(o)))
+                                   placement_from_js(o), threads_option(o)))
         ->Start();
   } catch (const m2vla::Error& e) {
     throw make_error(env, error_code_name(e.code()), e.what());

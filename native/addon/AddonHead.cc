@@ -98,8 +98,8 @@ class LoadHeadWorker : public TorchWorker {
   HeadPtr head_;
 };
 
-// Result tensors are made float32 and contiguous on the worker thread, so Result() only copies bytes.
-at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+// Result tensors are made float32, contiguous and host-resident on the worker thread, so Result() only copies bytes.
+at::Tensor f32(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
 
 }  // namespace
 
@@ -167,6 +167,11 @@ class HeadForwardWorker : public TorchWorker {
 
  protected:
   void Run() override {
+    const c10::Device device = head_->options().device;
+    in_.hidden = in_.hidden.to(device);
+    in_.proprio = in_.proprio.to(device);
+    // The fused kernels are CPU loops: a head on a GPU runs the plain libtorch ops when asked for them.
+    if (!device.is_cpu() && in_.impl == head::MolImpl::Fused) in_.impl = head::MolImpl::Reference;
     out_ = head_->forward(in_);
     prepare_head_output(out_);
   }

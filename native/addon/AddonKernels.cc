@@ -16,90 +16,13 @@
 #include "addon/addon.h"
 #include "addon/workers.h"
 #include "error.h"
+#include "head/kernel_cases.h"
 #include "head/kernel_check.h"
-#include "head/kernel_reference.h"
-#ifdef M2VLA_WITH_CUDA
-#include "cuda/cuda_glue.h"
-#endif
 
 namespace m2vla::addon {
 namespace {
 
 using head::Tensors;
-
-// Each kernel's check pieces, with the tolerance a real kernel is held to by default.
-struct KernelCase {
-  std::function<Tensors(uint64_t)> make_inputs;
-  std::function<Tensors(const Tensors&)> reference;
-  std::function<Tensors(const Tensors&)> cuda;
-  head::Tolerance tolerance;
-};
-
-constexpr head::MolAttentionSizes kMolSizes{};
-constexpr head::L1TopKSizes kL1Sizes{};
-constexpr head::BankAppendSizes kAppendSizes{};
-
-#ifdef M2VLA_WITH_CUDA
-// The inputs on the current GPU (they are made on the CPU so every device sees the same values).
-Tensors to_gpu(const Tensors& ts) {
-  Tensors out;
-  for (const auto& t : ts) out.push_back(t.to(at::kCUDA));
-  return out;
-}
-#endif
-
-head::MolAttentionInputs mol_views(const Tensors& in) {
-  return head::mol_attention_views(in[0], in[1], in[2], in[3], kMolSizes.heads);
-}
-
-KernelCase mol_attention_case() {
-  KernelCase c;
-  c.make_inputs = [](uint64_t seed) { return head::random_mol_attention_inputs(kMolSizes, seed); };
-  c.reference = [](const Tensors& in) { return Tensors{head::mol_attention_reference(mol_views(in))}; };
-#ifdef M2VLA_WITH_CUDA
-  c.cuda = [](const Tensors& in) { return Tensors{m2vla::cuda::mol_attention(mol_views(to_gpu(in)), at::kFloat).cpu()}; };
-#endif
-  c.tolerance = {1e-4, 1e-4};  // fp32 output: only accumulation order differs
-  return c;
-}
-
-KernelCase l1_topk_case() {
-  KernelCase c;
-  c.make_inputs = [](uint64_t seed) { return head::random_l1_topk_inputs(kL1Sizes, seed); };
-  c.reference = [](const Tensors& in) {
-    const head::TopK r = head::l1_topk_reference(in[0], in[1], kL1Sizes.size, kL1Sizes.oldest, kL1Sizes.top_k);
-    return Tensors{r.similarities, r.indices};
-  };
-#ifdef M2VLA_WITH_CUDA
-  c.cuda = [](const Tensors& in) {
-    const Tensors gpu = to_gpu(in);
-    const head::TopK r = m2vla::cuda::l1_topk(gpu[0], gpu[1], kL1Sizes.size, kL1Sizes.oldest, kL1Sizes.top_k);
-    return Tensors{r.similarities.cpu(), r.indices.cpu()};
-  };
-#endif
-  // Similarities are about -1e4 * mean |q - k|: the summation order moves them by a few float32 ulps of that.
-  c.tolerance = {1e-2, 1e-5};
-  return c;
-}
-
-KernelCase bank_append_case() {
-  KernelCase c;
-  c.make_inputs = [](uint64_t seed) { return head::random_bank_append_inputs(kAppendSizes, seed); };
-  c.reference = [](const Tensors& in) {
-    at::Tensor keys = in[0].clone(), values = in[1].clone();
-    head::bank_append_reference(keys, values, kAppendSizes.offset, in[2], in[3]);
-    return Tensors{keys, values};
-  };
-#ifdef M2VLA_WITH_CUDA
-  c.cuda = [](const Tensors& in) {
-    Tensors gpu = to_gpu(in);
-    m2vla::cuda::bank_append(gpu[0], gpu[1], kAppendSizes.offset, gpu[2], gpu[3]);
-    return Tensors{gpu[0].cpu(), gpu[1].cpu()};
-  };
-#endif
-  c.tolerance = {0, 0};  // the same bf16 rounding of the same floats
-  return c;
-}
 
 // The process-wide registry. Its warnings go to stderr and are also kept, so a call can return the one it caused.
 struct Checks {
@@ -135,9 +58,7 @@ class SelfCheckWorker : public TorchWorker {
 
  protected:
   void Run() override {
-    const KernelCase c = kernel_ == "molAttention" ? mol_attention_case()
-                         : kernel_ == "l1TopK"     ? l1_topk_case()
-                                                   : bank_append_case();
+    const head::KernelCase c = head::kernel_case(kernel_);
     head::KernelCheck check{c.make_inputs, nullptr, c.reference, tolerance_.value_or(c.tolerance), seed_};
     if (candidate_ == "reference") {
       check.candidate = c.reference;

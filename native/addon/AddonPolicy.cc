@@ -1,7 +1,9 @@
 // createPolicy({backbone, head, preprocess: {size, means, stds, centerCrop?}, stats: {proprio, action}, threads})
 //   -> Policy (synchronous: it only composes already-loaded models);
 // policy.act({images? | pixelValues?, batch, inputIds, promptLen, state, referenceCasts, intermediates, seed})
-//   -> Promise<{actions, normalized, shape, proprio, retrieval, intermediates?, timing}>; policy.dispose().
+//   -> Promise<{actions, normalized, shape, proprio, retrieval, intermediates?, timing}>;
+// policy.kernels() -> Promise<{device, path, checks: [{kernel, ok, maxAbsErr, detail}], warnings}> (the first call on
+// a GPU runs the kernel self-checks there); policy.dispose().
 #include <ATen/ops/from_blob.h>
 
 #include <cstring>
@@ -64,10 +66,45 @@ class ActWorker : public TorchWorker {
   ActResult result_;
 };
 
+class KernelsWorker : public TorchWorker {
+ public:
+  KernelsWorker(Napi::Env env, int threads, PolicyPtr policy) : TorchWorker(env, threads), policy_(std::move(policy)) {}
+
+ protected:
+  void Run() override { report_ = policy_->kernels(); }
+
+  Napi::Value Result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    out.Set("device", policy_->device().str());
+    out.Set("path", report_.path);
+    auto checks = Napi::Array::New(env, report_.checks.size());
+    for (size_t i = 0; i < report_.checks.size(); ++i) {
+      const auto& [kernel, verdict] = report_.checks[i];
+      auto c = Napi::Object::New(env);
+      c.Set("kernel", kernel);
+      c.Set("ok", verdict.ok);
+      c.Set("maxAbsErr", verdict.max_abs_err);
+      c.Set("detail", verdict.detail);
+      checks.Set(uint32_t(i), c);
+    }
+    out.Set("checks", checks);
+    auto warnings = Napi::Array::New(env, report_.warnings.size());
+    for (size_t i = 0; i < report_.warnings.size(); ++i) warnings.Set(uint32_t(i), report_.warnings[i]);
+    out.Set("warnings", warnings);
+    return out;
+  }
+
+ private:
+  PolicyPtr policy_;
+  KernelReport report_;
+};
+
 class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Policy", {InstanceMethod<&AddonPolicy::Act>("act"), InstanceMethod<&AddonPolicy::Dispose>("dispose")});
+    return DefineClass(env, "Policy",
+                       {InstanceMethod<&AddonPolicy::Act>("act"), InstanceMethod<&AddonPolicy::Kernels>("kernels"),
+                        InstanceMethod<&AddonPolicy::Dispose>("dispose")});
   }
 
   explicit AddonPolicy(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonPolicy>(info) {
@@ -124,6 +161,12 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
     } catch (const m2vla::Error& e) {
       throw make_error(env, error_code_name(e.code()), e.what());
     }
+  }
+
+  Napi::Value Kernels(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!policy_) throw make_error(env, "E_DISPOSED", "Policy: kernels() after dispose()");
+    return (new KernelsWorker(env, threads_, policy_))->Start();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

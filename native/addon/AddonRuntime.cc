@@ -1,4 +1,5 @@
-// Process-level facts (for `m2vla doctor`) and the GEMM peak measurement the benchmarks compare against.
+// Process-level facts (for `m2vla doctor`), device placement, and the GEMM peak measurement the benchmarks compare
+// against. A CPU-only build reports no GPU fields and never asks the CUDA runtime anything.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
@@ -6,8 +7,14 @@
 #include <chrono>
 
 #include "addon/addon.h"
+#include "addon/config_js.h"
 #include "addon/workers.h"
+#include "device.h"
+#include "error.h"
 #include "train/distributed.h"
+#ifdef M2VLA_WITH_CUDA
+#include "cuda/device_info.h"
+#endif
 
 namespace m2vla::addon {
 namespace {
@@ -28,10 +35,32 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("torchVersion", TORCH_VERSION);
 #ifdef M2VLA_WITH_CUDA
   out.Set("cuda", true);
+  // Every GPU the runtime sees, or why it sees none (no driver, driver too old, none visible).
+  auto gpus = Napi::Array::New(env);
+  try {
+    const int count = cuda::gpu_count();
+    for (int i = 0; i < count; ++i) {
+      const cuda::GpuInfo g = cuda::gpu_info(i);
+      auto o = Napi::Object::New(env);
+      o.Set("device", "cuda:" + std::to_string(i));
+      o.Set("name", g.name);
+      o.Set("capability", std::to_string(g.major) + "." + std::to_string(g.minor));
+      o.Set("freeBytes", double(g.free_bytes));
+      o.Set("totalBytes", double(g.total_bytes));
+      o.Set("driverVersion", g.driver_version);
+      o.Set("runtimeVersion", g.runtime_version);
+      gpus.Set(uint32_t(i), o);
+    }
+  } catch (const m2vla::Error& e) {
+    out.Set("gpuError", e.what());
+  }
+  out.Set("gpus", gpus);
+  out.Set("cudaAvailable", gpus.Length() > 0);
 #else
   out.Set("cuda", false);
+  out.Set("cudaAvailable", false);
+  out.Set("cudaBuildHint", kCudaBuildHint);
 #endif
-  out.Set("cudaAvailable", at::hasCUDA());
   out.Set("distributed", train::distributed_available());
   out.Set("threads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
@@ -79,10 +108,47 @@ Napi::Value MeasureGemm(const Napi::CallbackInfo& info) {
   return (new GemmWorker(info.Env(), threads_option(opts), n, iters, st))->Start();
 }
 
+// resolvePlacement({device?, dtype?}) -> {device, dtype, name, capability}: what loadPolicy will load onto.
+Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) fail(ErrorCode::Input, "resolvePlacement: expected an options object");
+    const Placement p = placement_from_js(info[0].As<Napi::Object>());
+    auto out = Napi::Object::New(env);
+    out.Set("device", p.device.str());
+    out.Set("dtype", p.dtype == at::kFloat ? "float32" : p.dtype == at::kBFloat16 ? "bfloat16" : "float16");
+    out.Set("name", p.name);
+    out.Set("capability", p.capability / 10.0);
+    return out;
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+#ifdef M2VLA_WITH_CUDA
+// gpuPeakMemory({device: 'cuda:N', reset}) -> bytes: the caching allocator's peak since the last reset (CUDA builds).
+Napi::Value GpuPeakMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) fail(ErrorCode::Input, "gpuPeakMemory: expected an options object");
+    auto o = info[0].As<Napi::Object>();
+    const Placement p = placement_from_js(o);
+    if (p.device.is_cpu()) fail(ErrorCode::Input, "gpuPeakMemory: expected a CUDA device, got 'cpu'");
+    return Napi::Number::New(env, double(cuda::peak_allocated_bytes(p.device.index(), o.Get("reset").ToBoolean())));
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+#endif
+
 }  // namespace
 
 void init_runtime(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("resolvePlacement", Napi::Function::New(env, ResolvePlacement));
+#ifdef M2VLA_WITH_CUDA
+  exports.Set("gpuPeakMemory", Napi::Function::New(env, GpuPeakMemory));
+#endif
   exports.Set("measureGemm", Napi::Function::New(env, MeasureGemm));
 }
 

@@ -104,12 +104,16 @@ head::HeadOptions head_options_from_js(const Napi::Object& o) {
     if (auto v = optional_integer(d, "initSeed")) opt.denoise.init_seed = uint64_t(*v);
     opt.denoise.clip_sample = bool_option(d, "clipSample", opt.denoise.clip_sample);
   }
-  Napi::Value dt = o.Get("dtype");
-  std::string dtype = dt.IsUndefined() ? "float32" : string_option(o, "dtype");
-  if (dtype == "float32") opt.dtype = at::kFloat;
-  else if (dtype == "bfloat16") opt.dtype = at::kBFloat16;
-  else fail(ErrorCode::Input, "dtype: expected 'float32' or 'bfloat16', got '", dtype, "'");
+  const Placement placement = placement_from_js(o);
+  opt.dtype = placement.dtype;
+  opt.device = placement.device;
   return opt;
+}
+
+Placement placement_from_js(const Napi::Object& o) {
+  const std::string device = o.Get("device").IsUndefined() ? "cpu" : string_option(o, "device");
+  const std::string dtype = o.Get("dtype").IsUndefined() ? "float32" : string_option(o, "dtype");
+  return resolve_placement(device, dtype);
 }
 
 }  // namespace m2vla::addon

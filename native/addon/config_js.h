@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include "device.h"
 #include "head/config.h"
 #include "model/config.h"
 
@@ -11,7 +12,12 @@ namespace m2vla::addon {
 
 model::BackboneConfig backbone_config_from_js(const Napi::Value& v);
 
-// {config: NativeHeadConfig, dtype?} of createHead (and the trainer's head options); E_INPUT naming the field.
+// {config: NativeHeadConfig, dtype?, device?} of createHead (and the trainer's head options); E_INPUT naming the field.
 head::HeadOptions head_options_from_js(const Napi::Object& o);
+
+// {device?: 'cpu' | 'cuda[:N]' (default 'cpu'), dtype?: 'auto' | 'float32' | 'bfloat16' | 'float16' (default
+// 'float32')} resolved against this build and machine (device.h): E_INPUT for a bad string, E_CONFIG for a device
+// or dtype this build or GPU cannot run.
+Placement placement_from_js(const Napi::Object& o);
 
 }  // namespace m2vla::addon

@@ -18,6 +18,13 @@ const at::Tensor& matrix(const io::StateDict& sd, const std::string& name) {
   return t;
 }
 
+// The checkpoint's tensors on `device`, each copied once, so everything built from them is there too.
+io::StateDict placed(const io::StateDict& sd, const c10::Device& device) {
+  io::StateDict out{sd.source, {}};
+  for (const auto& [name, t] : sd.tensors) out.tensors.emplace(name, t.to(device));
+  return out;
+}
+
 void check_options(const HeadOptions& o) {
   if (o.key_layer_indices.empty()) fail(ErrorCode::Config, "keyLayerIndices: expected at least one hidden-state index");
   for (int64_t k : o.key_layer_indices)
@@ -25,6 +32,9 @@ void check_options(const HeadOptions& o) {
   if (o.top_k < 1) fail(ErrorCode::Config, "topK: expected at least 1, got ", o.top_k);
   if (o.num_patches < 1) fail(ErrorCode::Config, "numPatches: expected at least 1, got ", o.num_patches);
   if (o.num_action_queries < 1) fail(ErrorCode::Config, "numActionQueries: expected at least 1, got ", o.num_action_queries);
+  // The DDIM loop draws its noise from a CPU generator and keeps its schedule on the host.
+  if (o.objective == Objective::Denoise && !o.device.is_cpu())
+    fail(ErrorCode::Config, "objective 'denoise' runs on the CPU only; use device 'cpu' or the 'l1' objective on ", o.device.str());
 }
 
 }  // namespace
@@ -34,9 +44,12 @@ std::shared_ptr<ActionHead> ActionHead::load(const std::string& action_head_path
   return load(io::load_state_dict(action_head_path), io::load_state_dict(proprio_path), options);
 }
 
-std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd, const io::StateDict& proprio,
+std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const io::StateDict& proprio_in,
                                              const HeadOptions& options) {
   check_options(options);
+  const bool on_cpu = options.device.is_cpu();
+  const io::StateDict sd = on_cpu ? sd_in : placed(sd_in, options.device);
+  const io::StateDict proprio = on_cpu ? proprio_in : placed(proprio_in, options.device);
   const at::ScalarType dtype = options.dtype;
   std::shared_ptr<ActionHead> head(new ActionHead());
   head->options_ = options;
@@ -61,13 +74,16 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd, const io::
   head->layer_norm2 = LayerNorm::load(sd, "model.layer_norm2", D, dtype);
   // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
   head->layer_norm1 = LayerNorm::load(sd, "model.layer_norm1", d.action_dim * D, dtype);
-  head->x0_ = at::relu(head->fc1(head->layer_norm1(at::zeros({1, 1, d.action_dim * D}, dtype))));
+  head->x0_ = at::relu(head->fc1(head->layer_norm1(at::zeros({1, 1, d.action_dim * D}, fc2.options().dtype(dtype)))));
   head->memory_value_proj = Linear::load(sd, "memory_value_proj", d.chunk * D, d.chunk * d.action_dim, dtype);
   for (int64_t i = 0; i < d.num_blocks; ++i)
     head->blocks_.push_back(
         MolBlock::load(sd, "model.mlp_resnet_blocks." + std::to_string(i) + ".", D, d.num_heads, dtype));
-  head->tables_ = {RopeTable::make(d.chunk, d.head_dim), RopeTable::make(options.num_action_queries + 1, d.head_dim),
-                   RopeTable::make(options.num_patches, d.head_dim)};
+  const auto table = [&](int64_t positions) {
+    RopeTable t = RopeTable::make(positions, d.head_dim);
+    return RopeTable{t.cos.to(options.device), t.sin.to(options.device)};
+  };
+  head->tables_ = {table(d.chunk), table(options.num_action_queries + 1), table(options.num_patches)};
   head->bank_ = MemoryBank::load(sd, d.key_dim, d.chunk * d.action_dim);
   d.bank_capacity = head->bank_.capacity();
   if (options.objective == Objective::Denoise) {
@@ -150,10 +166,11 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   at::Tensor proprio_features = proprio_(proprio.to(dtype));
 
   HeadForwardOutput out;
-  Stopwatch watch;
+  Stopwatch watch(options_.device);
   out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
-  out.retrieval = in.impl == MolImpl::Fused ? bank_.query(out.query_keys, options_.top_k)
-                                            : bank_.query_reference(out.query_keys, options_.top_k);
+  out.retrieval = in.impl == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
+                  : in.impl == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
+                                             : bank_.query_reference(out.query_keys, options_.top_k);
   at::Tensor h_memory = memory_value_proj(out.retrieval.values.to(dtype));
   out.retrieval_ms = watch.lap();
 

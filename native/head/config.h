@@ -2,6 +2,7 @@
 // from constants.py) and dimensions read off the checkpoint's tensor shapes (so a checkpoint cannot disagree
 // with them). No N-API here.
 #pragma once
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
@@ -31,6 +32,7 @@ struct HeadOptions {
   Objective objective = Objective::L1;
   DenoiseConfig denoise;
   at::ScalarType dtype = at::kFloat;       // weights and activations; the bank stays bfloat16, retrieval float32
+  c10::Device device = c10::kCPU;          // where every tensor of the head lives (copied there once, at load)
 };
 
 // Read off the checkpoint (see ActionHead::load for which tensor gives which).

@@ -6,6 +6,9 @@
 
 #include "error.h"
 #include "head/msm.h"
+#ifdef M2VLA_WITH_CUDA
+#include "cuda/cuda_glue.h"
+#endif
 
 namespace m2vla::head {
 namespace {
@@ -53,6 +56,24 @@ at::Tensor mix_reference(const MolBlock& b, const at::Tensor& qkv, const MolCond
   return mix;
 }
 
+// The three-branch mix by the fused CUDA kernel, from the plain path's rotated heads as [B, n, H, hd] views
+// (head_dim contiguous, as the kernel reads them).
+at::Tensor mix_cuda(const MolBlock& b, const at::Tensor& qkv, const MolCondition& cond, const MolTables& tables) {
+#ifdef M2VLA_WITH_CUDA
+  const int64_t D = b.dim, H = b.heads, hd = b.head_dim;
+  const auto heads = [&](const at::Tensor& t, int64_t first) { return t.narrow(-1, first, D).unflatten(-1, {H, hd}); };
+  const auto rotated = [&](const at::Tensor& t, int64_t first, const RopeTable& table) {
+    return apply_rope(split_heads(t.narrow(-1, first, D), H, hd), table).transpose(1, 2);
+  };
+  MolAttentionInputs in{rotated(qkv, 0, tables.chunk),           rotated(qkv, D, tables.chunk),  heads(qkv, 2 * D),
+                        rotated(cond.adapter, 0, tables.adapter), heads(cond.adapter, D + H),     cond.adapter.narrow(-1, D, H),
+                        rotated(cond.task, 0, tables.task),       heads(cond.task, D),            b.gating_factor};
+  return cuda::mol_attention(in, qkv.scalar_type()).flatten(2);
+#else
+  fail(ErrorCode::Config, "MoL attention: the CUDA kernel is not in this CPU-only build");
+#endif
+}
+
 }  // namespace
 
 MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype) {
@@ -79,7 +100,7 @@ float MolBlock::tanh_g() const { return std::tanh(gating_factor.item<float>()); 
 MolCondition mol_condition(const MolBlock& block, const at::Tensor& h_adapter, const at::Tensor& h_task,
                            const MolTables& tables, MolImpl impl) {
   const int64_t D = block.dim, H = block.heads;
-  if (impl == MolImpl::Reference) return {impl, block.kv_adapter(h_adapter), block.kv_task(h_task), {}, {}};
+  if (impl != MolImpl::Fused) return {impl, block.kv_adapter(h_adapter), block.kv_task(h_task), {}, {}};
   // Keys (and the gate scores) only: values are projected after the attention-weighted sum (mol_fused.cc).
   MolCondition cond{impl, block.kv_adapter.rows(0, D + H)(h_adapter).contiguous(), block.kv_task.rows(0, D)(h_task).contiguous(),
                     h_adapter, h_task};
@@ -95,6 +116,8 @@ at::Tensor mol_forward(const MolBlock& block, const at::Tensor& x, const MolCond
   if (cond.impl == MolImpl::Fused) {
     apply_rope_inplace(qkv, 0, 2 * block.heads, block.head_dim, tables.chunk);  // q and k_self are adjacent
     mix = mol_attention_fused(block, qkv, cond);
+  } else if (cond.impl == MolImpl::Cuda) {
+    mix = mix_cuda(block, qkv, cond, tables);
   } else {
     mix = mix_reference(block, qkv, cond, tables, trace);
   }

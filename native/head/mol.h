@@ -26,7 +26,9 @@
 
 namespace m2vla::head {
 
-enum class MolImpl { Fused, Reference };
+// Cuda: the plain path's projections and RoPE (libtorch ops, any device) feeding the fused CUDA kernel
+// (native/cuda/mol_attention.cu) for the three-branch attention; CUDA builds with a bfloat16 head on a GPU only.
+enum class MolImpl { Fused, Reference, Cuda };
 
 struct MolBlock {
   int64_t dim = 0, heads = 0, head_dim = 0;

@@ -5,12 +5,18 @@
 #include <cmath>
 
 #include "error.h"
+#ifdef M2VLA_WITH_CUDA
+#include "cuda/cuda_glue.h"
+#endif
 
 namespace m2vla::head {
 
-MemoryBank::MemoryBank(int64_t capacity, int64_t key_dim, int64_t value_dim)
-    : keys_(at::zeros({capacity, key_dim}, at::kBFloat16)), values_(at::zeros({capacity, value_dim}, at::kBFloat16)),
-      packed_(at::zeros({(capacity + 15) / 16, key_dim, 16}, at::kBFloat16)) {}
+MemoryBank::MemoryBank(int64_t capacity, int64_t key_dim, int64_t value_dim, c10::Device device) {
+  const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(device);
+  keys_ = at::zeros({capacity, key_dim}, bf16);
+  values_ = at::zeros({capacity, value_dim}, bf16);
+  if (device.is_cpu()) packed_ = at::zeros({(capacity + 15) / 16, key_dim, 16}, bf16);
+}
 
 MemoryBank MemoryBank::load(const io::StateDict& sd, int64_t key_dim, int64_t value_dim) {
   const at::Tensor& keys = sd.get("memory_bank.keys");
@@ -25,7 +31,7 @@ MemoryBank MemoryBank::load(const io::StateDict& sd, int64_t key_dim, int64_t va
   const int64_t n = size.item<int64_t>();
   if (n < 0 || n > capacity)
     fail(ErrorCode::Checkpoint, sd.source, ": memory_bank.size = ", n, " is outside 0..", capacity, " (the bank's rows)");
-  MemoryBank bank(capacity, key_dim, value_dim);
+  MemoryBank bank(capacity, key_dim, value_dim, keys.device());
   bank.keys_.copy_(keys);
   bank.values_.copy_(values);
   bank.size_ = n;
@@ -60,7 +66,7 @@ void MemoryBank::append(const at::Tensor& keys, const at::Tensor& values) {
 
 void MemoryBank::repack(int64_t from_row) {
   const int64_t first_block = from_row / 16, end_block = (size_ + 15) / 16;
-  if (end_block <= first_block) return;
+  if (!packed_.defined() || end_block <= first_block) return;
   const int64_t rows = (end_block - first_block) * 16, start = first_block * 16;
   at::Tensor padded = at::zeros({rows, key_dim()}, at::kBFloat16);
   const int64_t valid = std::min(rows, capacity() - start);
@@ -77,16 +83,28 @@ Retrieval MemoryBank::query_reference(const at::Tensor& queries, int64_t top_k) 
   return finish(queries, indices, top_sims, top_k);
 }
 
+Retrieval MemoryBank::query_cuda(const at::Tensor& queries, int64_t top_k) const {
+#ifdef M2VLA_WITH_CUDA
+  if (size_ == 0) return finish(queries, at::Tensor(), at::Tensor(), top_k);
+  // The kernel pads the slots past `size_` itself (index 0, similarity 0), as finish() would.
+  head::TopK top = cuda::l1_topk(queries, keys_, size_, /*oldest=*/0, top_k);
+  return finish(queries, top.indices, top.similarities, top_k);
+#else
+  fail(ErrorCode::Config, "MSM retrieval: the CUDA kernel is not in this CPU-only build");
+#endif
+}
+
 Retrieval MemoryBank::finish(const at::Tensor& queries, at::Tensor indices, at::Tensor similarities, int64_t top_k) const {
   const int64_t batch = queries.size(0);
   if (size_ == 0) {
-    return {at::full({batch, top_k}, -1, at::kLong), at::zeros({batch, top_k}, at::kFloat),
-            at::zeros({batch, top_k, value_dim()}, at::kFloat)};
+    const auto f32 = queries.options().dtype(at::kFloat);
+    return {at::full({batch, top_k}, -1, f32.dtype(at::kLong)), at::zeros({batch, top_k}, f32),
+            at::zeros({batch, top_k, value_dim()}, f32)};
   }
   const int64_t found = indices.size(1);
   if (found < top_k) {
-    indices = at::cat({indices, at::zeros({batch, top_k - found}, at::kLong)}, 1);
-    similarities = at::cat({similarities, at::zeros({batch, top_k - found}, at::kFloat)}, 1);
+    indices = at::cat({indices, at::zeros({batch, top_k - found}, indices.options())}, 1);
+    similarities = at::cat({similarities, at::zeros({batch, top_k - found}, similarities.options())}, 1);
   }
   at::Tensor values = values_.index_select(0, indices.reshape(-1)).reshape({batch, top_k, value_dim()}).to(at::kFloat);
   return {indices, similarities, values};

@@ -24,8 +24,9 @@ struct Retrieval {
 
 class MemoryBank {
  public:
-  MemoryBank(int64_t capacity, int64_t key_dim, int64_t value_dim);
-  // The checkpoint buffers memory_bank.keys [capacity, key_dim], .values [capacity, value_dim], .size (scalar).
+  MemoryBank(int64_t capacity, int64_t key_dim, int64_t value_dim, c10::Device device = c10::kCPU);
+  // The checkpoint buffers memory_bank.keys [capacity, key_dim], .values [capacity, value_dim], .size (scalar); the
+  // bank lives where memory_bank.keys is.
   static MemoryBank load(const io::StateDict& sd, int64_t key_dim, int64_t value_dim);
 
   int64_t size() const { return size_; }
@@ -44,14 +45,16 @@ class MemoryBank {
   Retrieval query(const at::Tensor& queries, int64_t top_k) const;
   // The reference computation (at::cdist p=1 on the float32 keys, at::topk): the yardstick for query().
   Retrieval query_reference(const at::Tensor& queries, int64_t top_k) const;
+  // The CUDA kernel (native/cuda/l1_topk.cu) over the bank in device memory; CUDA builds, bank on a GPU.
+  Retrieval query_cuda(const at::Tensor& queries, int64_t top_k) const;
 
  private:
   void repack(int64_t from_row);
   Retrieval finish(const at::Tensor& queries, at::Tensor indices, at::Tensor similarities, int64_t top_k) const;
 
   at::Tensor keys_, values_;
-  // The keys again, in the retrieval kernel's layout: blocks of 16 rows, [ceil(capacity/16), key_dim, 16], so the
-  // 16 rows of a block are 16 adjacent lanes at every key position.
+  // The keys again, in the CPU retrieval kernel's layout: blocks of 16 rows, [ceil(capacity/16), key_dim, 16], so the
+  // 16 rows of a block are 16 adjacent lanes at every key position. Undefined for a bank on a GPU.
   at::Tensor packed_;
   int64_t size_ = 0;
 };

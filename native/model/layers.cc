@@ -5,10 +5,10 @@
 
 namespace m2vla::model {
 
-at::Tensor Weights::get(const std::string& name) const { return dict.get(name).to(dtype); }
+at::Tensor Weights::get(const std::string& name) const { return dict.get(name).to(device, dtype); }
 
 at::Tensor Weights::get(const std::string& name, const std::vector<int64_t>& shape) const {
-  return dict.get(name, shape).to(dtype);
+  return dict.get(name, shape).to(device, dtype);
 }
 
 Linear Linear::load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias) {

@@ -12,10 +12,12 @@ namespace m2vla::model {
 
 // The checkpoint as model files read it: StateDict's lookups, each tensor converted to the model dtype as it is
 // taken. Only tensors a model uses are converted (the LM head copy, attn_pool, blocks after take_block never are),
-// and tensors already in that dtype stay views of the mapped file.
+// and tensors already in that dtype stay views of the mapped file. With a GPU `device`, each tensor is copied there
+// once, as it is taken, so the host never holds a converted copy of the model.
 struct Weights {
   const io::StateDict& dict;
   at::ScalarType dtype;
+  c10::Device device = c10::kCPU;
 
   bool has(const std::string& name) const { return dict.has(name); }
   const std::string& source() const { return dict.source; }

@@ -39,6 +39,12 @@ void Backbone::check_inputs(const at::Tensor& pixel_values, const at::Tensor& in
          " images), got ", pixel_values.sizes());
   if (input_ids.dim() != 2 || input_ids.size(0) != pixel_values.size(0) || input_ids.size(1) < 1)
     fail(ErrorCode::Shape, "inputIds: expected [", pixel_values.size(0), ", P] with P >= 1, got ", input_ids.sizes());
+  // On a GPU the caller checks the ids on the host before they are copied (Policy::act): reading them back here
+  // would cost a device->host copy and a synchronization.
+  if (input_ids.is_cpu()) check_token_ids(input_ids);
+}
+
+void Backbone::check_token_ids(const at::Tensor& input_ids) const {
   const int64_t vocab = cfg_.llm.vocab_size;
   auto ids = input_ids.accessor<int64_t, 2>();
   for (int64_t b = 0; b < ids.size(0); ++b)
@@ -61,7 +67,7 @@ at::Tensor Backbone::vision(const at::Tensor& pixel_values) const {
 }
 
 at::Tensor Backbone::patches(const at::Tensor& pixel_values, bool reference_casts, BackboneOutput* timing) const {
-  Stopwatch watch;
+  Stopwatch watch(device());
   at::Tensor pixels = reference_casts ? pixel_values.to(at::kBFloat16).to(dtype_) : pixel_values.to(dtype_);
   at::Tensor features = vision(pixels);
   if (timing) timing->vision_ms = watch.lap();
@@ -87,7 +93,7 @@ BackboneOutput Backbone::forward(const at::Tensor& pixel_values, const at::Tenso
   check_inputs(pixel_values, input_ids);
   BackboneOutput out;
   out.projected_patches = patches(pixel_values, reference_casts, &out);
-  Stopwatch watch;
+  Stopwatch watch(device());
   out.hidden_states = llm_.hidden_states(sequence(input_ids, out.projected_patches, action_queries_));
   out.llm_ms = watch.lap();
   return out;
@@ -105,7 +111,10 @@ std::vector<int64_t> Backbone::generate(const at::Tensor& pixel_values, const at
     const int64_t next = llm_.logits(hidden.select(1, -1)).argmax(-1).item<int64_t>();
     tokens.push_back(next);
     if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) break;
-    if (int64_t(tokens.size()) < max_new_tokens) hidden = llm_.extend(llm_.embed(at::full({1, 1}, next, at::kLong)), cache);
+    if (int64_t(tokens.size()) < max_new_tokens) {
+      const at::Tensor id = at::full({1, 1}, next, at::TensorOptions().dtype(at::kLong).device(device()));
+      hidden = llm_.extend(llm_.embed(id), cache);
+    }
   }
   return tokens;
 }
@@ -131,9 +140,10 @@ at::Tensor Backbone::hidden_states(const at::Tensor& pixel_values, const at::Ten
   return llm_.hidden_states(sequence(input_ids, patches(pixel_values, /*reference_casts=*/false), action_queries));
 }
 
-std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype) {
+std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype,
+                                              c10::Device device) {
   io::StateDict sd = io::load_state_dict(path);
-  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype});
+  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device});
 }
 
 }  // namespace m2vla::model

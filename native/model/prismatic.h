@@ -47,6 +47,9 @@ class Backbone {
 
   const BackboneConfig& config() const { return cfg_; }
   at::ScalarType dtype() const { return dtype_; }
+  c10::Device device() const { return action_queries_.device(); }
+  // E_INPUT unless every id of input_ids [B, P] (int64, on the CPU) is in the vocabulary.
+  void check_token_ids(const at::Tensor& input_ids) const;
 
   // Training (native/train) splits forward() at the action queries. The positions before them (first token,
   // patches, prompt) never depend on a trainable tensor (causal attention, frozen weights), so they run once
@@ -79,7 +82,8 @@ class Backbone {
 };
 
 // Reads the VLM checkpoint (model.safetensors, a sharded index, or a torch.save zip) and builds the backbone with
-// the tensors it uses converted to `dtype` (float32 or bfloat16); errors are E_CHECKPOINT / E_CONFIG.
-std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype);
+// the tensors it uses converted to `dtype` and placed on `device` (each copied once); errors are E_CHECKPOINT / E_CONFIG.
+std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype,
+                                              c10::Device device = c10::kCPU);
 
 }  // namespace m2vla::model

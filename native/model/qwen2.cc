@@ -47,7 +47,8 @@ Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix)
 
   embed_tokens_ = sd.get(prefix + "embed_tokens.weight", {cfg.vocab_size, d});
   // HF: 1 / theta^(arange(0, head_dim, 2) / head_dim), computed in float32.
-  inv_freq_ = 1.0 / at::pow(cfg.rope_theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / double(hd));
+  inv_freq_ = (1.0 / at::pow(cfg.rope_theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / double(hd)))
+                  .to(embed_tokens_.device());
 
   for (int64_t i = 0; i < cfg.num_layers; ++i) {
     const std::string p = prefix + "layers." + std::to_string(i) + ".";
@@ -71,7 +72,7 @@ Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix)
 at::Tensor Qwen2::embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
 
 Rope Qwen2::rope(int64_t start, int64_t length, at::ScalarType dtype) const {
-  at::Tensor pos = at::arange(start, start + length, at::kLong).to(at::kFloat);
+  at::Tensor pos = at::arange(start, start + length, inv_freq_.options().dtype(at::kLong)).to(at::kFloat);
   at::Tensor freqs = at::outer(pos, inv_freq_);  // [T, head_dim/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);  // [T, head_dim]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
@@ -143,7 +144,8 @@ at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds, KvCache* cache)
 at::Tensor Qwen2::hidden_states_after(const KvCache& past, const at::Tensor& inputs_embeds) const {
   const int64_t t = inputs_embeds.size(1), s = past.length;
   // New token j (at position s + j) sees every past position and the new tokens up to itself.
-  at::Tensor mask = at::cat({at::ones({t, s}, at::kBool), at::ones({t, t}, at::kBool).tril()}, 1);
+  const auto flags = inputs_embeds.options().dtype(at::kBool);
+  at::Tensor mask = at::cat({at::ones({t, s}, flags), at::ones({t, t}, flags).tril()}, 1);
   return stacked_hidden_states(inputs_embeds, rope(s, t, inputs_embeds.scalar_type()), History{nullptr, &past, mask});
 }
 
@@ -161,7 +163,7 @@ at::Tensor Qwen2::stacked_hidden_states(const at::Tensor& inputs_embeds, const R
 KvCache Qwen2::make_cache(int64_t batch, int64_t capacity, at::ScalarType dtype) const {
   KvCache c;
   for (int64_t i = 0; i < cfg_.num_layers; ++i) {
-    c.keys.push_back(at::empty({batch, cfg_.num_kv_heads, capacity, cfg_.head_dim}, at::TensorOptions().dtype(dtype)));
+    c.keys.push_back(at::empty({batch, cfg_.num_kv_heads, capacity, cfg_.head_dim}, embed_tokens_.options().dtype(dtype)));
     c.values.push_back(at::empty_like(c.keys.back()));
   }
   return c;

@@ -1,0 +1,100 @@
+/**
+ * Device placement of a policy (native/device.h, native/transfer.h): the CPU path runs the same packing and copy
+ * code a GPU does (one host buffer in, one out), 'auto' resolves per device, bad strings are InputErrors and a device
+ * this build cannot use is a ConfigError that says how to get a CUDA build. No GPU is needed; on a CUDA build the
+ * CUDA-specific expectations switch.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, InputError, loadPolicy, runtimeInfo, type Policy } from '../../lib/index.js';
+import { doctorCommand } from '../../lib/cli/doctor.js';
+import { getBinding } from '../../lib/native/binding.js';
+import type { NativeTensor } from '../../lib/native/binding.js';
+import { FIXTURE_A, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
+
+const info = runtimeInfo();
+let cases: Record<string, NativeTensor>;
+let policy: Policy;
+
+/** Fixture A case0 as pixel-value-free observations: raw images, prompt ids and state. */
+function observation(c: string) {
+  const ids = cases[`${c}.input.input_ids`];
+  const [, P] = ids.shape;
+  const image = (t: NativeTensor) => ({ data: t.data.slice(0, t.shape[1] * t.shape[2] * 3), width: t.shape[2], height: t.shape[1] });
+  return {
+    images: { primary: image(cases[`${c}.input.raw_primary_u8`]), wrist: image(cases[`${c}.input.raw_wrist_u8`]) },
+    inputIds: new BigInt64Array(ids.data.slice().buffer).slice(0, P),
+    state: new Float64Array(cases[`${c}.input.proprio_raw`].data.slice().buffer).slice(0, 8),
+  };
+}
+
+beforeAll(async () => {
+  cases = await loadCases();
+  policy = await loadPolicy(FIXTURE_A, { device: 'cpu', dtype: 'auto' });
+});
+afterAll(() => policy?.dispose());
+
+describe('loadPolicy({ device, dtype })', () => {
+  it("device 'cpu' + dtype 'auto' = float32 on the fused CPU kernels, no self-check, no warning", () => {
+    expect(policy.metadata).toMatchObject({ device: 'cpu', deviceName: 'CPU', dtype: 'float32' });
+    expect(policy.metadata.kernels).toEqual({ device: 'cpu', path: 'cpu-fused', checks: [], warnings: [] });
+  });
+
+  it('act() through the packed host->device->host copies matches the reference (case0, no casts)', async () => {
+    const out = await policy.act(observation('case0'));
+    const per = 8 * 7;
+    expect(maxAbsDiff(out.actions.data, toFloat32(cases['case0.expected_nocast.actions']).subarray(0, per))).toBeLessThan(1e-4);
+    expect(Array.from(out.retrieval.indices)).toEqual(Array.from(toFloat32(cases['case0.expected.msm.topk_indices'])).slice(0, 4));
+  });
+
+  it('bfloat16 on the CPU resolves as asked', async () => {
+    await using p = await loadPolicy(FIXTURE_A, { device: 'cpu', dtype: 'bfloat16' });
+    expect(p.metadata).toMatchObject({ device: 'cpu', dtype: 'bfloat16' });
+    expect(p.metadata.kernels.path).toBe('cpu-fused');
+  });
+
+  it.each([
+    [{ device: 'gpu' }, /device: expected 'cpu', 'cuda' or 'cuda:N', got "gpu"/],
+    [{ device: 'cuda:x' }, /device: expected .* got "cuda:x"/],
+    [{ dtype: 'fp16' }, /dtype: expected one of 'auto', 'float32', 'bfloat16', 'float16', got "fp16"/],
+  ])('%o -> InputError', async (options, message) => {
+    const err = await loadPolicy(FIXTURE_A, options as never).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it('float16 on the CPU -> ConfigError (float16 is for GPUs)', async () => {
+    const err = await loadPolicy(FIXTURE_A, { dtype: 'float16' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/dtype 'float16' is for CUDA devices; on the CPU use 'float32' or 'bfloat16'/);
+  });
+
+  it.skipIf(info.cuda)("a CPU-only build refuses 'cuda:0' with a ConfigError that says how to build with CUDA", async () => {
+    const err = await loadPolicy(FIXTURE_A, { device: 'cuda:0', dtype: 'auto' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/^device 'cuda:0': this m2vla addon is a CPU-only build .* M2VLA_CUDA=1 LIBTORCH=/);
+    // The native loaders refuse it the same way (no model is placed on a device the build cannot reach).
+    expect(() => getBinding().resolvePlacement({ device: 'cuda', dtype: 'float32' })).toThrow(/CPU-only build/);
+  });
+
+  it.runIf(info.cuda && !info.cudaAvailable)('a CUDA build without a usable GPU -> ConfigError with the runtime reason', async () => {
+    const err = await loadPolicy(FIXTURE_A, { device: 'cuda:0' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/no usable CUDA GPU|no CUDA GPU is visible/);
+  });
+});
+
+describe('m2vla doctor', () => {
+  it('reports the GPU state: a CPU-only build says so (no probe) and how to build with CUDA', async () => {
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (s: string) => { lines.push(s); };
+    try {
+      expect(await doctorCommand.run([])).toBe(0);
+    } finally {
+      console.log = log;
+    }
+    const out = lines.join('\n');
+    if (info.cuda) expect(out).toMatch(/GPU cuda:\d+: +.*, compute capability \d+\.\d, .* GiB free, driver CUDA|GPU: +none usable: /);
+    else expect(out).toMatch(/GPU: +none used: CPU-only build \(no GPU probed\); to use one, build the addon with CUDA: M2VLA_CUDA=1/);
+  });
+});
