@@ -4,7 +4,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if ! ldconfig -p | grep -q libOSMesa; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y libosmesa6; else sudo apt-get install -y libosmesa6; fi
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq libosmesa6 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq libosmesa6; }
 fi
 PIP_RETRIES="${PIP_RETRIES:-0}" PIP_TIMEOUT="${PIP_TIMEOUT:-5}" \
   python3 -m pip install --quiet --upgrade --target "$here/.venv-target" -r "$here/requirements.txt"

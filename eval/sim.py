@@ -50,6 +50,7 @@ def _bowl_walls(n: int = 10) -> str:
 
 SCENE_XML = f"""
 <mujoco model="m2vla-tabletop">
+  <compiler angle="radian"/>
   <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual><global offwidth="640" offheight="640"/><quality shadowsize="0"/><headlight diffuse="0.3 0.3 0.3" ambient="0.25 0.25 0.25" specular="0 0 0"/></visual>
   <asset>
