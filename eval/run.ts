@@ -15,21 +15,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, type RandomRunDims } from '../lib/random-run.js';
+import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
+import { EVAL_DIMS } from './dims.js';
 import { log, m2vla, python, run, withServer } from './processes.js';
 import { EVAL_DIR, evalRequirementsMissing } from './python.js';
 import { writeReport, type EvalResult, type Report, type VariantReport } from './report.js';
-
-/**
- * The frozen backbone: DEMO_DIMS' tiny towers and 4-layer LLM at 84 px (6 x 6 patches per camera), so the head
- * trains in minutes on 2 cores while 4 cm cubes still cover a few pixels; an MSM bank big enough for the whole run.
- */
-export const EVAL_DIMS: RandomRunDims = {
-  ...DEMO_DIMS, imageSize: 84,
-  dino: { dim: 64, depth: 3, heads: 4, mlp: 256 }, siglip: { dim: 48, depth: 3, heads: 4, mlp: 192 },
-  head: { ...DEMO_DIMS.head, bankSize: 4096, bankFill: 0 },
-};
 
 interface Profile {
   demosPerTask: number;

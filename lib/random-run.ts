@@ -22,6 +22,12 @@ export interface RandomRunDims {
   dtype: 'bfloat16' | 'float32';
   /** Write manifest.json with the dims (needed unless the towers are the real ones named by the timm ids). */
   manifest: boolean;
+  /**
+   * Std of the VLM's random weight matrices (default 0.02, the head and projector keep 0.02). At 0.02 a tiny Qwen2's
+   * attention is nearly uniform and adds little to the residual stream, so the action-query tokens barely depend on
+   * the prompt; a frozen random VLM whose features must carry the instruction needs larger weights (~1/sqrt(hidden)).
+   */
+  vlmInitStd?: number;
 }
 
 export const FULL_SIZE_DIMS: RandomRunDims = {
@@ -131,8 +137,8 @@ function makeUniform(seed: number): () => number {
   };
 }
 
-function fill(init: Init, out: Float32Array, uniform: () => number, rows?: number, filled?: number) {
-  const std = init === 'w' ? 0.02 : init === 'small' ? 0.1 : init === 'bank' ? 0.5 : 0;
+function fill(init: Init, out: Float32Array, uniform: () => number, rows?: number, filled?: number, wStd = 0.02) {
+  const std = init === 'w' ? wStd : init === 'small' ? 0.1 : init === 'bank' ? 0.5 : 0;
   if (std) {
     const a = std * Math.sqrt(3); // uniform with that std
     const n = init === 'bank' && rows ? (out.length / rows) * (filled ?? rows) : out.length; // rows past `size` stay 0
@@ -148,7 +154,8 @@ function toBf16(src: Float32Array): Uint16Array {
 
 interface Extra { dtype: string; shape: number[]; bytes: Uint8Array }
 
-function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: number, extra: Record<string, Extra> = {}) {
+function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: number, extra: Record<string, Extra> = {},
+  wStd?: number) {
   const bf16 = dims.dtype === 'bfloat16', elem = bf16 ? 2 : 4;
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', generator: 'm2vla lib/random-run.ts' } };
   let off = 0;
@@ -175,7 +182,7 @@ function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: n
     if (init === 'tied' && tied) bytes = tied;
     else {
       const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      fill(init, v, uniform, shape[0], dims.head.bankFill);
+      fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
       const out = bf16 ? toBf16(v) : v;
       bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     }
@@ -254,7 +261,7 @@ export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { see
   if (fs.existsSync(done)) return dir;
   const seed = options.seed ?? 0;
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed);
+  writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed, {}, dims.vlmInitStd);
   const size = new BigInt64Array([BigInt(dims.head.bankFill)]);
   writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1,
     { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
