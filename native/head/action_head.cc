@@ -65,10 +65,6 @@ std::shared_ptr<ActionHead> ActionHead::load(const std::string& action_head_path
 std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd, const io::StateDict& proprio,
                                              const HeadOptions& options, bool from_full) {
   check_options(options);
-  const Ablation found = checkpoint_ablation(sd), ablation = options.ablation;
-  if (found != ablation && !(from_full && found == Ablation::None))
-    fail(ErrorCode::Checkpoint, sd.source, ": holds a '", ablation_name(found), "' head (ablation), but '", ablation_name(ablation),
-         "' was requested; load it with ablation '", ablation_name(found), "'");
   const at::ScalarType dtype = options.dtype;
   std::shared_ptr<ActionHead> head(new ActionHead());
   head->options_ = options;
@@ -80,6 +76,10 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd, const io::
   const int64_t D = d.hidden;
   while (sd.has("model.mlp_resnet_blocks." + std::to_string(d.num_blocks) + ".q_proj.weight")) ++d.num_blocks;
   if (d.num_blocks == 0) fail(ErrorCode::Checkpoint, sd.source, ": no 'model.mlp_resnet_blocks.0.*' (not an M²-VLA action head?)");
+  const Ablation found = checkpoint_ablation(sd), ablation = options.ablation;
+  if (found != ablation && !(from_full && found == Ablation::None))
+    fail(ErrorCode::Checkpoint, sd.source, ": holds a '", ablation_name(found), "' head (ablation), but '", ablation_name(ablation),
+         "' was requested; load it with ablation '", ablation_name(found), "'");
   const bool mol_tensors = found != Ablation::NoMol, msm_tensors = found != Ablation::NoMsm;
   d.num_heads = stated_dim(sd, "head count", mol_tensors ? matrix(sd, "model.mlp_resnet_blocks.0.k_adapter.weight").size(0) - D : 0,
                            options.num_heads, found);

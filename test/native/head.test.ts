@@ -72,7 +72,7 @@ describe('action head vs fixture A (reference casts on)', () => {
   it('reads its dims off the checkpoint', () => {
     expect(head.dims).toEqual({
       hidden: 64, numBlocks: 4, numHeads: 4, headDim: 16, actionDim: 7, chunk: 8, proprioDim: 8, keyDim: 192,
-      bankCapacity: 64, bankSize: 50,
+      bankCapacity: 64, bankSize: 50, ablation: 'none',
     });
   });
 

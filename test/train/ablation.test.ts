@@ -184,10 +184,12 @@ describe('no-mol', () => {
         }
       }
       expect(block.caVWeights.shape).toEqual([1, H, chunk, NP + NT + 1]);
-      expect(maxDiff(toFloat32(block.attnMix), mix), `block ${i} attention`).toBeLessThan(1e-4);
+      // float32 against float64: measured ~1e-7. The demo's small random weights keep the attention close to uniform,
+      // so a tolerance much looser than that would not notice, e.g., a missing RoPE on the queries (1.3e-4).
+      expect(maxDiff(toFloat32(block.attnMix), mix), `block ${i} attention`).toBeLessThan(2e-6);
       const o = new Float64Array(chunk * D);
       for (let c = 0; c < chunk; c++) o.set(linear(mix.subarray(c * D, (c + 1) * D), `${p}.o_proj`), c * D);
-      expect(maxDiff(toFloat32(block.oProjOut), o), `block ${i} o_proj`).toBeLessThan(1e-4);
+      expect(maxDiff(toFloat32(block.oProjOut), o), `block ${i} o_proj`).toBeLessThan(5e-6);
     });
   });
 });
