@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "addon/addon.h"
 #include "addon/config_js.h"
@@ -114,6 +115,17 @@ void set_defined(Napi::Env env, Napi::Object& o, const char* key, const at::Tens
   if (t.defined()) o.Set(key, tensor_to_js(env, t));
 }
 
+// The per-block intermediates by their JS names (intermediates.blocks[i]).
+using BlockField = at::Tensor head::BlockTrace::*;
+constexpr std::pair<const char*, BlockField> kBlockFields[] = {
+    {"in", &head::BlockTrace::in},           {"tanhG", &head::BlockTrace::tanh_g},
+    {"saWeights", &head::BlockTrace::sa_weights}, {"caSWeights", &head::BlockTrace::ca_s_weights},
+    {"caSGate", &head::BlockTrace::ca_s_gate},    {"caVWeights", &head::BlockTrace::ca_v_weights},
+    {"attnMix", &head::BlockTrace::attn_mix},     {"oProjOut", &head::BlockTrace::o_proj_out},
+    {"memWeights", &head::BlockTrace::mem_weights}, {"memContext", &head::BlockTrace::mem_context},
+    {"ffnIn", &head::BlockTrace::ffn_in},         {"out", &head::BlockTrace::out},
+};
+
 }  // namespace
 
 void prepare_head_output(head::HeadForwardOutput& out) {
@@ -122,9 +134,7 @@ void prepare_head_output(head::HeadForwardOutput& out) {
     head::HeadTrace& t = *out.trace;
     for (at::Tensor* p : {&t.input_aq, &t.proprio_features, &t.h_memory, &t.x0}) *p = f32(*p);
     for (auto& b : t.blocks)
-      for (at::Tensor* p : {&b.in, &b.tanh_g, &b.sa_weights, &b.ca_s_weights, &b.ca_s_gate, &b.ca_v_weights, &b.attn_mix,
-                            &b.o_proj_out, &b.mem_weights, &b.mem_context, &b.ffn_in, &b.out})
-        *p = f32(*p);
+      for (const auto& [name, field] : kBlockFields) b.*field = f32(b.*field);
   }
 }
 
@@ -151,18 +161,7 @@ Napi::Object head_output_to_js(Napi::Env env, const head::HeadForwardOutput& r) 
     for (size_t i = 0; i < t.blocks.size(); ++i) {
       const head::BlockTrace& b = t.blocks[i];
       auto o = Napi::Object::New(env);
-      set_defined(env, o, "in", b.in);
-      set_defined(env, o, "tanhG", b.tanh_g);
-      set_defined(env, o, "saWeights", b.sa_weights);
-      set_defined(env, o, "caSWeights", b.ca_s_weights);
-      set_defined(env, o, "caSGate", b.ca_s_gate);
-      set_defined(env, o, "caVWeights", b.ca_v_weights);
-      set_defined(env, o, "attnMix", b.attn_mix);
-      set_defined(env, o, "oProjOut", b.o_proj_out);
-      set_defined(env, o, "memWeights", b.mem_weights);
-      set_defined(env, o, "memContext", b.mem_context);
-      set_defined(env, o, "ffnIn", b.ffn_in);
-      set_defined(env, o, "out", b.out);
+      for (const auto& [name, field] : kBlockFields) set_defined(env, o, name, b.*field);
       blocks.Set(uint32_t(i), o);
     }
     tr.Set("blocks", blocks);
