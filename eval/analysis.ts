@@ -6,6 +6,7 @@
  *   value distance (L2 between the stored normalized action chunks), with Pearson and Spearman correlations.
  */
 import { openLibero } from '../lib/data/libero.js';
+import type { MemoryBankSnapshot } from '../lib/head.js';
 import { loadPolicy, type Policy } from '../lib/policy.js';
 
 export interface GateSummary {
@@ -24,16 +25,13 @@ export interface BankCorrelation {
 }
 
 export interface RunAnalysis {
-  ablation: string | null;
+  ablation: string;
   gates: GateSummary[] | null;
   bank: BankCorrelation | null;
   notes: string[];
 }
 
-interface BankSnapshot {
-  keys: { data: Float32Array; shape: number[] };
-  values: { data: Float32Array; shape: number[] };
-}
+type BankSnapshot = Pick<MemoryBankSnapshot, 'keys' | 'values'>;
 
 /** Seeded xorshift32 in [0, 1). */
 function random(seed: number): () => number {
@@ -107,7 +105,6 @@ async function demoObservations(demos: string, policy: Policy, count: number) {
 export async function analyzeRun(runDir: string, demos: string, observations = 32): Promise<RunAnalysis> {
   await using policy = await loadPolicy(runDir);
   const notes: string[] = [];
-  const meta = policy.metadata as typeof policy.metadata & { ablation?: string | null };
   const obs = await demoObservations(demos, policy, observations);
   const sums = new Map<number, { vision: number; query: number; n: number }>();
   for (let i = 0; i < obs.length; i += 8) {
@@ -122,13 +119,10 @@ export async function analyzeRun(runDir: string, demos: string, observations = 3
   }
   const gates = [...sums].sort((a, b) => a[0] - b[0])
     .map(([layer, s]) => ({ layer, visionScale: s.vision / s.n, queryGate: s.query / s.n }));
-  let bank: BankCorrelation | null = null;
-  const withBank = policy as Policy & { memoryBank?: () => Promise<BankSnapshot> | BankSnapshot };
-  if (typeof withBank.memoryBank === 'function') {
-    bank = bankCorrelation(await withBank.memoryBank());
-    if (!bank) notes.push('the MSM bank holds fewer than 2 entries');
-  } else {
-    notes.push('policy.memoryBank() is not available in this build: no MSM correlation');
-  }
-  return { ablation: meta.ablation ?? null, gates: gates.length ? gates : null, bank, notes };
+  if (gates.length === 0) notes.push('no MoL gates (this variant has no MoL blocks)');
+  const { ablation } = policy.metadata;
+  const bank = ablation === 'no-msm' ? null : bankCorrelation(await policy.memoryBank());
+  if (ablation === 'no-msm') notes.push('no MSM bank (this variant has no retrieval)');
+  else if (!bank) notes.push('the MSM bank holds fewer than 2 entries');
+  return { ablation, gates: gates.length ? gates : null, bank, notes };
 }

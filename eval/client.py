@@ -1,7 +1,7 @@
 """The evaluation client: runs episodes of the tabletop suite against a policy served by `m2vla serve` over openpi's
 websocket protocol (as openpi's examples/libero/main.py does for LIBERO), or against the mean-action baseline.
 
-Each episode: reset(task, seed) with fixed seeds (seed_base + 1000 * task index + episode), then observe → infer an
+Each episode: reset(task, seed) with fixed seeds (seed_base + episode, the same scenes for every task), then observe → infer an
 action chunk → execute its first `replan` actions → observe again, until success (checked from the simulator's state)
 or max_steps. The server's gripper output follows the training data's convention (1 open, 0 close, see
 lib/data/libero.ts); like OpenVLA-OFT's LIBERO eval it is binarized and mapped back to the simulator's -1 open / +1
@@ -127,11 +127,10 @@ def evaluate(policy, tasks, episodes: int, replan: int, max_steps: int, image_si
     all_latency = []
     started = time.time()
     for task in tasks:
-        index = TASKS.index(task)
         results = []
         for e in range(episodes):
             record = videos is not None and e < video_episodes
-            r = run_episode(env, policy, task, seed_base + 1000 * index + e, replan, max_steps, record)
+            r = run_episode(env, policy, task, seed_base + e, replan, max_steps, record)
             frames = r.pop("frames")
             if record:
                 os.makedirs(videos, exist_ok=True)

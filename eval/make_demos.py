@@ -4,8 +4,9 @@
 Per file: data.attrs["problem_info"] (JSON with language_instruction), data/demo_N/{actions (T, 7): LIBERO's
 -1 open / +1 close gripper, obs/agentview_rgb + obs/eye_in_hand_rgb (T, H, W, 3) uint8 rotated by 180 degrees as
 LIBERO stores its frames (the reader rotates them back), obs/ee_pos, obs/ee_ori (axis-angle), obs/ee_states,
-obs/gripper_states}. Only successful episodes are kept; the seeds are demo_index + 1000 * task_index + seed_base,
-disjoint from the evaluation seeds (eval/client.py starts at 10**6).
+obs/gripper_states}. Every task is recorded on the same scenes (seed = seed_base + k for the k-th scene tried), so the
+scene alone never tells which task a demonstration shows: only the instruction does. Only successful episodes are
+kept; the seeds stay below the evaluation seeds (eval/client.py starts at 10**6).
 
   python3 eval/make_demos.py --out <dir> --per-task 10 [--tasks red_bowl,blue_bowl] [--image-size 84]
 """
@@ -26,7 +27,7 @@ from expert import run_expert  # noqa: E402
 from sim import TASKS, TASKS_BY_NAME, TabletopEnv  # noqa: E402
 
 
-def record_task(env: TabletopEnv, task, index: int, per_task: int, out: str, seed_base: int, noise: float) -> dict:
+def record_task(env: TabletopEnv, task, per_task: int, out: str, seed_base: int, noise: float) -> dict:
     path = os.path.join(out, task.instruction.replace(" ", "_") + "_demo.hdf5")
     kept, tried = 0, 0
     with h5py.File(path + ".tmp", "w") as f:
@@ -34,7 +35,7 @@ def record_task(env: TabletopEnv, task, index: int, per_task: int, out: str, see
         data.attrs["problem_info"] = json.dumps({"language_instruction": task.instruction, "task": task.name})
         data.attrs["env_args"] = json.dumps({"env": "m2vla-tabletop", "image_size": env.image_size})
         while kept < per_task:
-            seed = seed_base + 1000 * index + tried
+            seed = seed_base + tried
             tried += 1
             obs, actions, ok = run_expert(env, task, seed, noise=noise)
             if not ok:
@@ -75,7 +76,7 @@ def main() -> None:
     summary = []
     for name in args.tasks.split(","):
         task = TASKS_BY_NAME[name]
-        summary.append(record_task(env, task, TASKS.index(task), args.per_task, args.out, args.seed_base, args.noise))
+        summary.append(record_task(env, task, args.per_task, args.out, args.seed_base, args.noise))
         print(json.dumps(summary[-1]), flush=True)
     print(json.dumps({"seconds": round(time.time() - started, 1), "tasks": len(summary)}), flush=True)
 

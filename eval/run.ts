@@ -181,7 +181,7 @@ async function main() {
     try {
       report.analysis = await analyzeRun(runDir, ctx.demos);
     } catch (e) {
-      report.analysis = { ablation: report.ablation, gates: null, bank: null, notes: [`analysis failed: ${(e as Error).message}`] } satisfies RunAnalysis;
+      report.analysis = { ablation: report.ablation ?? 'none', gates: null, bank: null, notes: [`analysis failed: ${(e as Error).message}`] } satisfies RunAnalysis;
     }
   }
   const report: Report = {
