@@ -132,18 +132,20 @@ class Task:
     obj: str           # the object to move
     target: str | None  # the receptacle, for "place"
     scene_objects: tuple[str, ...]
+    receptacles: tuple[str, ...] = ("bowl", "plate")
     held_out: bool = False
 
 
-SCENE = ("red_cube", "blue_cube")
-# Pairs share the scene and differ only in the instruction (the language path has to matter).
+BOTH_CUBES = ("red_cube", "blue_cube")
+# red_bowl / blue_bowl share the scene and differ only in the instruction: only the language path can tell them apart.
+# The other scenes differ in which objects are on the table, so the camera shows which task it is.
 TASKS = [
-    Task("red_bowl", "put the red cube in the bowl", "place", "red_cube", "bowl", SCENE),
-    Task("blue_bowl", "put the blue cube in the bowl", "place", "blue_cube", "bowl", SCENE),
-    Task("red_plate", "put the red cube on the plate", "place", "red_cube", "plate", SCENE),
-    Task("blue_plate", "put the blue cube on the plate", "place", "blue_cube", "plate", SCENE),
-    Task("lift_blue", "pick up the blue cube", "lift", "blue_cube", None, SCENE),
-    # Held out: never in the training demos; a cylinder in the red cube's place.
+    Task("red_bowl", "put the red cube in the bowl", "place", "red_cube", "bowl", BOTH_CUBES),
+    Task("blue_bowl", "put the blue cube in the bowl", "place", "blue_cube", "bowl", BOTH_CUBES),
+    Task("red_plate", "put the red cube on the plate", "place", "red_cube", "plate", ("red_cube",)),
+    Task("blue_plate", "put the blue cube on the plate", "place", "blue_cube", "plate", ("blue_cube",)),
+    Task("lift_blue", "pick up the blue cube", "lift", "blue_cube", None, ("blue_cube",), receptacles=()),
+    # Held out: never in the training demos; a cylinder where the red cube would be.
     Task("yellow_bowl", "put the yellow cylinder in the bowl", "place", "yellow_cylinder", "bowl",
          ("yellow_cylinder", "blue_cube"), held_out=True),
 ]
@@ -203,9 +205,10 @@ class TabletopEnv:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         self.task = task
-        for name in ("bowl", "plate"):
+        for i, name in enumerate(("bowl", "plate")):
             xy = SLOTS[name] + rng.uniform(-RECEPTACLE_JITTER, RECEPTACLE_JITTER, 2)
-            m.body_pos[self.body[name]] = [xy[0], xy[1], 0.0]
+            # a receptacle not in the scene is a static body: it waits off the table, out of view
+            m.body_pos[self.body[name]] = [xy[0], xy[1], 0.0] if name in task.receptacles else PARK + [0, 0.3 + 0.3 * i, 0]
         for i, name in enumerate(("red_cube", "blue_cube", "yellow_cylinder")):
             jitter = rng.uniform(-OBJECT_JITTER, OBJECT_JITTER, 2)
             yaw = rng.uniform(-0.3, 0.3)
