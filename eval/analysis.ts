@@ -107,8 +107,8 @@ export async function analyzeRun(runDir: string, demos: string, observations = 3
   const notes: string[] = [];
   const obs = await demoObservations(demos, policy, observations);
   const sums = new Map<number, { vision: number; query: number; n: number }>();
-  for (let i = 0; i < obs.length; i += 8) {
-    const { gates } = await policy.features(obs.slice(i, i + 8));
+  for (const o of obs) {  // one call each: a batch needs prompts of one length
+    const { gates } = await policy.features(o);
     for (const g of gates) {
       const s = sums.get(g.layer) ?? { vision: 0, query: 0, n: 0 };
       s.vision += g.visionScale;

@@ -132,7 +132,9 @@ export function writeReport(dir: string, r: Report): string {
   md.push('', '## MSM key distance vs value distance (Fig. 7 analogue)', '');
   if (banked.length > 0) {
     md.push('Random pairs of bank entries written during training: mean |Δkey| (the retrieval metric) against the L2 ' +
-      'distance of their normalized action chunks. A positive correlation means that near keys retrieve similar actions.', '',
+      'distance of their normalized action chunks. A positive correlation means that near keys retrieve similar actions. ' +
+      'The keys come from the frozen VLM and the values from the demonstrations, written at the same steps (same seeds): ' +
+      'every variant that has a bank holds the same one.', '',
       '| policy | bank entries | pairs | Pearson r | Spearman ρ |', '|---|---|---|---|---|',
       ...banked.map((v) => { const b = v.analysis!.bank!; return `| ${v.label} | ${b.entries} | ${b.pairs} | ${b.pearson.toFixed(3)} | ${b.spearman.toFixed(3)} |`; }));
   }

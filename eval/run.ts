@@ -36,7 +36,7 @@ interface Profile {
 }
 
 const PROFILES: Record<'quick' | 'full', Profile> = {
-  quick: { demosPerTask: 12, stages: [500, 1000, 1500], batch: 16, lr: 1e-3, episodes: 8, curveEpisodes: 3, replan: 4, maxSteps: 100 },
+  quick: { demosPerTask: 12, stages: [800, 1600, 2400], batch: 16, lr: 1e-3, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
   full: { demosPerTask: 40, stages: [1000, 2000, 4000, 6000], batch: 16, lr: 1e-3, episodes: 20, curveEpisodes: 10, replan: 4, maxSteps: 100 },
 };
 
