@@ -7,6 +7,8 @@ import numpy as np
 
 
 def _encode(obj):
+    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in "OVc":
+        raise ValueError(f"unsupported dtype {obj.dtype}")
     if isinstance(obj, np.ndarray):
         return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
                 b"shape": list(obj.shape)}

@@ -48,6 +48,12 @@ def _bowl_walls(n: int = 10) -> str:
     return "\n        ".join(walls)
 
 
+def _movable(name: str, pos: str, geom: str) -> str:
+    """A free 50 g object (a cube or the cylinder)."""
+    return (f'<body name="{name}" pos="{pos}">\n      <freejoint name="{name}"/>\n'
+            f'      <geom {geom} mass="0.05"/>\n    </body>')
+
+
 SCENE_XML = f"""
 <mujoco model="m2vla-tabletop">
   <compiler angle="radian"/>
@@ -78,18 +84,10 @@ SCENE_XML = f"""
       <geom type="cylinder" size="{PLATE_RADIUS} 0.003" pos="0 0 0.003" material="plate"/>
     </body>
 
-    <body name="red_cube" pos="0 -0.12 0.02">
-      <freejoint name="red_cube"/>
-      <geom type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.85 0.1 0.1 1" mass="0.05"/>
-    </body>
-    <body name="blue_cube" pos="0 0.12 0.02">
-      <freejoint name="blue_cube"/>
-      <geom type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.1 0.2 0.9 1" mass="0.05"/>
-    </body>
-    <body name="yellow_cylinder" pos="{PARK[0]} {PARK[1]} {PARK[2]}">
-      <freejoint name="yellow_cylinder"/>
-      <geom type="cylinder" size="0.019 {CUBE_HALF}" rgba="0.95 0.85 0.1 1" mass="0.05"/>
-    </body>
+    {_movable("red_cube", "0 -0.12 0.02", f'type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.85 0.1 0.1 1"')}
+    {_movable("blue_cube", "0 0.12 0.02", f'type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.1 0.2 0.9 1"')}
+    {_movable("yellow_cylinder", f"{PARK[0]} {PARK[1]} {PARK[2]}",
+              f'type="cylinder" size="0.019 {CUBE_HALF}" rgba="0.95 0.85 0.1 1"')}
 
     <body name="target" mocap="true" pos="{HOME[0]} {HOME[1]} {HOME[2]}"/>
     <body name="hand" pos="{HOME[0]} {HOME[1]} {HOME[2]}" gravcomp="1">
