@@ -194,6 +194,20 @@ describe('no-mol', () => {
   });
 });
 
+describe('an ablation run', () => {
+  it('resumes exactly from its checkpoint (the checkpoint states the dims its tensors do not show)', async () => {
+    const base = { data: LIBERO, init: tinyRun(), steps: 4, batchSize: 2, lr: 1e-3, threads: 1, seed: 3, checkpointEvery: 2,
+      ablation: 'no-mol' as const };
+    const straight = await train({ ...base, out: freshOut() });
+    const out = freshOut(), stop = new AbortController();
+    const first = await train({ ...base, out, signal: stop.signal, onProgress: (e) => { if (e.kind === 'step' && e.step === 2) stop.abort(); } });
+    expect(first.interrupted).toBe(true);
+    await expect(train({ ...base, out, resume: true, ablation: 'no-msm' })).rejects.toThrow(/ablation was "no-mol", now "no-msm"/);
+    const second = await train({ ...base, out, resume: true });
+    expect([...first.metrics, ...second.metrics].map((m) => m.loss)).toEqual(straight.metrics.map((m) => m.loss));
+  });
+});
+
 describe('memoryBank()', () => {
   let t: Trained, policy: Policy;
   beforeAll(async () => {
