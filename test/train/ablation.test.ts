@@ -11,6 +11,7 @@ import type { Ablation } from '../../lib/config.js';
 import { CheckpointError, InputError } from '../../lib/errors.js';
 import { loadHead } from '../../lib/head.js';
 import { loadPolicy, type Policy } from '../../lib/policy.js';
+import { DEMO_DIMS } from '../../lib/random-run.js';
 import { Trainer, train, type PackedBatch } from '../../lib/train.js';
 import { roundBf16, toFloat32 } from '../helpers/fixtures.js';
 import { freshOut, LIBERO, mean, tinyRun } from '../helpers/train.js';
@@ -244,6 +245,14 @@ describe('memoryBank()', () => {
       for (let d = 0; d < K; d++) l1 += Math.abs(q[d] - key[d]);
       expect(Math.abs(-10000 * l1 / K - act.retrieval.similarities[k])).toBeLessThan(1e-3 * Math.max(1, Math.abs(act.retrieval.similarities[k])));
     });
+  });
+});
+
+describe('a random run in an ablation\'s layout (lib/random-run.ts, what the full-size bench uses)', () => {
+  it.each(['no-mol', 'no-msm'] as const)('%s loads as that variant', async (ablation) => {
+    await using policy = await loadPolicy(tinyRun({ ...DEMO_DIMS, ablation }, `tiny-${ablation}`), { threads: 1 });
+    expect(policy.metadata.ablation).toBe(ablation);
+    expect(policy.metadata.bankSize).toBe(ablation === 'no-msm' ? 0 : 50);
   });
 });
 
