@@ -2,8 +2,10 @@
 // saves only the tensors it uses, records its variant in the exported run directory and reloads through loadPolicy
 // with the trainer's actions. no-msm never touches a bank; no-mol's block equals a hand-written single cross-attention;
 // memoryBank() returns the rows training appended, the rows act() retrieves.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBackbone } from '../../lib/backbone.js';
 import { loadStateDict, type CheckpointTensor } from '../../lib/checkpoint.js';
@@ -253,6 +255,23 @@ describe('a random run in an ablation\'s layout (lib/random-run.ts, what the ful
     await using policy = await loadPolicy(tinyRun({ ...DEMO_DIMS, ablation }, `tiny-${ablation}`), { threads: 1 });
     expect(policy.metadata.ablation).toBe(ablation);
     expect(policy.metadata.bankSize).toBe(ablation === 'no-msm' ? 0 : 50);
+  });
+});
+
+describe('m2vla train --ablation', () => {
+  const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../lib/cli/main.ts');
+  const cli = (out: string, ablation: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e',
+    `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'train', '--data', LIBERO, '--init', tinyRun(),
+    '--out', out, '--steps', '1', '--batch', '2', '--lr', '1e-3', '--threads', '1', '--ablation', ablation], { encoding: 'utf8' });
+
+  it('trains the variant and records it; an unknown one is an error naming the choices', () => {
+    const out = freshOut();
+    const ok = cli(out, 'no-msm');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).m2vla_head.ablation).toBe('no-msm');
+    const bad = cli(freshOut(), 'msm');
+    expect(bad.status).not.toBe(0);
+    expect(`${bad.stdout}${bad.stderr}`).toMatch(/ablation: expected one of 'none', 'no-mol', 'no-msm', got "msm"/);
   });
 });
 
