@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBackbone } from '../../lib/backbone.js';
 import { loadStateDict, type CheckpointTensor } from '../../lib/checkpoint.js';
 import type { Ablation } from '../../lib/config.js';
-import { CheckpointError, InputError } from '../../lib/errors.js';
+import { CheckpointError, ConfigError, InputError } from '../../lib/errors.js';
 import { loadHead } from '../../lib/head.js';
 import { loadPolicy, type Policy } from '../../lib/policy.js';
 import { DEMO_DIMS } from '../../lib/random-run.js';
@@ -255,6 +255,20 @@ describe('a random run in an ablation\'s layout (lib/random-run.ts, what the ful
     await using policy = await loadPolicy(tinyRun({ ...DEMO_DIMS, ablation }, `tiny-${ablation}`), { threads: 1 });
     expect(policy.metadata.ablation).toBe(ablation);
     expect(policy.metadata.bankSize).toBe(ablation === 'no-msm' ? 0 : 50);
+  });
+});
+
+describe('a run directory without its "m2vla_head" record', () => {
+  it('names the variant its checkpoint holds, then the dim it cannot show', async () => {
+    const dir = freshOut();
+    fs.cpSync(tinyRun({ ...DEMO_DIMS, ablation: 'no-mol' }, 'tiny-no-mol'), dir, { recursive: true });
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    delete config.m2vla_head;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    await expect(loadPolicy(dir, { threads: 1 })).rejects.toThrow(/holds a 'no-mol' head \(ablation\), but 'none' was requested/);
+    await expect(loadPolicy(dir, { threads: 1, ablation: 'no-mol' }))
+      .rejects.toThrow(new ConfigError(`${path.join(dir, 'action_head.safetensors')}: a 'no-mol' head does not show its head count; ` +
+        'the run directory must state it (config.json "m2vla_head")'));
   });
 });
 
