@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- [suite ...] [flags]`: runs bench/<suite>.bench.ts (or bench/roofline.ts), one process per suite.
- * Suites: backbone, policy, roofline, server, train (default: all). Flags pass through (--iters, --dtypes, --threads, --no-eager).
+ * Suites: ablation, backbone, policy, roofline, server, train (default: all). Flags pass through (--iters, --dtypes, --threads, --no-eager).
  * `--device cuda` needs a CUDA build and a GPU; without one the roofline projection is printed instead.
  */
 import { spawnSync } from 'node:child_process';
@@ -9,7 +9,7 @@ import { runtimeInfo } from '../lib/index.js';
 import { BENCH_DIR } from './harness.js';
 
 const SUITES: Record<string, string> = {
-  backbone: 'backbone.bench.ts', policy: 'policy.bench.ts', roofline: 'roofline.ts', server: 'server.bench.ts',
+  ablation: 'ablation.bench.ts', backbone: 'backbone.bench.ts', policy: 'policy.bench.ts', roofline: 'roofline.ts', server: 'server.bench.ts',
   train: 'train.bench.ts',
 };
 const argv = process.argv.slice(2);

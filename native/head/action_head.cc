@@ -167,8 +167,9 @@ at::Tensor ActionHead::network(const at::Tensor& latent, const std::vector<MolCo
   }
   for (int64_t i = 0; i < dims_.num_blocks; ++i) {
     BlockTrace* bt = trace ? &trace->blocks[i] : nullptr;
-    x = options_.ablation == Ablation::NoMol ? cross_forward(cross_blocks_[i], x, conds[i].task, h_memory, tables_.chunk, bt)
-                                             : mol_forward(blocks_[i], x, conds[i], h_memory, tables_, bt);
+    x = options_.ablation == Ablation::NoMol
+            ? cross_forward(cross_blocks_[i], x, conds[i].task, conds[i].task_tokens, h_memory, tables_.chunk, bt)
+            : mol_forward(blocks_[i], x, conds[i], h_memory, tables_, bt);
   }
   return fc2(layer_norm2(x));
 }
@@ -181,7 +182,7 @@ std::vector<MolCondition> ActionHead::conditions(const HeadInput& input, const a
     // Every block reads the hidden state MoL's last block reads (index = number of blocks).
     const size_t last = cross_blocks_.size();
     at::Tensor tokens = at::cat({input.vision[last].to(dtype), input.action_queries[last].to(dtype), proprio_features.unsqueeze(1)}, 1);
-    for (const CrossBlock& b : cross_blocks_) conds.push_back({impl, {}, cross_condition(b, tokens, token_rope_), {}, {}});
+    for (const CrossBlock& b : cross_blocks_) conds.push_back({impl, {}, cross_keys(b, tokens, token_rope_), {}, tokens});
     return conds;
   }
   for (size_t i = 0; i < blocks_.size(); ++i) {

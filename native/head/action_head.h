@@ -127,7 +127,7 @@ class ActionHead {
  private:
   ActionHead() = default;
   // One condition per block from the sliced inputs (converted to the head's dtype). No-mol: `task` holds the
-  // CrossBlock's keys | values of the last hidden state's tokens, the other fields are empty.
+  // CrossBlock's rotated keys and `task_tokens` the last hidden state's [vision; AQ; proprio] tokens.
   std::vector<MolCondition> conditions(const HeadInput& input, const at::Tensor& proprio_features, MolImpl impl) const;
   // layer_norm2 → fc2 after the blocks, from a latent [B, chunk, D].
   // h_memory [B, R, chunk*D] from the retrieved values, or undefined without MSM.

@@ -46,20 +46,20 @@ CrossBlock CrossBlock::from_mol(const io::StateDict& sd, const std::string& pref
   return make(sd, prefix, dim, heads, dtype, "k_task", "v_task");
 }
 
-at::Tensor cross_condition(const CrossBlock& block, const at::Tensor& tokens, const RopeTable& token_rope) {
-  const int64_t D = block.dim;
-  at::Tensor kv = block.kv_last(tokens);
-  at::Tensor k = apply_rope(split_heads(kv.narrow(-1, 0, D), block.heads, block.head_dim), token_rope);
-  return at::cat({k.transpose(1, 2).reshape({kv.size(0), kv.size(1), D}), kv.narrow(-1, D, D)}, -1);
+at::Tensor cross_keys(const CrossBlock& block, const at::Tensor& tokens, const RopeTable& token_rope) {
+  return apply_rope(split_heads(block.kv_last.rows(0, block.dim)(tokens), block.heads, block.head_dim), token_rope);
 }
 
-at::Tensor cross_forward(const CrossBlock& block, const at::Tensor& x, const at::Tensor& kv, const at::Tensor& h_memory,
-                         const RopeTable& chunk_rope, BlockTrace* trace) {
+at::Tensor cross_forward(const CrossBlock& block, const at::Tensor& x, const at::Tensor& keys, const at::Tensor& tokens,
+                         const at::Tensor& h_memory, const RopeTable& chunk_rope, BlockTrace* trace) {
   const int64_t D = block.dim, H = block.heads, hd = block.head_dim;
   at::Tensor q = apply_rope(split_heads(block.q_proj(x), H, hd), chunk_rope);
-  at::Tensor k = split_heads(kv.narrow(-1, 0, D), H, hd), v = split_heads(kv.narrow(-1, D, D), H, hd);
-  at::Tensor w = at::softmax(at::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd)), -1);
-  at::Tensor mix = at::matmul(w, v).transpose(1, 2).reshape({x.size(0), x.size(1), D});
+  at::Tensor w = at::softmax(at::matmul(q, keys.transpose(-2, -1)) / std::sqrt(double(hd)), -1);  // [B, H, chunk, n]
+  // v_last applied after the weighted sum (see the header): [B, H, chunk, D] x per-head rows [H, D, hd].
+  const Linear v = block.kv_last.rows(D, D);
+  at::Tensor pooled = at::matmul(w, tokens.unsqueeze(1));
+  at::Tensor values = at::matmul(pooled, v.weight.view({H, hd, D}).transpose(1, 2)) + v.bias.view({H, 1, hd});
+  at::Tensor mix = values.transpose(1, 2).reshape({x.size(0), x.size(1), D});
   if (trace) {
     trace->ca_v_weights = w;
     trace->attn_mix = mix;

@@ -13,6 +13,11 @@
 // every chunk row of the initial latent is the same constant, and without a position on the queries the rows would
 // stay identical through every block (one action repeated over the chunk). There is no self-attention branch (MoL's
 // third branch) and no gate. Parameters: q_proj, k_last, v_last, o_proj, ffn.0, ffn.1 per block.
+//
+// As in MoL's fused path, the values are never projected per token: the weights of a query sum to one, so
+// sum_j w_j (W_v t_j + b) = W_v (sum_j w_j t_j) + b. The weighted sums are taken over the raw tokens and projected once
+// per query and head, which drops the per-token v_last projection (half of the block's FLOPs at NP + NT + 1 = 553
+// tokens) and is plain differentiable ops, so training uses the same code.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -40,13 +45,13 @@ struct CrossBlock {
   static CrossBlock from_mol(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype);
 };
 
-// Keys (rotated) | values of the block's tokens [B, n, D] -> [B, n, 2D]: they do not depend on the latent, so a forward
+// The rotated keys [B, H, n, head_dim] of the block's tokens [B, n, D]: they do not depend on the latent, so a forward
 // computes them once for every network evaluation.
-at::Tensor cross_condition(const CrossBlock& block, const at::Tensor& tokens, const RopeTable& token_rope);
+at::Tensor cross_keys(const CrossBlock& block, const at::Tensor& tokens, const RopeTable& token_rope);
 
-// x [B, chunk, D] -> [B, chunk, D]. `h_memory` as mol_forward (undefined without MSM). `trace` gets the block tail's
-// intermediates and the attention weights in `ca_v_weights` ([B, H, chunk, n]).
-at::Tensor cross_forward(const CrossBlock& block, const at::Tensor& x, const at::Tensor& kv, const at::Tensor& h_memory,
-                         const RopeTable& chunk_rope, BlockTrace* trace = nullptr);
+// x [B, chunk, D] -> [B, chunk, D] from the keys and the raw tokens. `h_memory` as mol_forward (undefined without MSM).
+// `trace` gets the block tail's intermediates and the attention weights in `ca_v_weights` ([B, H, chunk, n]).
+at::Tensor cross_forward(const CrossBlock& block, const at::Tensor& x, const at::Tensor& keys, const at::Tensor& tokens,
+                         const at::Tensor& h_memory, const RopeTable& chunk_rope, BlockTrace* trace = nullptr);
 
 }  // namespace m2vla::head

@@ -2,15 +2,18 @@
 // saves only the tensors it uses, records its variant in the exported run directory and reloads through loadPolicy
 // with the trainer's actions. no-msm never touches a bank; no-mol's block equals a hand-written single cross-attention;
 // memoryBank() returns the rows training appended, the rows act() retrieves.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadBackbone } from '../../lib/backbone.js';
 import { loadStateDict, type CheckpointTensor } from '../../lib/checkpoint.js';
 import type { Ablation } from '../../lib/config.js';
-import { CheckpointError, InputError } from '../../lib/errors.js';
+import { CheckpointError, ConfigError, InputError } from '../../lib/errors.js';
 import { loadHead } from '../../lib/head.js';
 import { loadPolicy, type Policy } from '../../lib/policy.js';
+import { DEMO_DIMS } from '../../lib/random-run.js';
 import { Trainer, train, type PackedBatch } from '../../lib/train.js';
 import { roundBf16, toFloat32 } from '../helpers/fixtures.js';
 import { freshOut, LIBERO, mean, tinyRun } from '../helpers/train.js';
@@ -194,6 +197,20 @@ describe('no-mol', () => {
   });
 });
 
+describe('an ablation run', () => {
+  it('resumes exactly from its checkpoint (the checkpoint states the dims its tensors do not show)', async () => {
+    const base = { data: LIBERO, init: tinyRun(), steps: 4, batchSize: 2, lr: 1e-3, threads: 1, seed: 3, checkpointEvery: 2,
+      ablation: 'no-mol' as const };
+    const straight = await train({ ...base, out: freshOut() });
+    const out = freshOut(), stop = new AbortController();
+    const first = await train({ ...base, out, signal: stop.signal, onProgress: (e) => { if (e.kind === 'step' && e.step === 2) stop.abort(); } });
+    expect(first.interrupted).toBe(true);
+    await expect(train({ ...base, out, resume: true, ablation: 'no-msm' })).rejects.toThrow(/ablation was "no-mol", now "no-msm"/);
+    const second = await train({ ...base, out, resume: true });
+    expect([...first.metrics, ...second.metrics].map((m) => m.loss)).toEqual(straight.metrics.map((m) => m.loss));
+  });
+});
+
 describe('memoryBank()', () => {
   let t: Trained, policy: Policy;
   beforeAll(async () => {
@@ -230,6 +247,45 @@ describe('memoryBank()', () => {
       for (let d = 0; d < K; d++) l1 += Math.abs(q[d] - key[d]);
       expect(Math.abs(-10000 * l1 / K - act.retrieval.similarities[k])).toBeLessThan(1e-3 * Math.max(1, Math.abs(act.retrieval.similarities[k])));
     });
+  });
+});
+
+describe('a random run in an ablation\'s layout (lib/random-run.ts, what the full-size bench uses)', () => {
+  it.each(['no-mol', 'no-msm'] as const)('%s loads as that variant', async (ablation) => {
+    await using policy = await loadPolicy(tinyRun({ ...DEMO_DIMS, ablation }, `tiny-${ablation}`), { threads: 1 });
+    expect(policy.metadata.ablation).toBe(ablation);
+    expect(policy.metadata.bankSize).toBe(ablation === 'no-msm' ? 0 : 50);
+  });
+});
+
+describe('a run directory without its "m2vla_head" record', () => {
+  it('names the variant its checkpoint holds, then the dim it cannot show', async () => {
+    const dir = freshOut();
+    fs.cpSync(tinyRun({ ...DEMO_DIMS, ablation: 'no-mol' }, 'tiny-no-mol'), dir, { recursive: true });
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    delete config.m2vla_head;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    await expect(loadPolicy(dir, { threads: 1 })).rejects.toThrow(/holds a 'no-mol' head \(ablation\), but 'none' was requested/);
+    await expect(loadPolicy(dir, { threads: 1, ablation: 'no-mol' }))
+      .rejects.toThrow(new ConfigError(`${path.join(dir, 'action_head.safetensors')}: a 'no-mol' head does not show its head count; ` +
+        'the run directory must state it (config.json "m2vla_head")'));
+  });
+});
+
+describe('m2vla train --ablation', () => {
+  const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../lib/cli/main.ts');
+  const cli = (out: string, ablation: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e',
+    `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'train', '--data', LIBERO, '--init', tinyRun(),
+    '--out', out, '--steps', '1', '--batch', '2', '--lr', '1e-3', '--threads', '1', '--ablation', ablation], { encoding: 'utf8' });
+
+  it('trains the variant and records it; an unknown one is an error naming the choices', () => {
+    const out = freshOut();
+    const ok = cli(out, 'no-msm');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).m2vla_head.ablation).toBe('no-msm');
+    const bad = cli(freshOut(), 'msm');
+    expect(bad.status).not.toBe(0);
+    expect(`${bad.stdout}${bad.stderr}`).toMatch(/ablation: expected one of 'none', 'no-mol', 'no-msm', got "msm"/);
   });
 });
 
