@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError } from './errors.js';
+import { ConfigError, InputError } from './errors.js';
 import { parsePreprocessorConfig, type ImagePreprocessing } from './images.js';
 import { readJson, type Json } from './json.js';
 
@@ -55,6 +55,36 @@ export interface HeadConfig {
   keyLayerIndices: number[];
   topK: number;
   objective: 'l1' | 'denoise';
+  /** The paper's ablation the head was trained as (config.json "m2vla_head"; default 'none', released runs). */
+  ablation?: Ablation;
+  /** Dims an ablated checkpoint does not show, as the run directory states them (no-mol: heads; no-msm: chunk). */
+  numHeads?: number;
+  chunk?: number;
+}
+
+/**
+ * The paper's ablation (Table V): 'none' = the full model; 'no-mol' = "without MoL", each head block has a single
+ * cross-attention to the last layer's [vision; action-query; proprio] tokens (native/head/cross_block.h); 'no-msm' =
+ * "without MSM", no retrieval, no bank, no memory context.
+ */
+export type Ablation = 'none' | 'no-mol' | 'no-msm';
+export const ABLATIONS: readonly Ablation[] = ['none', 'no-mol', 'no-msm'];
+
+/** `value` as an Ablation; anything else is an InputError naming `what`. */
+export function parseAblation(value: unknown, what = 'ablation'): Ablation {
+  if (!ABLATIONS.includes(value as Ablation))
+    throw new InputError(`${what}: expected one of ${ABLATIONS.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
+  return value as Ablation;
+}
+
+/** The key of config.json that records how a trained run's head differs from the released layout. */
+export const HEAD_CONFIG_KEY = 'm2vla_head';
+
+/** What a trained run directory records under config.json "m2vla_head" (written by train's export). */
+export interface RecordedHeadConfig {
+  ablation: Ablation;
+  num_heads: number;
+  chunk: number;
 }
 
 /** The real towers, by the timm ids a VLA-Adapter/M²-VLA config.json names. */
@@ -177,10 +207,21 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
       throw new ConfigError(`keyLayerIndices: ${k} is not a hidden-state index in 0..${llm.numLayers}`);
     }
   }
+  const recorded = cfg[HEAD_CONFIG_KEY] as Json | undefined;
+  let ablation: Ablation = 'none';
+  if (recorded !== undefined) {
+    try {
+      ablation = parseAblation(recorded.ablation, `${cfgFile}: ${HEAD_CONFIG_KEY}.ablation`);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
+    }
+  }
   const head: HeadConfig = {
     keyLayerIndices,
     topK: mh ? num(mh, 'top_k', manifestFile) : 4,
     objective: 'l1',
+    ablation,
+    ...(recorded && { numHeads: num(recorded, 'num_heads', cfgFile), chunk: num(recorded, 'chunk', cfgFile) }),
   };
   return { dir, backbone, head, manifest };
 }

@@ -8,14 +8,15 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readRunConfig, type HeadConfig } from './config.js';
+import { parseAblation, readRunConfig, type Ablation, type HeadConfig } from './config.js';
 import { readJson } from './json.js';
 import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import {
   getBinding, type ModelDtype, type NativeDenoiseConfig, type NativeDevice, type NativeHead, type NativeHeadDims,
-  type NativeHeadForwardInput, type NativeHeadTrace,
+  type NativeHeadForwardInput, type NativeHeadTrace, type NativeTensor,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
+import type { TensorData } from './observation.js';
 
 /** BOUNDS_Q99 statistics of one quantity (dataset_statistics.json[key].action / .proprio). */
 export interface NormStats {
@@ -123,6 +124,24 @@ function nativeStats(s: NormStats) {
   return { q01: s.q01, q99: s.q99, mask: Uint8Array.from(s.mask, (m) => (m ? 1 : 0)) };
 }
 
+/** The rows of an MSM bank in use, as float32 (the bank stores bfloat16: the conversion is exact). */
+export interface MemoryBankSnapshot {
+  /** [size, keyDim]: per row, the mean vision features of the key layers, concatenated (SPEC §3.2). */
+  keys: TensorData;
+  /** [size, chunk × actionDim]: the normalized action chunk stored with each key. */
+  values: TensorData;
+  size: number;
+}
+
+/** The first `rows` rows of a [capacity, width] bfloat16 tensor as float32. */
+function bf16Rows(t: NativeTensor, rows: number): TensorData {
+  const width = t.shape[1];
+  const halves = new Uint16Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + rows * width * 2));
+  const bits = new Uint32Array(halves.length);
+  for (let i = 0; i < halves.length; i++) bits[i] = halves[i] << 16;
+  return { data: new Float32Array(bits.buffer), shape: [rows, width] };
+}
+
 export class ActionHead implements AsyncDisposable {
   #native: NativeHead | undefined;
 
@@ -137,6 +156,25 @@ export class ActionHead implements AsyncDisposable {
   constructor(native: NativeHead, readonly statistics?: NormalizationStatistics) {
     this.#native = native;
     this.dims = native.dims();
+  }
+
+  /** The ablation this head was loaded as (the checkpoint's variant). */
+  get ablation(): Ablation {
+    return this.dims.ablation;
+  }
+
+  /**
+   * A copy of the MSM bank's rows in use (a loaded head's bank never changes). Without MSM (ablation 'no-msm') the
+   * bank is empty: size 0, shapes [0, keyDim] and [0, chunk × actionDim].
+   */
+  memoryBank(): Promise<MemoryBankSnapshot> {
+    const native = this.#native;
+    if (!native) return Promise.reject(new DisposedError('ActionHead: memoryBank() after dispose()'));
+    return runTorchJob(async () => {
+      const { keys, values, size } = await native.memoryBank();
+      if (keys.dtype !== 'bfloat16' || values.dtype !== 'bfloat16') throw new CheckpointError('memoryBank: expected bfloat16 buffers');
+      return { keys: bf16Rows(keys, size), values: bf16Rows(values, size), size };
+    });
   }
 
   /** Normalized proprio in, normalized actions out (plus the retrieval, and intermediates on request). */
@@ -214,7 +252,8 @@ export interface LoadHeadOptions {
 }
 
 /** The action head of a run directory (checkpoints, config.json/manifest.json, dataset_statistics.json). */
-export function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise<ActionHead> {
+export async function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise<ActionHead> {
+  if (options.head?.ablation !== undefined) parseAblation(options.head.ablation, 'head.ablation');
   const run = readRunConfig(runDir, { keyLayerIndices: options.head?.keyLayerIndices });
   const { backbone } = run;
   const patchesPerImage = (backbone.imageSize / backbone.featurizer.patchSize) ** 2;

@@ -9,8 +9,10 @@ export { loadStateDict, type CheckpointTensor, type LoadStateDictOptions } from 
 export {
   ActionHead, createHead, loadHead, readNormalizationStatistics,
   type NormalizationStatistics, type DenoiseOptions, type HeadCreateOptions, type HeadForwardInput, type HeadForwardOutput,
-  type HeadPredictInput, type HeadPredictOutput, type HeadRetrieval, type LoadHeadOptions, type NormStats,
+  type HeadPredictInput, type HeadPredictOutput, type HeadRetrieval, type LoadHeadOptions, type MemoryBankSnapshot,
+  type NormStats,
 } from './head.js';
+export { ABLATIONS, type Ablation } from './config.js';
 export { loadBackbone, Backbone, type AskOptions, type BackboneOptions, type BackboneOutput } from './backbone.js';
 export type { Observation, TensorData } from './observation.js';
 export {

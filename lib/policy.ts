@@ -11,9 +11,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import { loadBackbone, type Backbone } from './backbone.js';
-import { readRunConfig } from './config.js';
+import { readRunConfig, type Ablation } from './config.js';
 import { DisposedError, InputError, toTypedError } from './errors.js';
-import { loadHead, type ActionHead, type DenoiseOptions } from './head.js';
+import { loadHead, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
 import {
   getBinding, type ModelDtype, type NativeDevice, type NativeKernelReport, type NativePlacement, type NativePolicy,
   type NativePolicyResult,
@@ -46,6 +46,11 @@ export interface PolicyOptions {
   /** Head objective override ('l1' = the released single pass; 'denoise' = DDIM sampling) and its options. */
   objective?: 'l1' | 'denoise';
   denoise?: DenoiseOptions;
+  /**
+   * The ablation to load as (default: what the run directory records, 'none' for released runs). It must be the
+   * checkpoint's variant: a mismatch is a CheckpointError, an unknown value an InputError.
+   */
+  ablation?: Ablation;
 }
 
 export interface ActOutput {
@@ -75,9 +80,10 @@ export interface PolicyFeatures {
   proprioFeatures: TensorData;
   /** The state after q01/q99 normalization [batch, proprioDim]. */
   normalizedState: Float64Array;
-  /** MSM query keys [batch, keyDim] and the retrieved rows. */
+  /** MSM query keys [batch, keyDim] and the retrieved rows (no-msm: [batch, 0], no rows). */
   queryKeys: TensorData;
   retrieval: ActOutput['retrieval'];
+  /** One entry per MoL block; empty for the no-mol ablation, which has no gates. */
   gates: LayerGates[];
 }
 
@@ -103,6 +109,8 @@ export interface PolicyMetadata {
   objective: 'l1' | 'denoise';
   unnormKey: string;
   bankSize: number;
+  /** The head variant: 'none' (full model), 'no-mol' or 'no-msm' (the paper's ablation). */
+  ablation: Ablation;
 }
 
 export class Policy implements AsyncDisposable {
@@ -118,6 +126,7 @@ export class Policy implements AsyncDisposable {
       imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
       device: placement.device, deviceName: placement.name, dtype: placement.dtype, kernels,
       objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize,
+      ablation: head.ablation,
     };
   }
 
@@ -139,10 +148,19 @@ export class Policy implements AsyncDisposable {
       actionQueries: asTensor(it.inputAq), proprioFeatures: asTensor(it.proprioFeatures), normalizedState: r.proprio,
       queryKeys: { data: r.retrieval.queryKeys, shape: [batch, r.retrieval.queryKeys.length / batch] },
       retrieval: retrievalOf(r, batch),
-      gates: it.blocks.map((b, i) => ({
-        layer: i + 1, visionScale: asTensor(b.tanhG).data[0], queryGate: asTensor(b.caSGate).data.slice(0, batch * H),
+      gates: this.head.ablation === 'no-mol' ? [] : it.blocks.map((b, i) => ({
+        layer: i + 1, visionScale: asTensor(b.tanhG!).data[0], queryGate: asTensor(b.caSGate!).data.slice(0, batch * H),
       })),
     };
+  }
+
+  /**
+   * A snapshot copy of the MSM bank (float32 rows in use: keys [size, keyDim], values [size, chunk × actionDim]),
+   * e.g. to relate key distances to value distances. act()'s retrieval indices are rows of it. Empty for 'no-msm'.
+   */
+  memoryBank(): Promise<MemoryBankSnapshot> {
+    if (!this.#native) return Promise.reject(new DisposedError('Policy: memoryBank() after dispose()'));
+    return this.head.memoryBank();
   }
 
   /**
@@ -233,7 +251,10 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   try {
     const head = await loadHead(runDir, {
       ...on, unnormKey: options.unnormKey,
-      head: { ...(options.objective && { objective: options.objective }), ...(options.denoise && { denoise: options.denoise }) },
+      head: {
+        ...(options.objective && { objective: options.objective }), ...(options.denoise && { denoise: options.denoise }),
+        ...(options.ablation !== undefined && { ablation: options.ablation }),
+      },
     });
     const stats = head.statistics!;
     const native = getBinding().createPolicy({

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { HEAD_CONFIG_KEY, type Ablation, type RecordedHeadConfig } from './config.js';
 
 export interface TowerDims { dim: number; depth: number; heads: number; mlp: number }
 export interface RandomRunDims {
@@ -22,6 +23,14 @@ export interface RandomRunDims {
   dtype: 'bfloat16' | 'float32';
   /** Write manifest.json with the dims (needed unless the towers are the real ones named by the timm ids). */
   manifest: boolean;
+  /**
+   * Std of the random weight matrices of model.safetensors (towers, projector, LLM; default 0.02; the head keeps 0.02). At 0.02 a tiny Qwen2's
+   * attention is nearly uniform and adds little to the residual stream, so the action-query tokens barely depend on
+   * the prompt; a frozen random VLM whose features must carry the instruction needs larger weights (~1/sqrt(hidden)).
+   */
+  vlmInitStd?: number;
+  /** The head layout of one of the paper's ablations (what `train({ ablation })` exports); default the full model. */
+  ablation?: Ablation;
 }
 
 export const FULL_SIZE_DIMS: RandomRunDims = {
@@ -104,6 +113,11 @@ export function headSpec(d: RandomRunDims): Spec {
   lin('model.fc1', D, D * A);
   for (let b = 0; b < d.llm.layers; b++) {
     const q = `model.mlp_resnet_blocks.${b}.`;
+    if (d.ablation === 'no-mol') {
+      for (const n of ['q_proj', 'k_last', 'v_last', 'o_proj', 'ffn.1']) lin(q + n, D, D);
+      t.push([`${q}ffn.0.weight`, [D], 'one'], [`${q}ffn.0.bias`, [D], 'zero']);
+      continue;
+    }
     for (const n of ['q_proj', 'k_self', 'v_self', 'v_adapter', 'k_task', 'v_task', 'k_memory', 'v_memory', 'o_proj']) lin(q + n, D, D);
     lin(`${q}k_adapter`, D + d.head.heads, D); lin(`${q}film_gen.0`, 2 * D, D);
     t.push([`${q}ffn.0.weight`, [D], 'one'], [`${q}ffn.0.bias`, [D], 'zero']);
@@ -111,7 +125,9 @@ export function headSpec(d: RandomRunDims): Spec {
     t.push([`${q}gating_factor`, [1], 'small']);
   }
   t.push(['model.layer_norm2.weight', [D], 'one'], ['model.layer_norm2.bias', [D], 'zero']);
-  lin('model.fc2', A, D); lin('memory_value_proj', chunk * D, chunk * A);
+  lin('model.fc2', A, D);
+  if (d.ablation === 'no-msm') return t;
+  lin('memory_value_proj', chunk * D, chunk * A);
   const keyDim = d.head.keyLayers.length * D;
   t.push(['memory_bank.keys', [d.head.bankSize, keyDim], 'bank'], ['memory_bank.values', [d.head.bankSize, chunk * A], 'bank']);
   return t;
@@ -131,8 +147,8 @@ function makeUniform(seed: number): () => number {
   };
 }
 
-function fill(init: Init, out: Float32Array, uniform: () => number, rows?: number, filled?: number) {
-  const std = init === 'w' ? 0.02 : init === 'small' ? 0.1 : init === 'bank' ? 0.5 : 0;
+function fill(init: Init, out: Float32Array, uniform: () => number, rows?: number, filled?: number, wStd = 0.02) {
+  const std = init === 'w' ? wStd : init === 'small' ? 0.1 : init === 'bank' ? 0.5 : 0;
   if (std) {
     const a = std * Math.sqrt(3); // uniform with that std
     const n = init === 'bank' && rows ? (out.length / rows) * (filled ?? rows) : out.length; // rows past `size` stay 0
@@ -148,7 +164,8 @@ function toBf16(src: Float32Array): Uint16Array {
 
 interface Extra { dtype: string; shape: number[]; bytes: Uint8Array }
 
-function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: number, extra: Record<string, Extra> = {}) {
+function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: number, extra: Record<string, Extra> = {},
+  wStd?: number) {
   const bf16 = dims.dtype === 'bfloat16', elem = bf16 ? 2 : 4;
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', generator: 'm2vla lib/random-run.ts' } };
   let off = 0;
@@ -175,7 +192,7 @@ function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: n
     if (init === 'tied' && tied) bytes = tied;
     else {
       const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      fill(init, v, uniform, shape[0], dims.head.bankFill);
+      fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
       const out = bf16 ? toBf16(v) : v;
       bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     }
@@ -193,7 +210,10 @@ function writeJson(file: string, value: unknown) {
 
 function writeConfigs(dir: string, d: RandomRunDims) {
   const dtype = d.dtype;
+  const recorded: RecordedHeadConfig | undefined = d.ablation && d.ablation !== 'none'
+    ? { ablation: d.ablation, num_heads: d.head.heads, chunk: d.head.chunk } : undefined;
   writeJson(path.join(dir, 'config.json'), {
+    ...(recorded && { [HEAD_CONFIG_KEY]: recorded }),
     architectures: ['OpenVLAForActionPrediction'], model_type: 'openvla', arch_specifier: 'no-align+fused-gelu-mlp',
     hf_llm_id: 'Qwen/Qwen2.5-0.5B', llm_backbone_id: 'qwen25-0_5b-extra', vision_backbone_id: 'dinosiglip-vit-so-224px',
     image_resize_strategy: 'resize-naive', image_sizes: [d.imageSize, d.imageSize], use_fused_vision_backbone: true,
@@ -254,10 +274,10 @@ export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { see
   if (fs.existsSync(done)) return dir;
   const seed = options.seed ?? 0;
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed);
+  writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed, {}, dims.vlmInitStd);
   const size = new BigInt64Array([BigInt(dims.head.bankFill)]);
-  writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1,
-    { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
+  writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1, dims.ablation === 'no-msm' ? {}
+    : { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
   writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), proprioSpec(dims), dims, seed + 2);
   writeConfigs(dir, dims);
   if (options.tokenizerDir) {

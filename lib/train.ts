@@ -24,7 +24,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { modelFile } from './backbone.js';
-import { readRunConfig } from './config.js';
+import { HEAD_CONFIG_KEY, parseAblation, readRunConfig, type Ablation, type RecordedHeadConfig } from './config.js';
 import { openLeRobot, type LeRobotOptions } from './data/lerobot.js';
 import { openLibero, type LiberoOptions } from './data/libero.js';
 import { BatchLoader, type Batch, type LoaderPosition } from './data/loader.js';
@@ -54,6 +54,12 @@ export interface TrainOptions {
   lr: number;
   /** 'l1' (the released code) or 'denoise' (ε-prediction). Default 'l1'. */
   objective?: 'l1' | 'denoise';
+  /**
+   * The paper's ablation (Table V): 'no-mol' (each head block: one cross-attention to the last layer's features) or
+   * 'no-msm' (no retrieval, bank or memory context). Default 'none', the full model. Starts from the init run's full
+   * head (the tensors the variant does not use are dropped); the exported run records the variant in config.json.
+   */
+  ablation?: Ablation;
   /** Continue the run saved in `out` (its latest checkpoint); without one, start from the beginning. */
   resume?: boolean;
   /** Micro-batches per optimizer step (gradient accumulation). Default 1. */
@@ -155,6 +161,8 @@ interface TrainerState {
   loader: LoaderPosition;
   /** Options an exact resume needs unchanged. */
   fixed: Record<string, unknown>;
+  /** Head dims an ablated checkpoint does not show (see #recordHeadConfig). */
+  head: { numHeads: number; chunk: number };
   savedAt: string;
 }
 
@@ -186,6 +194,7 @@ function resolve(o: TrainOptions): Resolved {
     if (typeof o[key] !== 'string' || o[key] === '') throw new InputError(`${key}: expected a path`);
   const steps = integer(o.steps, 'steps', 1);
   const objective = o.objective ?? 'l1';
+  const ablation = parseAblation(o.ablation ?? 'none');
   if (objective !== 'l1' && objective !== 'denoise') throw new InputError(`objective: expected 'l1' or 'denoise', got '${objective}'`);
   const schedule = o.schedule ?? 'cosine';
   if (schedule !== 'cosine' && schedule !== 'step') throw new InputError(`schedule: expected 'cosine' or 'step', got '${schedule}'`);
@@ -196,7 +205,7 @@ function resolve(o: TrainOptions): Resolved {
   const out = path.resolve(o.out), init = path.resolve(o.init);
   if (out === init) throw new ConfigError(`out: ${out} is the init run directory; train into another directory`);
   return {
-    data: path.resolve(o.data), init, out, steps, objective, schedule, decayAt, betas,
+    data: path.resolve(o.data), init, out, steps, objective, ablation, schedule, decayAt, betas,
     batchSize: integer(o.batchSize, 'batchSize', 1),
     lr: positive(o.lr, 'lr'),
     resume: o.resume ?? false,
@@ -306,7 +315,7 @@ export class Trainer implements AsyncDisposable {
       resumeFrom: state ? latest : undefined,
       head: {
         config: {
-          ...run.head, objective: o.objective, numPatches: backbone.numImages * (backbone.imageSize / backbone.featurizer.patchSize) ** 2,
+          ...run.head, ...state?.head, objective: o.objective, ablation: o.ablation, numPatches: backbone.numImages * (backbone.imageSize / backbone.featurizer.patchSize) ** 2,
           numActionQueries: backbone.numActionQueries, denoise: { initSeed: o.seed },
         },
       },
@@ -459,6 +468,7 @@ export class Trainer implements AsyncDisposable {
     const native = this.#trainer('checkpoint');
     const state: TrainerState = {
       format: STATE_FORMAT, step: this.stepsDone, loader: this.#position, fixed: fixedOptions(this.options),
+      head: { numHeads: this.dims.numHeads, chunk: this.dims.chunk },
       savedAt: new Date().toISOString(),
     };
     const root = path.join(this.options.out, 'checkpoints');
@@ -477,7 +487,18 @@ export class Trainer implements AsyncDisposable {
       if (fs.existsSync(from)) fs.copyFileSync(from, path.join(out, file));
     }
     writeDatasetStatistics(path.join(out, 'dataset_statistics.json'), this.dataset.name, this.statistics);
+    if (this.options.ablation !== 'none') this.#recordHeadConfig(path.join(out, 'config.json'));
     return out;
+  }
+
+  /**
+   * An ablated head's checkpoint cannot show every dim (no-mol has no k_adapter for the head count, no-msm no
+   * memory_value_proj for the chunk), and loaders must know the variant: config.json "m2vla_head" records them.
+   */
+  #recordHeadConfig(file: string): void {
+    const config = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    const recorded: RecordedHeadConfig = { ablation: this.options.ablation, num_heads: this.dims.numHeads, chunk: this.dims.chunk };
+    writeAtomic(file, `${JSON.stringify({ ...config, [HEAD_CONFIG_KEY]: recorded }, null, 2)}\n`);
   }
 
   /** A resumed run's metrics.jsonl keeps the lines of the steps its checkpoint had done. */
@@ -544,6 +565,7 @@ function fixedOptions(o: Resolved): Record<string, unknown> {
   return {
     data: o.data, init: o.init, batchSize: o.batchSize * (o.distributed?.worldSize ?? 1), accum: o.accum, seed: o.seed,
     objective: o.objective, bf16: o.bf16, memorySampleRate: o.memorySampleRate, imageAugmentation: o.imageAugmentation,
+    ablation: o.ablation,
   };
 }
 

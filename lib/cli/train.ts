@@ -21,6 +21,8 @@ const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --st
   --batch B               samples per micro-batch
   --lr X                  base learning rate
   --objective l1|denoise  default l1 (the released code's L1 regression)
+  --ablation no-mol|no-msm  the paper's ablation: one cross-attention to the last layer per head block (no-mol),
+                          or no MSM retrieval/bank (no-msm); default: the full model
   --resume                continue the run in --out from its latest checkpoint
   --accum K               micro-batches per optimizer step (default 1)
   --warmup W              warmup steps, 10% -> 100% of lr (default 0)
@@ -96,7 +98,7 @@ export const trainCommand = {
         args: argv,
         options: {
           data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
-          batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' },
+          batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' }, ablation: { type: 'string' },
           accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
           seed: { type: 'string' }, bf16: { type: 'boolean' }, 'image-aug': { type: 'boolean' }, clip: { type: 'string' },
           'save-every': { type: 'string' }, threads: { type: 'string' }, nproc: { type: 'string' }, 'dist-timeout': { type: 'string' },
@@ -125,7 +127,7 @@ export const trainCommand = {
     const options: TrainOptions = {
       data: required(v.data, 'data'), init: required(v.init, 'init'), out: required(v.out, 'out'), steps,
       batchSize: required(number(v.batch, 'batch'), 'batch'), lr: required(number(v.lr, 'lr'), 'lr'),
-      objective: v.objective as TrainOptions['objective'], resume: v.resume, accum: number(v.accum, 'accum'),
+      objective: v.objective as TrainOptions['objective'], ablation: v.ablation as TrainOptions['ablation'], resume: v.resume, accum: number(v.accum, 'accum'),
       warmup: number(v.warmup, 'warmup'), schedule: v.schedule as TrainOptions['schedule'],
       decayAt: v['decay-at']?.split(',').map((s) => required(number(s, 'decay-at'), 'decay-at')),
       seed: number(v.seed, 'seed'), bf16: v.bf16, imageAugmentation: v['image-aug'], clipNorm: number(v.clip, 'clip'),

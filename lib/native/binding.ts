@@ -83,7 +83,15 @@ export interface NativeHeadConfig {
   numPatches: number;
   numActionQueries: number;
   denoise?: NativeDenoiseConfig;
+  /** The paper's ablation (default 'none'); must match the checkpoint's variant (E_CHECKPOINT otherwise). */
+  ablation?: NativeAblation;
+  /** Dims an ablated checkpoint does not show (no-mol: head count, no-msm: chunk); checked when it does. */
+  numHeads?: number;
+  chunk?: number;
 }
+
+/** 'none' = the full model; 'no-mol' = one cross-attention to the last layer per block; 'no-msm' = no MSM. */
+export type NativeAblation = 'none' | 'no-mol' | 'no-msm';
 
 export interface NativeHeadDims {
   hidden: number;
@@ -96,6 +104,7 @@ export interface NativeHeadDims {
   keyDim: number;
   bankCapacity: number;
   bankSize: number;
+  ablation: NativeAblation;
 }
 
 export interface NativeHeadForwardInput {
@@ -125,16 +134,20 @@ export interface NativeRetrieval {
   values: Float32Array;
 }
 
+/**
+ * What an ablation does not compute is absent: no-mol has no tanhG / saWeights / caSWeights / caSGate (its single
+ * cross-attention's weights are caVWeights, [B, heads, chunk, NP+NT+1]); no-msm has no memWeights / memContext / hMemory.
+ */
 export interface NativeBlockTrace {
-  in: NativeTensor; tanhG: NativeTensor; saWeights: NativeTensor; caSWeights: NativeTensor; caSGate: NativeTensor;
-  caVWeights: NativeTensor; attnMix: NativeTensor; oProjOut: NativeTensor; memWeights: NativeTensor;
-  memContext: NativeTensor; ffnIn: NativeTensor; out: NativeTensor;
+  in: NativeTensor; tanhG?: NativeTensor; saWeights?: NativeTensor; caSWeights?: NativeTensor; caSGate?: NativeTensor;
+  caVWeights: NativeTensor; attnMix: NativeTensor; oProjOut: NativeTensor; memWeights?: NativeTensor;
+  memContext?: NativeTensor; ffnIn: NativeTensor; out: NativeTensor;
 }
 
 export interface NativeHeadTrace {
   inputAq: NativeTensor;
   proprioFeatures: NativeTensor;
-  hMemory: NativeTensor;
+  hMemory?: NativeTensor;
   x0: NativeTensor;
   blocks: NativeBlockTrace[];
 }
@@ -176,6 +189,8 @@ export interface NativePolicy {
 export interface NativeHead {
   forward(input: NativeHeadForwardInput): Promise<NativeHeadOutput>;
   dims(): NativeHeadDims;
+  /** A copy of the head's MSM bank: every row (capacity, bfloat16) and the number in use. */
+  memoryBank(): Promise<{ keys: NativeTensor; values: NativeTensor; size: number }>;
   dispose(): void;
 }
 
@@ -311,6 +326,7 @@ export interface NativeDistributedOptions {
 export interface NativeTrainerDims {
   hidden: number;
   numBlocks: number;
+  numHeads: number;
   actionDim: number;
   chunk: number;
   proprioDim: number;

@@ -1,6 +1,7 @@
 // createHead({actionHeadPath, proprioProjectorPath, config, dtype, threads}) -> Promise<Head>;
 // head.forward({hiddenStates, hiddenShape, promptLen, proprio, referenceCasts, intermediates, impl, seed}) ->
-// Promise<{normalized, shape, retrieval, intermediates?}>; head.dims(); head.dispose().
+// Promise<{normalized, shape, retrieval, intermediates?}>; head.dims(); head.memoryBank() -> Promise<{keys, values,
+// size}> (a copy of its MSM bank); head.dispose().
 // normalizeBounds / unnormalizeBounds: the BOUNDS_Q99 maps (synchronous: a few numbers).
 // Loading and forward run in TorchWorkers; a forward in flight keeps the head alive after dispose() (shared_ptr).
 #include <ATen/core/Tensor.h>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "addon/addon.h"
 #include "addon/config_js.h"
@@ -43,6 +45,7 @@ Napi::Object dims_to_js(Napi::Env env, const head::ActionHead& h) {
   set("keyDim", d.key_dim);
   set("bankCapacity", d.bank_capacity);
   set("bankSize", h.bank().size());
+  o.Set("ablation", head::ablation_name(h.options().ablation));
   return o;
 }
 
@@ -51,6 +54,7 @@ class AddonHead : public Napi::ObjectWrap<AddonHead> {
   const HeadPtr& model() const { return head_; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Head", {InstanceMethod<&AddonHead::Forward>("forward"), InstanceMethod<&AddonHead::Dims>("dims"),
+                                     InstanceMethod<&AddonHead::Bank>("memoryBank"),
                                      InstanceMethod<&AddonHead::Dispose>("dispose")});
   }
 
@@ -67,6 +71,11 @@ class AddonHead : public Napi::ObjectWrap<AddonHead> {
   Napi::Value Dims(const Napi::CallbackInfo& info) {
     if (!head_) throw make_error(info.Env(), "E_DISPOSED", "Head: dims() after dispose()");
     return dims_to_js(info.Env(), *head_);
+  }
+  // A loaded head's bank never changes (only the trainer appends, to its own head): no lock.
+  Napi::Value Bank(const Napi::CallbackInfo& info) {
+    if (!head_) throw make_error(info.Env(), "E_DISPOSED", "Head: memoryBank() after dispose()");
+    return start_bank_snapshot(info.Env(), threads_, std::shared_ptr<const head::MemoryBank>(head_, &head_->bank()), nullptr);
   }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     head_.reset();
@@ -99,7 +108,23 @@ class LoadHeadWorker : public TorchWorker {
 };
 
 // Result tensors are made float32, contiguous and host-resident on the worker thread, so Result() only copies bytes.
-at::Tensor f32(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
+// Undefined ones (what an ablation does not compute) stay undefined and are left out of the JS object.
+at::Tensor f32(const at::Tensor& t) { return t.defined() ? t.to(at::kCPU, at::kFloat).contiguous() : t; }
+
+void set_defined(Napi::Env env, Napi::Object& o, const char* key, const at::Tensor& t) {
+  if (t.defined()) o.Set(key, tensor_to_js(env, t));
+}
+
+// The per-block intermediates by their JS names (intermediates.blocks[i]).
+using BlockField = at::Tensor head::BlockTrace::*;
+constexpr std::pair<const char*, BlockField> kBlockFields[] = {
+    {"in", &head::BlockTrace::in},           {"tanhG", &head::BlockTrace::tanh_g},
+    {"saWeights", &head::BlockTrace::sa_weights}, {"caSWeights", &head::BlockTrace::ca_s_weights},
+    {"caSGate", &head::BlockTrace::ca_s_gate},    {"caVWeights", &head::BlockTrace::ca_v_weights},
+    {"attnMix", &head::BlockTrace::attn_mix},     {"oProjOut", &head::BlockTrace::o_proj_out},
+    {"memWeights", &head::BlockTrace::mem_weights}, {"memContext", &head::BlockTrace::mem_context},
+    {"ffnIn", &head::BlockTrace::ffn_in},         {"out", &head::BlockTrace::out},
+};
 
 }  // namespace
 
@@ -109,9 +134,7 @@ void prepare_head_output(head::HeadForwardOutput& out) {
     head::HeadTrace& t = *out.trace;
     for (at::Tensor* p : {&t.input_aq, &t.proprio_features, &t.h_memory, &t.x0}) *p = f32(*p);
     for (auto& b : t.blocks)
-      for (at::Tensor* p : {&b.in, &b.tanh_g, &b.sa_weights, &b.ca_s_weights, &b.ca_s_gate, &b.ca_v_weights, &b.attn_mix,
-                            &b.o_proj_out, &b.mem_weights, &b.mem_context, &b.ffn_in, &b.out})
-        *p = f32(*p);
+      for (const auto& [name, field] : kBlockFields) b.*field = f32(b.*field);
   }
 }
 
@@ -130,26 +153,15 @@ Napi::Object head_output_to_js(Napi::Env env, const head::HeadForwardOutput& r) 
   if (r.trace) {
     const head::HeadTrace& t = *r.trace;
     auto tr = Napi::Object::New(env);
-    tr.Set("inputAq", tensor_to_js(env, t.input_aq));
-    tr.Set("proprioFeatures", tensor_to_js(env, t.proprio_features));
-    tr.Set("hMemory", tensor_to_js(env, t.h_memory));
-    tr.Set("x0", tensor_to_js(env, t.x0));
+    set_defined(env, tr, "inputAq", t.input_aq);
+    set_defined(env, tr, "proprioFeatures", t.proprio_features);
+    set_defined(env, tr, "hMemory", t.h_memory);
+    set_defined(env, tr, "x0", t.x0);
     auto blocks = Napi::Array::New(env, t.blocks.size());
     for (size_t i = 0; i < t.blocks.size(); ++i) {
       const head::BlockTrace& b = t.blocks[i];
       auto o = Napi::Object::New(env);
-      o.Set("in", tensor_to_js(env, b.in));
-      o.Set("tanhG", tensor_to_js(env, b.tanh_g));
-      o.Set("saWeights", tensor_to_js(env, b.sa_weights));
-      o.Set("caSWeights", tensor_to_js(env, b.ca_s_weights));
-      o.Set("caSGate", tensor_to_js(env, b.ca_s_gate));
-      o.Set("caVWeights", tensor_to_js(env, b.ca_v_weights));
-      o.Set("attnMix", tensor_to_js(env, b.attn_mix));
-      o.Set("oProjOut", tensor_to_js(env, b.o_proj_out));
-      o.Set("memWeights", tensor_to_js(env, b.mem_weights));
-      o.Set("memContext", tensor_to_js(env, b.mem_context));
-      o.Set("ffnIn", tensor_to_js(env, b.ffn_in));
-      o.Set("out", tensor_to_js(env, b.out));
+      for (const auto& [name, field] : kBlockFields) set_defined(env, o, name, b.*field);
       blocks.Set(uint32_t(i), o);
     }
     tr.Set("blocks", blocks);

@@ -10,6 +10,7 @@
 #include "addon/addon.h"
 #include "addon/js_args.h"
 #include "addon/marshal.h"
+#include "addon/models_js.h"
 #include "addon/workers.h"
 #include "error.h"
 #include "head/msm.h"
@@ -95,16 +96,22 @@ class QueryWorker : public TorchWorker {
   head::Retrieval r_;
 };
 
+}  // namespace
+
+// Copies every row (capacity, bfloat16) and the size. `bank` may alias its owner (a head, a SharedBank) to keep it
+// alive; `mutex` guards a bank that appends can change (null for a loaded head's, which never changes).
 class SnapshotWorker : public TorchWorker {
  public:
-  SnapshotWorker(Napi::Env env, int threads, BankPtr bank) : TorchWorker(env, threads), bank_(std::move(bank)) {}
+  SnapshotWorker(Napi::Env env, int threads, std::shared_ptr<const head::MemoryBank> bank, std::shared_mutex* mutex)
+      : TorchWorker(env, threads), bank_(std::move(bank)), mutex_(mutex) {}
 
  protected:
   void Run() override {
-    std::shared_lock lock(bank_->mutex);
-    keys_ = bank_->bank.keys().clone();
-    values_ = bank_->bank.values().clone();
-    size_ = bank_->bank.size();
+    std::shared_lock<std::shared_mutex> lock;
+    if (mutex_) lock = std::shared_lock(*mutex_);
+    keys_ = bank_->keys().clone();
+    values_ = bank_->values().clone();
+    size_ = bank_->size();
   }
   Napi::Value Result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
@@ -115,10 +122,18 @@ class SnapshotWorker : public TorchWorker {
   }
 
  private:
-  BankPtr bank_;
+  std::shared_ptr<const head::MemoryBank> bank_;
+  std::shared_mutex* mutex_;
   at::Tensor keys_, values_;
   int64_t size_ = 0;
 };
+
+Napi::Value start_bank_snapshot(Napi::Env env, int threads, std::shared_ptr<const head::MemoryBank> bank,
+                                std::shared_mutex* mutex) {
+  return (new SnapshotWorker(env, threads, std::move(bank), mutex))->Start();
+}
+
+namespace {
 
 class AddonMemoryBank : public Napi::ObjectWrap<AddonMemoryBank> {
  public:
@@ -169,7 +184,9 @@ class AddonMemoryBank : public Napi::ObjectWrap<AddonMemoryBank> {
     });
   }
   Napi::Value Snapshot(const Napi::CallbackInfo& info) {
-    return guarded(info, "snapshot", [&](Napi::Env env) { return (new SnapshotWorker(env, threads_, bank_))->Start(); });
+    return guarded(info, "snapshot", [&](Napi::Env env) {
+      return start_bank_snapshot(env, threads_, std::shared_ptr<const head::MemoryBank>(bank_, &bank_->bank), &bank_->mutex);
+    });
   }
   Napi::Value Info(const Napi::CallbackInfo& info) {
     return guarded(info, "info", [&](Napi::Env env) -> Napi::Value {

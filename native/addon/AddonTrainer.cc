@@ -257,6 +257,7 @@ class AddonTrainer : public Napi::ObjectWrap<AddonTrainer> {
       auto set = [&](const char* k, int64_t v) { o.Set(k, double(v)); };
       set("hidden", d.hidden);
       set("numBlocks", d.num_blocks);
+      set("numHeads", d.num_heads);
       set("actionDim", d.action_dim);
       set("chunk", d.chunk);
       set("proprioDim", d.proprio_dim);

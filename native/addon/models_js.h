@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <shared_mutex>
 
 #include "head/action_head.h"
 #include "model/prismatic.h"
@@ -18,5 +19,10 @@ std::shared_ptr<const head::ActionHead> head_from_js(const Napi::Value& v, const
 void prepare_head_output(head::HeadForwardOutput& out);
 // JS thread: {normalized, shape, retrieval: {indices, similarities, values, queryKeys}, intermediates?}.
 Napi::Object head_output_to_js(Napi::Env env, const head::HeadForwardOutput& out);
+
+// Promise<{keys, values, size}>: a copy of an MSM bank's buffers (every row, bfloat16) made on a worker thread, for
+// bank.snapshot() and head.memoryBank(). `mutex` (may be null) is held shared while copying.
+Napi::Value start_bank_snapshot(Napi::Env env, int threads, std::shared_ptr<const head::MemoryBank> bank,
+                                std::shared_mutex* mutex);
 
 }  // namespace m2vla::addon

@@ -37,7 +37,35 @@ void check_options(const HeadOptions& o) {
     fail(ErrorCode::Config, "objective 'denoise' runs on the CPU only; use device 'cpu' or the 'l1' objective on ", o.device.str());
 }
 
+// Which variant a checkpoint holds: MoL blocks have k_adapter, the MSM has memory_value_proj.
+Ablation checkpoint_ablation(const io::StateDict& sd) {
+  const bool mol = sd.has("model.mlp_resnet_blocks.0.k_adapter.weight"), msm = sd.has("memory_value_proj.weight");
+  if (!mol && !msm)
+    fail(ErrorCode::Checkpoint, sd.source, ": neither MoL blocks (model.mlp_resnet_blocks.0.k_adapter) nor an MSM ",
+         "(memory_value_proj): not an M²-VLA head or one of its ablations");
+  return !mol ? Ablation::NoMol : !msm ? Ablation::NoMsm : Ablation::None;
+}
+
+// A dim the checkpoint shows (`found`, 0 if it does not) and the run directory may state (`stated`, 0 if not).
+int64_t stated_dim(const io::StateDict& sd, const char* what, int64_t found, int64_t stated, Ablation ablation) {
+  if (found > 0 && stated > 0 && found != stated)
+    fail(ErrorCode::Checkpoint, sd.source, ": the checkpoint's ", what, " is ", found, " but the run configuration states ", stated);
+  if (found > 0) return found;
+  if (stated < 1)
+    fail(ErrorCode::Config, sd.source, ": a '", ablation_name(ablation), "' head does not show its ", what,
+         "; the run directory must state it (config.json \"m2vla_head\")");
+  return stated;
+}
+
 }  // namespace
+
+const char* ablation_name(Ablation a) {
+  switch (a) {
+    case Ablation::NoMol: return "no-mol";
+    case Ablation::NoMsm: return "no-msm";
+    default: return "none";
+  }
+}
 
 std::shared_ptr<ActionHead> ActionHead::load(const std::string& action_head_path, const std::string& proprio_path,
                                              const HeadOptions& options) {
@@ -45,7 +73,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const std::string& action_head_path
 }
 
 std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const io::StateDict& proprio_in,
-                                             const HeadOptions& options) {
+                                             const HeadOptions& options, bool from_full) {
   check_options(options);
   const bool on_cpu = options.device.is_cpu();
   const io::StateDict sd = on_cpu ? sd_in : placed(sd_in, options.device);
@@ -61,12 +89,22 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   const int64_t D = d.hidden;
   while (sd.has("model.mlp_resnet_blocks." + std::to_string(d.num_blocks) + ".q_proj.weight")) ++d.num_blocks;
   if (d.num_blocks == 0) fail(ErrorCode::Checkpoint, sd.source, ": no 'model.mlp_resnet_blocks.0.*' (not an M²-VLA action head?)");
-  d.num_heads = matrix(sd, "model.mlp_resnet_blocks.0.k_adapter.weight").size(0) - D;
+  const Ablation found = checkpoint_ablation(sd), ablation = options.ablation;
+  if (found != ablation && !(from_full && found == Ablation::None))
+    fail(ErrorCode::Checkpoint, sd.source, ": holds a '", ablation_name(found), "' head (ablation), but '", ablation_name(ablation),
+         "' was requested; load it with ablation '", ablation_name(found), "'");
+  const bool mol_tensors = found != Ablation::NoMol, msm_tensors = found != Ablation::NoMsm;
+  d.num_heads = stated_dim(sd, "head count", mol_tensors ? matrix(sd, "model.mlp_resnet_blocks.0.k_adapter.weight").size(0) - D : 0,
+                           options.num_heads, found);
   d.head_dim = d.num_heads > 0 ? D / d.num_heads : 0;
-  const at::Tensor& mem_proj = matrix(sd, "memory_value_proj.weight");
-  if (mem_proj.size(0) % D != 0)
-    fail(ErrorCode::Checkpoint, sd.source, ": 'memory_value_proj.weight' has ", mem_proj.size(0), " rows, expected chunk x ", D);
-  d.chunk = mem_proj.size(0) / D;
+  int64_t chunk = 0;
+  if (msm_tensors) {
+    const at::Tensor& mem_proj = matrix(sd, "memory_value_proj.weight");
+    if (mem_proj.size(0) % D != 0)
+      fail(ErrorCode::Checkpoint, sd.source, ": 'memory_value_proj.weight' has ", mem_proj.size(0), " rows, expected chunk x ", D);
+    chunk = mem_proj.size(0) / D;
+  }
+  d.chunk = stated_dim(sd, "chunk", chunk, options.chunk, found);
   d.key_dim = int64_t(options.key_layer_indices.size()) * D;
 
   head->fc1 = Linear::load(sd, "model.fc1", D, d.action_dim * D, dtype);
@@ -75,16 +113,28 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
   head->layer_norm1 = LayerNorm::load(sd, "model.layer_norm1", d.action_dim * D, dtype);
   head->x0_ = at::relu(head->fc1(head->layer_norm1(at::zeros({1, 1, d.action_dim * D}, fc2.options().dtype(dtype)))));
-  head->memory_value_proj = Linear::load(sd, "memory_value_proj", d.chunk * D, d.chunk * d.action_dim, dtype);
-  for (int64_t i = 0; i < d.num_blocks; ++i)
-    head->blocks_.push_back(
-        MolBlock::load(sd, "model.mlp_resnet_blocks." + std::to_string(i) + ".", D, d.num_heads, dtype));
+  for (int64_t i = 0; i < d.num_blocks; ++i) {
+    const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
+    if (ablation != Ablation::NoMol)
+      head->blocks_.push_back(MolBlock::load(sd, prefix, D, d.num_heads, dtype));
+    else if (found == Ablation::None)
+      head->cross_blocks_.push_back(CrossBlock::from_mol(sd, prefix, D, d.num_heads, dtype));
+    else
+      head->cross_blocks_.push_back(CrossBlock::load(sd, prefix, D, d.num_heads, dtype));
+  }
   const auto table = [&](int64_t positions) {
     RopeTable t = RopeTable::make(positions, d.head_dim);
     return RopeTable{t.cos.to(options.device), t.sin.to(options.device)};
   };
   head->tables_ = {table(d.chunk), table(options.num_action_queries + 1), table(options.num_patches)};
-  head->bank_ = MemoryBank::load(sd, d.key_dim, d.chunk * d.action_dim);
+  if (ablation == Ablation::NoMol)
+    head->token_rope_ = table(options.num_patches + options.num_action_queries + 1);
+  if (ablation != Ablation::NoMsm) {
+    head->memory_value_proj = Linear::load(sd, "memory_value_proj", d.chunk * D, d.chunk * d.action_dim, dtype);
+    head->bank_ = MemoryBank::load(sd, d.key_dim, d.chunk * d.action_dim);
+  } else {
+    head->bank_ = MemoryBank(0, d.key_dim, d.chunk * d.action_dim);
+  }
   d.bank_capacity = head->bank_.capacity();
   if (options.objective == Objective::Denoise) {
     head->denoise_ = DenoiseModule::load_or_init(sd, D, d.action_dim, options.denoise, dtype);
@@ -95,6 +145,14 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   head->proprio_ = ProprioProjector::load(proprio, D, dtype);
   d.proprio_dim = head->proprio_.proprio_dim();
   return head;
+}
+
+at::Tensor ActionHead::memory(const at::Tensor& retrieved) const {
+  return uses_msm() ? memory_value_proj(retrieved.to(options_.dtype)) : at::Tensor();
+}
+
+at::Tensor ActionHead::retrieve_values(const at::Tensor& query_keys) const {
+  return uses_msm() ? bank_.query(query_keys, options_.top_k).values : at::Tensor();
 }
 
 void ActionHead::check_input(const HeadForwardInput& in) const {
@@ -121,10 +179,14 @@ at::Tensor ActionHead::network(const at::Tensor& latent, const std::vector<MolCo
   at::Tensor x = latent;
   if (trace) {
     trace->x0 = latent;
-    trace->blocks.assign(blocks_.size(), BlockTrace());
+    trace->blocks.assign(dims_.num_blocks, BlockTrace());
   }
-  for (size_t i = 0; i < blocks_.size(); ++i)
-    x = mol_forward(blocks_[i], x, conds[i], h_memory, tables_, trace ? &trace->blocks[i] : nullptr);
+  for (int64_t i = 0; i < dims_.num_blocks; ++i) {
+    BlockTrace* bt = trace ? &trace->blocks[i] : nullptr;
+    x = options_.ablation == Ablation::NoMol
+            ? cross_forward(cross_blocks_[i], x, conds[i].task, conds[i].task_tokens, h_memory, tables_.chunk, bt)
+            : mol_forward(blocks_[i], x, conds[i], h_memory, tables_, bt);
+  }
   return fc2(layer_norm2(x));
 }
 
@@ -132,6 +194,13 @@ std::vector<MolCondition> ActionHead::conditions(const HeadInput& input, const a
                                                  MolImpl impl) const {
   const at::ScalarType dtype = options_.dtype;
   std::vector<MolCondition> conds;
+  if (options_.ablation == Ablation::NoMol) {
+    // Every block reads the hidden state MoL's last block reads (index = number of blocks).
+    const size_t last = cross_blocks_.size();
+    at::Tensor tokens = at::cat({input.vision[last].to(dtype), input.action_queries[last].to(dtype), proprio_features.unsqueeze(1)}, 1);
+    for (const CrossBlock& b : cross_blocks_) conds.push_back({impl, {}, cross_keys(b, tokens, token_rope_), {}, tokens});
+    return conds;
+  }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     at::Tensor h_adapter = at::cat({input.action_queries[i + 1].to(dtype), proprio_features.unsqueeze(1)}, 1);
     conds.push_back(mol_condition(blocks_[i], h_adapter, input.vision[i + 1].to(dtype), tables_, impl));
@@ -167,11 +236,18 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
 
   HeadForwardOutput out;
   Stopwatch watch(options_.device);
-  out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
-  out.retrieval = in.impl == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
-                  : in.impl == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
-                                             : bank_.query_reference(out.query_keys, options_.top_k);
-  at::Tensor h_memory = memory_value_proj(out.retrieval.values.to(dtype));
+  at::Tensor h_memory;
+  if (uses_msm()) {
+    out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
+    out.retrieval = in.impl == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
+                    : in.impl == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
+                                               : bank_.query_reference(out.query_keys, options_.top_k);
+    h_memory = memory(out.retrieval.values);
+  } else {
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(options_.device);
+    out.query_keys = at::zeros({B, 0}, f32);
+    out.retrieval = {at::zeros({B, 0}, f32.dtype(at::kLong)), at::zeros({B, 0}, f32), at::zeros({B, 0, bank_.value_dim()}, f32)};
+  }
   out.retrieval_ms = watch.lap();
 
   std::vector<MolCondition> conds = conditions(input, proprio_features, in.impl);

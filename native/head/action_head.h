@@ -8,6 +8,9 @@
 // Objective::Denoise runs the same network K times under DDIM (denoise.h, diffusion.h); conditioning projections
 // and the retrieval are computed once per forward and shared by all steps.
 //
+// The ablations (HeadOptions::ablation, config.h) swap the MoL blocks for CrossBlocks (no-mol, cross_block.h) or drop
+// the MSM (no-msm: no query keys, retrieval, memory_value_proj or bank; the blocks get no memory context).
+//
 // Training (native/train) uses the same object: its tensors become autograd leaves that AdamW updates in place, and
 // the members in the "Training" section below (head_training.cc) evaluate it from inputs the trainer slices itself.
 #pragma once
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "head/config.h"
+#include "head/cross_block.h"
 #include "head/denoise.h"
 #include "head/diffusion.h"
 #include "head/head_input.h"
@@ -55,7 +59,7 @@ struct HeadTrace {
 struct HeadBatch {
   HeadInput input;       // per hidden state 0..L: vision [B, NP, D] and action queries [B, NT, D]
   at::Tensor proprio;    // [B, proprio_dim] normalized
-  at::Tensor retrieved;  // [B, R, chunk*A] float32: the bank values retrieved for these samples
+  at::Tensor retrieved;  // [B, R, chunk*A] float32: the bank values retrieved for these samples (undefined: no MSM)
 };
 
 // What a training evaluation adds to a HeadBatch (the reference's phase == "Training").
@@ -74,11 +78,14 @@ struct HeadParameter {
 
 struct HeadForwardOutput {
   at::Tensor normalized;  // [B, chunk, A] float32
-  at::Tensor query_keys;  // [B, key_dim] float32
-  Retrieval retrieval;
+  at::Tensor query_keys;  // [B, key_dim] float32 ([B, 0] without MSM)
+  Retrieval retrieval;    // without MSM: no rows ([B, 0] indices and similarities, [B, 0, value_dim] values)
   std::optional<HeadTrace> trace;
   double retrieval_ms = 0;  // query key + top-R + value projection
 };
+
+// "none", "no-mol", "no-msm": the names lib/ and run directories use.
+const char* ablation_name(Ablation a);
 
 class ActionHead {
  public:
@@ -88,12 +95,15 @@ class ActionHead {
   static std::shared_ptr<ActionHead> load(const std::string& action_head_path, const std::string& proprio_path,
                                           const HeadOptions& options);
   // The same from state dicts already read (the trainer keeps the head's other tensors for its checkpoints).
+  // `from_full`: the trainer may start an ablation from a full model's checkpoint (the tensors the variant does not use
+  // are left out, see CrossBlock::from_mol); otherwise the checkpoint's variant must be options.ablation (E_CHECKPOINT).
   static std::shared_ptr<ActionHead> load(const io::StateDict& action_head, const io::StateDict& proprio,
-                                          const HeadOptions& options);
+                                          const HeadOptions& options, bool from_full = false);
 
   const HeadDims& dims() const { return dims_; }
   const HeadOptions& options() const { return options_; }
-  const MemoryBank& bank() const { return bank_; }
+  const MemoryBank& bank() const { return bank_; }  // capacity 0 without MSM
+  bool uses_msm() const { return options_.ablation != Ablation::NoMsm; }
   HeadForwardOutput forward(const HeadForwardInput& in) const;
 
   // ---- Training (head_training.cc) ----
@@ -107,6 +117,8 @@ class ActionHead {
   // from the current weights: [B, chunk, A] float32.
   at::Tensor predict(const HeadBatch& batch, std::optional<uint64_t> seed) const;
   MemoryBank& mutable_bank() { return bank_; }
+  // The bank values retrieved for query keys [B, key_dim]: Retrieval::values, or undefined without MSM.
+  at::Tensor retrieve_values(const at::Tensor& query_keys) const;
   // The reference state dicts (action_head--checkpoint.pt / proprio_projector--checkpoint.pt names, the stacked
   // projections split again; the bank included) of the learned tensors: what the head was loaded from, updated.
   io::NamedTensors action_head_state_dict() const;
@@ -114,9 +126,12 @@ class ActionHead {
 
  private:
   ActionHead() = default;
-  // One MoL condition per block from the sliced inputs (converted to the head's dtype).
+  // One condition per block from the sliced inputs (converted to the head's dtype). No-mol: `task` holds the
+  // CrossBlock's rotated keys and `task_tokens` the last hidden state's [vision; AQ; proprio] tokens.
   std::vector<MolCondition> conditions(const HeadInput& input, const at::Tensor& proprio_features, MolImpl impl) const;
   // layer_norm2 → fc2 after the blocks, from a latent [B, chunk, D].
+  // h_memory [B, R, chunk*D] from the retrieved values, or undefined without MSM.
+  at::Tensor memory(const at::Tensor& retrieved) const;
   at::Tensor network(const at::Tensor& latent, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
                      HeadTrace* trace) const;
   // The inference output from the initial latent x0 [B, chunk, D]: one network pass (L1) or the DDIM loop (Denoise).
@@ -128,8 +143,10 @@ class ActionHead {
   HeadDims dims_;
   Linear fc1, fc2, memory_value_proj;
   LayerNorm layer_norm1, layer_norm2;
-  std::vector<MolBlock> blocks_;
+  std::vector<MolBlock> blocks_;         // empty for no-mol
+  std::vector<CrossBlock> cross_blocks_;  // no-mol only
   MolTables tables_;
+  RopeTable token_rope_;                  // no-mol: positions 0..NP+NT of [vision; AQ; proprio]
   at::Tensor x0_;  // [1, 1, D]: relu(fc1(layer_norm1(0))), the constant initial latent row (as loaded)
   ProprioProjector proprio_;
   MemoryBank bank_{0, 0, 0};

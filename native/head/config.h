@@ -24,6 +24,14 @@ struct DenoiseConfig {
   uint64_t init_seed = 0;
 };
 
+// The paper's ablation (Table V). Each variant creates, trains and saves only the parameters it uses, so a checkpoint
+// tells which one it is (ActionHead::load detects it from its tensors and refuses a mismatching request).
+enum class Ablation {
+  None,   // the full model: MoL blocks + MSM
+  NoMol,  // "without MoL": each block has one cross-attention to the last hidden state's tokens (head/cross_block.h)
+  NoMsm,  // "without MSM": no query keys, no retrieval, no bank, no memory context in the blocks
+};
+
 struct HeadOptions {
   std::vector<int64_t> key_layer_indices;  // hidden-state indices whose vision means form the MSM key
   int64_t top_k = 4;                       // MSM neighbours retrieved
@@ -33,6 +41,12 @@ struct HeadOptions {
   DenoiseConfig denoise;
   at::ScalarType dtype = at::kFloat;       // weights and activations; the bank stays bfloat16, retrieval float32
   c10::Device device = c10::kCPU;          // where every tensor of the head lives (copied there once, at load)
+  Ablation ablation = Ablation::None;
+  // Dims an ablated checkpoint no longer shows (no-mol has no k_adapter for the head count, no-msm no
+  // memory_value_proj for the chunk): the run directory states them (config.json "m2vla_head"); 0 = not stated.
+  // When the checkpoint shows them too, they must agree.
+  int64_t num_heads = 0;
+  int64_t chunk = 0;
 };
 
 // Read off the checkpoint (see ActionHead::load for which tensor gives which).

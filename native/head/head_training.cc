@@ -33,6 +33,15 @@ std::vector<HeadParameter> ActionHead::parameters() const {
   std::vector<HeadParameter> p;
   add(p, "model.layer_norm1", layer_norm1.weight, layer_norm1.bias);
   add(p, "model.fc1", fc1.weight, fc1.bias);
+  for (size_t i = 0; i < cross_blocks_.size(); ++i) {
+    const CrossBlock& b = cross_blocks_[i];
+    const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
+    add(p, prefix + "q_proj", b.q_proj.weight, b.q_proj.bias);
+    add(p, prefix + "kv_last", b.kv_last.weight, b.kv_last.bias);
+    add(p, prefix + "o_proj", b.o_proj.weight, b.o_proj.bias);
+    add(p, prefix + "ffn.0", b.ffn_norm.weight, b.ffn_norm.bias);
+    add(p, prefix + "ffn.1", b.ffn_fc.weight, b.ffn_fc.bias);
+  }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const MolBlock& b = blocks_[i];
     const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
@@ -46,7 +55,7 @@ std::vector<HeadParameter> ActionHead::parameters() const {
   }
   add(p, "model.layer_norm2", layer_norm2.weight, layer_norm2.bias);
   add(p, "model.fc2", fc2.weight, fc2.bias);
-  add(p, "memory_value_proj", memory_value_proj.weight, memory_value_proj.bias);
+  if (uses_msm()) add(p, "memory_value_proj", memory_value_proj.weight, memory_value_proj.bias);
   add(p, "proprio_projector.fc1", proprio_.fc1.weight, proprio_.fc1.bias);
   add(p, "proprio_projector.fc2", proprio_.fc2.weight, proprio_.fc2.bias);
   if (denoise_) {
@@ -61,7 +70,7 @@ at::Tensor ActionHead::train_forward(const HeadBatch& batch, const TrainingNoise
   const at::ScalarType dtype = options_.dtype;
   const int64_t B = batch.proprio.size(0), C = dims_.chunk, D = dims_.hidden;
   at::Tensor proprio_features = proprio_(batch.proprio.to(dtype));
-  at::Tensor h_memory = memory_value_proj(batch.retrieved.to(dtype));
+  at::Tensor h_memory = memory(batch.retrieved);
   // The plain path: the fused one reads raw pointers and writes in place, which autograd cannot record.
   std::vector<MolCondition> conds = conditions(batch.input, proprio_features, MolImpl::Reference);
   at::Tensor latent;
@@ -84,7 +93,7 @@ at::Tensor ActionHead::predict(const HeadBatch& batch, std::optional<uint64_t> s
   const at::ScalarType dtype = options_.dtype;
   const int64_t B = batch.proprio.size(0);
   at::Tensor proprio_features = proprio_(batch.proprio.to(dtype));
-  at::Tensor h_memory = memory_value_proj(batch.retrieved.to(dtype));
+  at::Tensor h_memory = memory(batch.retrieved);
   std::vector<MolCondition> conds = conditions(batch.input, proprio_features, MolImpl::Fused);
   // From the current weights: x0_ is the latent of the weights as loaded.
   at::Tensor x0 = at::relu(fc1(layer_norm1(at::zeros({1, 1, dims_.action_dim * dims_.hidden}, dtype))));
@@ -94,12 +103,24 @@ at::Tensor ActionHead::predict(const HeadBatch& batch, std::optional<uint64_t> s
 io::NamedTensors ActionHead::action_head_state_dict() const {
   const int64_t D = dims_.hidden, H = dims_.num_heads;
   io::NamedTensors sd;
-  sd.emplace_back("memory_bank.keys", bank_.keys());
-  sd.emplace_back("memory_bank.values", bank_.values());
-  sd.emplace_back("memory_bank.size", at::scalar_tensor(bank_.size(), at::kLong));
-  add_linear(sd, "memory_value_proj", memory_value_proj);
+  if (uses_msm()) {
+    sd.emplace_back("memory_bank.keys", bank_.keys());
+    sd.emplace_back("memory_bank.values", bank_.values());
+    sd.emplace_back("memory_bank.size", at::scalar_tensor(bank_.size(), at::kLong));
+    add_linear(sd, "memory_value_proj", memory_value_proj);
+  }
   add_norm(sd, "model.layer_norm1", layer_norm1);
   add_linear(sd, "model.fc1", fc1);
+  for (size_t i = 0; i < cross_blocks_.size(); ++i) {
+    const CrossBlock& b = cross_blocks_[i];
+    const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
+    add_linear(sd, prefix + "q_proj", b.q_proj);
+    add_rows(sd, prefix + "k_last", b.kv_last, 0, D);
+    add_rows(sd, prefix + "v_last", b.kv_last, D, D);
+    add_linear(sd, prefix + "o_proj", b.o_proj);
+    add_norm(sd, prefix + "ffn.0", b.ffn_norm);
+    add_linear(sd, prefix + "ffn.1", b.ffn_fc);
+  }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const MolBlock& b = blocks_[i];
     const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";

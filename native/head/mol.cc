@@ -121,11 +121,16 @@ at::Tensor mol_forward(const MolBlock& block, const at::Tensor& x, const MolCond
   } else {
     mix = mix_reference(block, qkv, cond, tables, trace);
   }
-  at::Tensor o = block.o_proj(mix);
-  at::Tensor mem_weights;
-  at::Tensor ctx = memory_context(x, h_memory, trace ? &mem_weights : nullptr);
-  at::Tensor ffn_in = o + ctx + x;
-  at::Tensor out = at::relu(block.ffn_fc(block.ffn_norm(ffn_in)));
+  return block_output(block.o_proj, block.ffn_norm, block.ffn_fc, x, mix, h_memory, trace);
+}
+
+at::Tensor block_output(const Linear& o_proj, const LayerNorm& ffn_norm, const Linear& ffn_fc, const at::Tensor& x,
+                        const at::Tensor& mix, const at::Tensor& h_memory, BlockTrace* trace) {
+  at::Tensor o = o_proj(mix);
+  at::Tensor ctx, mem_weights;
+  if (h_memory.defined()) ctx = memory_context(x, h_memory, trace ? &mem_weights : nullptr);
+  at::Tensor ffn_in = ctx.defined() ? o + ctx + x : o + x;
+  at::Tensor out = at::relu(ffn_fc(ffn_norm(ffn_in)));
   if (trace) {
     trace->in = x;
     trace->o_proj_out = o;

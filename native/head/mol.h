@@ -68,10 +68,16 @@ struct BlockTrace {
 MolCondition mol_condition(const MolBlock& block, const at::Tensor& h_adapter, const at::Tensor& h_task,
                            const MolTables& tables, MolImpl impl);
 
-// x [B, chunk, D] -> [B, chunk, D]. `h_memory` [B, R, chunk*D] is the MSM's projected retrieval. `trace` (Reference
+// x [B, chunk, D] -> [B, chunk, D]. `h_memory` [B, R, chunk*D] is the MSM's projected retrieval (undefined without
+// MSM). `trace` (Reference
 // path only) receives the intermediates.
 at::Tensor mol_forward(const MolBlock& block, const at::Tensor& x, const MolCondition& cond, const at::Tensor& h_memory,
                        const MolTables& tables, BlockTrace* trace = nullptr);
+
+// The tail every head block shares after its attention: out = o_proj(mix) + MSM context (none when `h_memory` is
+// undefined: the no-msm ablation), x = FFN(out + x). Fills in, o_proj_out, mem_*, ffn_in and out of `trace`.
+at::Tensor block_output(const Linear& o_proj, const LayerNorm& ffn_norm, const Linear& ffn_fc, const at::Tensor& x,
+                        const at::Tensor& mix, const at::Tensor& h_memory, BlockTrace* trace);
 
 // The fused attention: mix [B, chunk, D] (o_proj input) from the q/k/v projection [B, chunk, 3D] (q and k rotated)
 // and a Fused condition.

@@ -66,7 +66,7 @@ Trainer::Trainer(const TrainerOptions& options)
   head_options.num_patches = cfg.num_patches();
   head_options.num_action_queries = cfg.num_action_queries;
   io::StateDict head_sd = io::load_state_dict(options_.action_head_path);
-  head_ = head::ActionHead::load(head_sd, io::load_state_dict(options_.proprio_path), head_options);
+  head_ = head::ActionHead::load(head_sd, io::load_state_dict(options_.proprio_path), head_options, /*from_full=*/true);
   const head::HeadDims& d = head_->dims();
   if (d.hidden != cfg.llm.hidden_size)
     fail(ErrorCode::Shape, options_.action_head_path, ": the head's hidden size ", d.hidden, " does not fit the VLM's ",
@@ -77,10 +77,11 @@ Trainer::Trainer(const TrainerOptions& options)
   for (int64_t k : head_options.key_layer_indices)
     if (k > cfg.llm.num_layers) fail(ErrorCode::Config, "keyLayerIndices: ", k, " is past the VLM's last hidden state ", cfg.llm.num_layers);
 
+  // An ablation saves only its own tensors (the checkpoint's variant is read off them): nothing is passed through.
   std::set<std::string> trained;
   for (const auto& [name, t] : head_->action_head_state_dict()) trained.insert(name);
   for (const auto& [name, t] : head_sd.tensors)
-    if (!trained.count(name)) head_unused_.emplace_back(name, t);
+    if (!trained.count(name) && head_options.ablation == head::Ablation::None) head_unused_.emplace_back(name, t);
 
   const std::vector<int64_t> aq_shape{cfg.num_action_queries, cfg.llm.hidden_size};
   const at::Tensor aq = options_.resume_action_queries_path.empty()
@@ -209,7 +210,7 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
     std::optional<AutocastCpu> autocast;
     if (options_.bf16) autocast.emplace();
     head::HeadBatch hb = head_batch(batch, /*augment=*/true, query_keys);
-    hb.retrieved = head_->bank().query(query_keys, options_.head.top_k).values;
+    hb.retrieved = head_->retrieve_values(query_keys);
     head::TrainingNoise noise;
     if (options_.head.objective == head::Objective::L1) {
       // The reference's learnable_random_perturbations: a fresh N(0, 0.02) tensor, never optimized.
@@ -227,7 +228,7 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
   at::Tensor value = options_.head.objective == head::Objective::L1 ? diff.abs().mean() : diff.pow(2).mean();
   // The reference offers the batch to the bank after querying it, so a sample never retrieves itself.
   const bool offer = at::rand({1}, generator_, f32).item<double>() < options_.memory_sample_rate;
-  if (fill_bank && offer) {
+  if (fill_bank && offer && head_->uses_msm()) {
     at::Tensor keys = query_keys, values = batch.actions.reshape({n, -1});
     if (group_) {  // every rank appends the global batch's entries, in rank order
       keys = group_->all_gather(keys);
@@ -302,7 +303,7 @@ at::Tensor Trainer::predict(const MicroBatch& batch, std::optional<uint64_t> see
   at::NoGradGuard no_grad;
   at::Tensor query_keys;
   head::HeadBatch hb = head_batch(batch, /*augment=*/false, query_keys);
-  hb.retrieved = head_->bank().query(query_keys, options_.head.top_k).values;
+  hb.retrieved = head_->retrieve_values(query_keys);
   return head_->predict(hb, seed);
 }
 

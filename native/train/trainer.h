@@ -109,8 +109,8 @@ class Trainer {
   // bank writes; Denoise samples with `seed`).
   at::Tensor predict(const MicroBatch& batch, std::optional<uint64_t> seed);
 
-  // What checkpoints hold (checkpoint.h). The head's state dict includes the tensors the head never loads
-  // (k_memory, v_memory, film_gen), unchanged from the one it started from.
+  // What checkpoints hold (checkpoint.h). The full model's head state dict includes the tensors the head never loads
+  // (k_memory, v_memory, film_gen), unchanged from the one it started from; an ablation's holds only its own.
   io::NamedTensors action_head_state_dict() const;
   io::NamedTensors proprio_state_dict() const;
   io::NamedTensors action_queries_state_dict() const;

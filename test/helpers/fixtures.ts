@@ -38,3 +38,10 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
 }
+
+/** float32 → bfloat16 → float32, round to nearest even (what `.to(torch.bfloat16)` does). */
+export function roundBf16(x: Float32Array): Float32Array {
+  const u = new Uint32Array(Float32Array.from(x).buffer);
+  for (let i = 0; i < u.length; i++) u[i] = ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return new Float32Array(u.buffer);
+}

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from '../../lib/errors.js';
 import { createHead, loadHead, readNormalizationStatistics, type ActionHead } from '../../lib/head.js';
 import { getBinding, type NativeMemoryBank, type NativeTensor } from '../../lib/native/binding.js';
-import { FIXTURE_A, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
+import { FIXTURE_A, loadCases, maxAbsDiff, roundBf16, toFloat32 } from '../helpers/fixtures.js';
 
 const CASES = ['case0', 'case1', 'case2', 'case3'] as const;
 const NP = 32, NT = 8, D = 64;
@@ -47,13 +47,6 @@ function caseInput(c: string) {
   };
 }
 
-/** float32 → bfloat16 → float32, round to nearest even (what `.to(torch.bfloat16)` does). */
-function roundBf16(x: Float32Array): Float32Array {
-  const u = new Uint32Array(Float32Array.from(x).buffer);
-  for (let i = 0; i < u.length; i++) u[i] = ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 0) & 0xffff0000;
-  return new Float32Array(u.buffer);
-}
-
 /** Deterministic uniform [0, 1) numbers (mulberry32). */
 function rng(seed: number) {
   let a = seed >>> 0;
@@ -79,7 +72,7 @@ describe('action head vs fixture A (reference casts on)', () => {
   it('reads its dims off the checkpoint', () => {
     expect(head.dims).toEqual({
       hidden: 64, numBlocks: 4, numHeads: 4, headDim: 16, actionDim: 7, chunk: 8, proprioDim: 8, keyDim: 192,
-      bankCapacity: 64, bankSize: 50,
+      bankCapacity: 64, bankSize: 50, ablation: 'none',
     });
   });
 
@@ -103,7 +96,7 @@ describe('action head vs fixture A (reference casts on)', () => {
     const t = out.intermediates!;
     within('input_aq', toFloat32(t.inputAq), f32(c, 'expected.head.input_aq'), 0);
     within('proprio_features', toFloat32(t.proprioFeatures), f32(c, 'expected.head.proprio_features'), 1e-5);
-    within('h_memory', toFloat32(t.hMemory), f32(c, 'expected.msm.h_memory'), 1e-5);
+    within('h_memory', toFloat32(t.hMemory!), f32(c, 'expected.msm.h_memory'), 1e-5);
     t.blocks.forEach((b, i) => within(`block.out`, toFloat32(b.out), f32(c, `expected.head.block${i}.out`), 1e-5));
   });
 
@@ -115,7 +108,7 @@ describe('action head vs fixture A (reference casts on)', () => {
     expect(t.blocks).toHaveLength(4);
     t.blocks.forEach((b, i) => {
       for (const [name, key] of BLOCK_KEYS) {
-        const actual = b[key];
+        const actual = b[key]!;
         const expected = fixture('case0', `expected.head.block${i}.${name}`);
         expect(actual.shape, `block${i}.${name} shape`).toEqual(expected.shape);
         within(`block.${name}`, toFloat32(actual), toFloat32(expected), 1e-5);

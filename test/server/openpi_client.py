@@ -9,39 +9,16 @@ Needs msgpack, numpy, websockets. Modes (one JSON document on stdout):
 """
 
 import json
+import os
 import sys
 
-import msgpack
 import numpy as np
 
+# The wire format lives with the evaluation client (eval/openpi_wire.py); this probe uses the same code.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "eval"))
+from openpi_wire import pack, unpack  # noqa: E402
+
 PROMPTS = ["put the black bowl on the plate", "open the top drawer", "pick up the ketchup and place it in the basket"]
-
-
-def encode_numpy(obj):
-    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in "OVc":
-        raise ValueError(f"unsupported dtype {obj.dtype}")
-    if isinstance(obj, np.ndarray):
-        return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
-                b"shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    return obj
-
-
-def decode_numpy(obj):
-    if b"__ndarray__" in obj:
-        return np.frombuffer(obj[b"data"], dtype=np.dtype(obj[b"dtype"])).reshape(obj[b"shape"])
-    if b"__npgeneric__" in obj:
-        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
-    return obj
-
-
-def pack(obj):
-    return msgpack.packb(obj, default=encode_numpy)
-
-
-def unpack(data):
-    return msgpack.unpackb(data, object_hook=decode_numpy)
 
 
 def libero_observation(seed):

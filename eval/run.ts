@@ -1,0 +1,198 @@
+/**
+ * `npm run eval -- --quick|--full [--run <dir>] [--out <dir>]`: the closed-loop evaluation as one command.
+ *
+ * 1. scripted-expert demonstrations of the 5 training tasks (eval/make_demos.py, LIBERO HDF5);
+ * 2. a small random frozen VLM (EVAL_DIMS; no pretrained weights can be downloaded here);
+ * 3. `m2vla train` of the full head and of the two ablations (--ablation no-mol | no-msm) with identical budgets and
+ *    seeds, in stages so that intermediate checkpoints are evaluated too (success vs training steps);
+ * 4. each trained run served by `m2vla serve` on a free port and evaluated by eval/client.py (N episodes per task
+ *    with fixed seeds, the held-out task included), plus the mean-action baseline;
+ * 5. the MoL gates and the MSM key/value distance correlation of each final run (eval/analysis.ts);
+ * 6. eval/results/<date>/report.md + report.json + SVG plots + a few videos.
+ *
+ * `--run <dir>` evaluates an existing run directory instead of training (demos are still generated for the baseline).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
+import { analyzeRun, type RunAnalysis } from './analysis.js';
+import { EVAL_DIMS } from './dims.js';
+import { log, m2vla, python, run, withServer } from './processes.js';
+import { EVAL_DIR, evalRequirementsMissing } from './python.js';
+import { writeReport, type EvalResult, type Report, type VariantReport } from './report.js';
+
+interface Profile {
+  demosPerTask: number;
+  /** Training stages: cumulative optimizer steps at which the run is exported and evaluated. */
+  stages: number[];
+  batch: number;
+  lr: number;
+  /** Episodes per task at the last stage, and at the earlier ones. */
+  episodes: number;
+  curveEpisodes: number;
+  replan: number;
+  maxSteps: number;
+}
+
+const PROFILES: Record<'quick' | 'full', Profile> = {
+  quick: { demosPerTask: 12, stages: [800, 1600, 2400], batch: 16, lr: 1e-3, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
+  full: { demosPerTask: 40, stages: [1000, 2000, 4000, 6000], batch: 16, lr: 1e-3, episodes: 20, curveEpisodes: 10, replan: 4, maxSteps: 100 },
+};
+
+export const VARIANTS = [
+  { name: 'full', label: 'M²-VLA (full)', ablation: null },
+  { name: 'no-mol', label: 'w/o MoL', ablation: 'no-mol' },
+  { name: 'no-msm', label: 'w/o MSM', ablation: 'no-msm' },
+] as const;
+
+interface Context {
+  profile: Profile;
+  work: string;
+  out: string;
+  demos: string;
+  logs: string;
+}
+
+async function evaluate(ctx: Context, source: { url?: string; baseline?: boolean }, episodes: number, name: string,
+  videos: boolean): Promise<EvalResult> {
+  const file = path.join(ctx.work, 'episodes', `${name}.json`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const args = [source.url ? '--url' : '--baseline-demos', source.url ?? ctx.demos, '--episodes', String(episodes),
+    '--replan', String(ctx.profile.replan), '--max-steps', String(ctx.profile.maxSteps),
+    '--image-size', String(EVAL_DIMS.imageSize), '--out', file];
+  if (videos) args.push('--videos', path.join(ctx.out, 'videos', name));
+  await python('client.py', args, path.join(ctx.logs, `client-${name}.log`));
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as EvalResult;
+}
+
+interface TrainedVariant {
+  report: VariantReport;
+  runDir: string;
+}
+
+async function trainAndEvaluate(ctx: Context, base: string, variant: (typeof VARIANTS)[number]): Promise<TrainedVariant> {
+  const { profile } = ctx;
+  const runDir = path.join(ctx.work, 'runs', variant.name);
+  fs.rmSync(runDir, { recursive: true, force: true });
+  const last = profile.stages[profile.stages.length - 1];
+  const curve: VariantReport['curve'] = [];
+  let trainSeconds = 0, result: EvalResult | undefined;
+  for (const [i, steps] of profile.stages.entries()) {
+    log(`${variant.name}: training to step ${steps}`);
+    const started = Date.now();
+    // A constant rate with one x0.1 decay at 80 %: the same schedule whatever stage a resumed run stops at.
+    await m2vla(['train', '--data', ctx.demos, '--init', base, '--out', runDir, '--steps', String(steps),
+      '--batch', String(profile.batch), '--lr', String(profile.lr), '--seed', '0', '--schedule', 'step',
+      '--decay-at', String(Math.round(last * 0.8)), '--save-every', String(last), '--threads', '2',
+      ...(variant.ablation ? ['--ablation', variant.ablation] : []), ...(i > 0 ? ['--resume'] : [])],
+    path.join(ctx.logs, `train-${variant.name}.log`));
+    trainSeconds += (Date.now() - started) / 1000;
+    const final = steps === last;
+    log(`${variant.name}: evaluating step ${steps} (${final ? profile.episodes : profile.curveEpisodes} episodes per task)`);
+    const r = await withServer(runDir, path.join(ctx.logs, `serve-${variant.name}.log`), (url) =>
+      evaluate(ctx, { url }, final ? profile.episodes : profile.curveEpisodes, `${variant.name}-step${steps}`,
+        final && variant.name === 'full'));
+    curve.push({ steps, successSeen: r.success_rate_seen ?? 0, episodesPerTask: r.episodes_per_task });
+    if (final) result = r;
+  }
+  const metrics = fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const tail = metrics.slice(-20);
+  return {
+    runDir,
+    report: {
+      name: variant.name, label: variant.label, ablation: variant.ablation, result: result!, curve, trainSeconds,
+      finalLoss: tail.reduce((a, m) => a + m.loss, 0) / tail.length, analysis: null,
+    },
+  };
+}
+
+async function main() {
+  const { values: v } = parseArgs({
+    args: process.argv.slice(2), strict: true,
+    options: {
+      quick: { type: 'boolean' }, full: { type: 'boolean' }, run: { type: 'string' }, out: { type: 'string' },
+      episodes: { type: 'string' }, help: { type: 'boolean' },
+    },
+  });
+  if (v.help || (!v.quick && !v.full && !v.run)) {
+    console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N]');
+    return;
+  }
+  const profileName = v.full ? 'full' : 'quick';
+  const profile = { ...PROFILES[profileName] };
+  if (v.episodes) profile.episodes = Number(v.episodes);
+  const started = Date.now();
+  const date = new Date().toISOString().slice(0, 10);
+  const out = path.resolve(v.out ?? path.join(EVAL_DIR, 'results', date));
+  const work = path.join(out, 'work');
+  const logs = path.join(work, 'logs');
+  fs.mkdirSync(logs, { recursive: true });
+  const ctx: Context = { profile, work, out, demos: path.join(work, 'demos'), logs };
+  log(`profile ${profileName}; results in ${out}`);
+
+  if (evalRequirementsMissing()) {
+    log('installing the evaluation requirements (eval/setup.sh)');
+    await run('bash', [path.join(EVAL_DIR, 'setup.sh')], path.join(logs, 'setup.log'));
+    const missing = evalRequirementsMissing();
+    if (missing) throw new Error(`eval requirements: ${missing}`);
+  }
+
+  const demoStamp = path.join(ctx.demos, '.complete');
+  const demoKey = JSON.stringify({ perTask: profile.demosPerTask, imageSize: EVAL_DIMS.imageSize });
+  let demoSeconds = 0;
+  if (!fs.existsSync(demoStamp) || fs.readFileSync(demoStamp, 'utf8') !== demoKey) {
+    log(`recording ${profile.demosPerTask} expert demonstrations per task`);
+    const t = Date.now();
+    fs.rmSync(ctx.demos, { recursive: true, force: true });
+    await python('make_demos.py', ['--out', ctx.demos, '--per-task', String(profile.demosPerTask),
+      '--image-size', String(EVAL_DIMS.imageSize)], path.join(logs, 'demos.log'));
+    fs.writeFileSync(demoStamp, demoKey);
+    demoSeconds = (Date.now() - t) / 1000;
+  }
+
+  log('expert check and mean-action baseline');
+  const expertFile = path.join(work, 'experts.json');
+  await python('expert.py', ['--episodes', '20', '--seed-base', '1000000', '--json-out', expertFile], path.join(logs, 'experts.log'));
+  const experts = JSON.parse(fs.readFileSync(expertFile, 'utf8'));
+  const baseline = await evaluate(ctx, { baseline: true }, profile.episodes, 'baseline', false);
+
+  const variants: VariantReport[] = [];
+  const analyses: Array<[VariantReport, string]> = [];
+  if (v.run) {
+    const runDir = path.resolve(v.run);
+    log(`evaluating ${runDir}`);
+    const result = await withServer(runDir, path.join(logs, 'serve-run.log'), (url) =>
+      evaluate(ctx, { url }, profile.episodes, 'run', true));
+    const report: VariantReport = { name: 'run', label: path.basename(runDir), ablation: null, result, curve: [],
+      trainSeconds: 0, finalLoss: NaN, analysis: null };
+    variants.push(report);
+    analyses.push([report, runDir]);
+  } else {
+    const base = ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
+    for (const variant of VARIANTS) {
+      const trained = await trainAndEvaluate(ctx, base, variant);
+      variants.push(trained.report);
+      analyses.push([trained.report, trained.runDir]);
+    }
+  }
+  for (const [report, runDir] of analyses) {
+    log(`${report.name}: MoL gates and MSM bank analysis`);
+    try {
+      report.analysis = await analyzeRun(runDir, ctx.demos);
+    } catch (e) {
+      report.analysis = { ablation: report.ablation ?? 'none', gates: null, bank: null, notes: [`analysis failed: ${(e as Error).message}`] } satisfies RunAnalysis;
+    }
+  }
+  const report: Report = {
+    date, profile: profileName, profileSettings: profile, dims: EVAL_DIMS, command: `npm run eval -- ${process.argv.slice(2).join(' ')}`,
+    experts, baseline, variants, demoSeconds, totalSeconds: (Date.now() - started) / 1000, runDir: v.run ?? null,
+  };
+  writeReport(out, report);
+  log(`done in ${(report.totalSeconds / 60).toFixed(1)} min: ${path.join(out, 'report.md')}`);
+}
+
+main().catch((e) => {
+  console.error(`eval: ${(e as Error).stack ?? e}`);
+  process.exit(1);
+});
