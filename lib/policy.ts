@@ -13,12 +13,14 @@ import path from 'node:path';
 import { loadBackbone, type Backbone } from './backbone.js';
 import { readRunConfig, type Ablation } from './config.js';
 import { DisposedError, InputError, toTypedError } from './errors.js';
+import { resolveRunDir, type PullOptions } from './hub.js';
 import { loadHead, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
 import {
   getBinding, type ModelDtype, type NativeDevice, type NativeKernelReport, type NativePlacement, type NativePolicy,
   type NativePolicyResult,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
+import { checkOptions, optionKeys } from './options.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from './random-run.js';
 
@@ -51,7 +53,14 @@ export interface PolicyOptions {
    * checkpoint's variant: a mismatch is a CheckpointError, an unknown value an InputError.
    */
   ablation?: Ablation;
+  /** How an `hf://owner/repo[/subfolder]` run directory is pulled (cache, endpoint, token, offline; see pull()). */
+  hub?: PullOptions;
 }
+
+const POLICY_KEYS = optionKeys<PolicyOptions>({
+  device: true, dtype: true, threads: true, referenceCasts: true, unnormKey: true, centerCrop: true, numImages: true,
+  objective: true, denoise: true, ablation: true, hub: true,
+});
 
 export interface ActOutput {
   /** Unnormalized actions [chunk, actionDim], or [batch, chunk, actionDim] for an array of observations. */
@@ -108,7 +117,9 @@ export interface PolicyMetadata {
   kernels: NativeKernelReport;
   objective: 'l1' | 'denoise';
   unnormKey: string;
+  /** MSM bank rows in use, and rows it holds (the released layout stores a fixed-size bank, partly filled). */
   bankSize: number;
+  bankCapacity: number;
   /** The head variant: 'none' (full model), 'no-mol' or 'no-msm' (the paper's ablation). */
   ablation: Ablation;
 }
@@ -125,7 +136,7 @@ export class Policy implements AsyncDisposable {
       chunk: d.chunk, actionDim: d.actionDim, proprioDim: d.proprioDim, numImages: backbone.config.numImages,
       imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
       device: placement.device, deviceName: placement.name, dtype: placement.dtype, kernels,
-      objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize,
+      objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize, bankCapacity: d.bankCapacity,
       ablation: head.ablation,
     };
   }
@@ -241,9 +252,12 @@ function retrievalOf(r: NativePolicyResult, batch: number): ActOutput['retrieval
 
 /**
  * Loads a VLA-Adapter / M²-VLA run directory as released (model.safetensors, action_head--checkpoint.pt or
- * .safetensors, proprio_projector--checkpoint.pt, dataset_statistics.json, tokenizer, preprocessor_config.json).
+ * .safetensors, proprio_projector--checkpoint.pt, dataset_statistics.json, tokenizer, preprocessor_config.json), a
+ * local path or `hf://owner/repo[@revision][/subfolder]` on the Hugging Face Hub (pulled into its cache first).
  */
 export async function loadPolicy(runDir: string, options: PolicyOptions = {}): Promise<Policy> {
+  checkOptions(options, POLICY_KEYS, 'loadPolicy');
+  runDir = await resolveRunDir(runDir, options.hub);
   const placement = resolvePlacement(options);
   const run = readRunConfig(runDir, { numImages: options.numImages });
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
