@@ -43,8 +43,6 @@ export interface PolicyOptions {
   unnormKey?: string;
   /** LIBERO-style center crop of raw images (true = 0.9 of the area, or an area fraction). Default off. */
   centerCrop?: boolean | number;
-  /** Cameras per observation when the run directory does not say (default 2: primary + wrist). */
-  numImages?: number;
   /** Head objective override ('l1' = the released single pass; 'denoise' = DDIM sampling) and its options. */
   objective?: 'l1' | 'denoise';
   denoise?: DenoiseOptions;
@@ -58,7 +56,7 @@ export interface PolicyOptions {
 }
 
 const POLICY_KEYS = optionKeys<PolicyOptions>({
-  device: true, dtype: true, threads: true, referenceCasts: true, unnormKey: true, centerCrop: true, numImages: true,
+  device: true, dtype: true, threads: true, referenceCasts: true, unnormKey: true, centerCrop: true,
   objective: true, denoise: true, ablation: true, hub: true,
 });
 
@@ -146,6 +144,7 @@ export class Policy implements AsyncDisposable {
    * prompts differ in length run as separate native calls (grouped by length), each exact.
    */
   async act(observations: Observation | Observation[], options: { seed?: number } = {}): Promise<ActOutput> {
+    checkOptions(options, ['seed'], 'act');
     const results = await this.#run(observations, false, options.seed);
     return this.#merge(results, Array.isArray(observations));
   }
@@ -259,7 +258,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   checkOptions(options, POLICY_KEYS, 'loadPolicy');
   runDir = await resolveRunDir(runDir, options.hub);
   const placement = resolvePlacement(options);
-  const run = readRunConfig(runDir, { numImages: options.numImages });
+  const run = readRunConfig(runDir);
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
   const backbone = await loadBackbone(runDir, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
   try {

@@ -69,6 +69,8 @@ function usageErrorOf(e: unknown, known: string[]): unknown {
   }
   const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(message);
   if (missing) return new UsageError(`${missing[1].split(',').pop()!.trim()} needs a value`);
+  const ambiguous = /Option '([^']+)' argument is ambiguous/.exec(message);
+  if (ambiguous) return new UsageError(`${ambiguous[1]} needs a value (write ${ambiguous[1]}=<value> for one that starts with '-')`);
   const unexpected = /Unexpected argument '([^']+)'/.exec(message);
   if (unexpected) return new UsageError(`unexpected argument '${unexpected[1]}'`);
   return new UsageError(message.split('. ')[0]);

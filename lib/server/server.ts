@@ -17,6 +17,7 @@ import { parseJsonNumpy, toJsonNumpy } from './json-numpy.js';
 import { NdArray } from './ndarray.js';
 import { packOpenpi, unpackOpenpi } from './openpi.js';
 import { observationReader, PRESETS, resolveKeys, type ObservationKeys, type PresetName } from './observations.js';
+import { checkOptions, optionKeys } from '../options.js';
 
 /** A Policy, or a wrapper with the same act() and metadata. */
 export type ServedPolicy = Pick<Policy, 'act' | 'metadata'>;
@@ -84,6 +85,9 @@ function sameKey(header: string | undefined, apiKey: string): boolean {
 }
 
 export async function createServer(policy: ServedPolicy, options: ServerOptions = {}): Promise<PolicyServer> {
+  checkOptions(options, optionKeys<ServerOptions>({
+    host: true, port: true, keys: true, apiKey: true, maxBatch: true, maxWaitMs: true, maxQueue: true, maxFrameBytes: true, log: true,
+  }), 'createServer');
   const { host = '127.0.0.1', port = 8000, apiKey, maxFrameBytes = 16 << 20, log = () => {} } = options;
   const readObservation = observationReader(resolveKeys(options.keys ?? 'libero'), policy.metadata);
   const readAct = observationReader(PRESETS['vla-adapter'], policy.metadata);
