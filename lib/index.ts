@@ -45,4 +45,8 @@ export {
   distributedFromEnv, exportCheckpoint, train, Trainer, type DistributedOptions, type ExportOptions, type PackedBatch, type StepMetrics, type TrainOptions,
   type TrainProgress, type TrainResult,
 } from './train.js';
-export type { AugmentationDraw, ImageAugmentation } from './native/binding.js';
+export type {
+  AugmentationDraw, BuildInfo, GpuInfo, ImageAugmentation, ModelDtype, NativeDevice, NativeDtype, NativeHeadDims,
+  NativeKernelReport, NativeMicroBatch, NativePlacement, NativeTensor, NativeTrainerDims,
+} from './native/binding.js';
+export type { BackboneConfig, HeadConfig, LlmConfig, VitConfig } from './config.js';
