@@ -2,7 +2,7 @@
  * pull() / loadPolicy('hf://…') / `m2vla pull` against a local Hub: test/helpers/hub-server.mjs, a real HTTP server
  * process on 127.0.0.1 serving fixture A in the Hub's API layout, read by the real @huggingface/hub client.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,44 +11,12 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DownloadError, InputError, loadPolicy, parseHubSpec, pull, type PullProgress } from '../lib/index.js';
 import { FIXTURE_A } from './helpers/fixtures.js';
+import { startHub as startHubWith, stopHubs, type Hub } from './helpers/hub.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SERVER = path.join(ROOT, 'test', 'helpers', 'hub-server.mjs');
 const REPO = 'm2vla-test/tiny';
 const FOLDERS = `libero-spatial=${FIXTURE_A},libero-object=${FIXTURE_A}`;
-
-interface Hub { endpoint: string; requests: Array<{ method: string; url: string; range: string | null }>; stop(): Promise<void> }
-const running: ChildProcess[] = [];
 const temps: string[] = [];
-
-async function startHub(env: Record<string, string> = {}): Promise<Hub> {
-  const child = spawn(process.execPath, [SERVER], {
-    env: { ...process.env, HUB_REPO: REPO, HUB_FOLDERS: FOLDERS, ...env }, stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  running.push(child);
-  const requests: Hub['requests'] = [];
-  let buffer = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    child.on('exit', (code) => reject(new Error(`hub server exited with ${code}`)));
-    child.stdout!.on('data', (chunk) => {
-      buffer += chunk;
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        const m = /^listening (\d+)$/.exec(line);
-        if (m) resolve(Number(m[1]));
-        else if (line.startsWith('{')) requests.push(JSON.parse(line));
-      }
-    });
-  });
-  const stop = () => new Promise<void>((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-  return { endpoint: `http://127.0.0.1:${port}`, requests, stop };
-}
 
 function tempCache(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-hub-'));
@@ -56,8 +24,10 @@ function tempCache(): string {
   return dir;
 }
 
+const startHub = (env: Record<string, string> = {}) => startHubWith({ HUB_REPO: REPO, HUB_FOLDERS: FOLDERS, ...env });
+
 afterEach(() => {
-  for (const c of running.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  stopHubs();
   for (const d of temps.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
