@@ -86,8 +86,8 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: (typeof VAR
     const started = Date.now();
     // A constant rate with one x0.1 decay at 80 %: the same schedule whatever stage a resumed run stops at.
     await m2vla(['train', '--data', ctx.demos, '--init', base, '--out', runDir, '--steps', String(steps),
-      '--batch', String(profile.batch), '--lr', String(profile.lr), '--seed', '0', '--schedule', 'step',
-      '--decay-at', String(Math.round(last * 0.8)), '--save-every', String(last), '--threads', '2',
+      '--batch-size', String(profile.batch), '--lr', String(profile.lr), '--seed', '0', '--schedule', 'step',
+      '--decay-at', String(Math.round(last * 0.8)), '--checkpoint-every', String(last), '--threads', '2',
       ...(variant.ablation ? ['--ablation', variant.ablation] : []), ...(i > 0 ? ['--resume'] : [])],
     path.join(ctx.logs, `train-${variant.name}.log`));
     trainSeconds += (Date.now() - started) / 1000;
