@@ -127,7 +127,8 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
   if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey.trim() === ''))
     throw new InputError('apiKey: empty; it would lock out every client (unset it to serve without a key)');
   const allowOrigins = new Set(options.allowOrigins ?? []);
-  const readObservation = observationReader(resolveKeys(options.keys ?? 'libero'), policy.metadata);
+  const wireKeys = resolveKeys(options.keys ?? 'libero');
+  const readObservation = observationReader(wireKeys, policy.metadata);
   const readAct = observationReader(PRESETS['vla-adapter'], policy.metadata);
   const batcher = new Batcher(policy, {
     maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue, act: { maxPromptTokens: o.maxPromptTokens },
@@ -143,17 +144,18 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
   };
 
   /** The bounds that need no model: prompt length before tokenizing, image pixels from the header before decoding. */
-  async function bounded(obs: Observation): Promise<Observation> {
+  async function bounded(obs: Observation, keys: ObservationKeys): Promise<Observation> {
     const prompt = obs.instruction ?? '';
     if (prompt.length > o.maxPromptTokens * CHARS_PER_TOKEN) {
-      throw new InputError(`prompt: ${prompt.length} characters; this server takes prompts of up to ${o.maxPromptTokens} ` +
+      throw new InputError(`${keys.prompt}: ${prompt.length} characters; this server takes prompts of up to ${o.maxPromptTokens} ` +
         `tokens (--max-prompt-tokens), so at most ${o.maxPromptTokens * CHARS_PER_TOKEN} characters`);
     }
     const images = Object.entries(obs.images ?? {}) as Array<[string, ImageInput]>;
     await Promise.all(images.map(async ([camera, image]) => {
-      const { width, height } = image instanceof Uint8Array ? await imageSize(image, camera) : image;
+      const key = camera === 'wrist' ? keys.wrist! : keys.primary;
+      const { width, height } = image instanceof Uint8Array ? await imageSize(image, key) : image;
       if (width * height > o.maxImagePixels) {
-        throw new InputError(`${camera} image: ${width}x${height} = ${width * height} pixels; this server takes up to ` +
+        throw new InputError(`${key}: ${width}x${height} = ${width * height} pixels; this server takes up to ` +
           `${o.maxImagePixels} (--max-image-pixels)`);
       }
     }));
@@ -236,7 +238,7 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
     async function answer(data: RawData, isBinary: boolean): Promise<BatchResult> {
       if (!isBinary) throw new InputError('expected a binary msgpack frame, got a text frame');
       // ws's default binaryType: one Buffer per message.
-      const obs = await bounded(readObservation(unpackOpenpi(data as Buffer)));
+      const obs = await bounded(readObservation(unpackOpenpi(data as Buffer)), wireKeys);
       return batcher.submit(obs, gone.signal);
     }
 
@@ -330,7 +332,7 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
       if (typeof inner !== 'string') throw new InputError('encoded: expected a JSON string');
       payload = parseJsonNumpy(inner);
     }
-    const r = await batcher.submit(await bounded(readAct(payload)));
+    const r = await batcher.submit(await bounded(readAct(payload), PRESETS['vla-adapter']));
     onBatch(r.batchSize);
     // As deploy.py returns it: a list with one float64 array per step; JSON text inside a JSON string when `encoded`.
     const [chunk, dim] = r.actions.shape, data = Float64Array.from(r.actions.data);
