@@ -136,7 +136,7 @@ export async function loadBackbone(runDir: string, options: BackboneOptions = {}
   const { backbone: config } = readRunConfig(runDir);
   const dtype = options.dtype ?? 'float32';
   const modelPath = modelFile(runDir);
-  const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir) : undefined;
+  const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir, { vocabSize: config.llm.vocabSize }) : undefined;
   const native = await runTorchJob(() => getBinding().createBackbone({
     modelPath, config, dtype, device: options.device, threads: options.threads,
   }));

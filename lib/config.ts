@@ -34,6 +34,8 @@ export interface LlmConfig {
   ropeTheta: number;
   rmsNormEps: number;
   vocabSize: number;
+  /** Positions the model was trained for (max_position_embeddings): the whole sequence must fit. */
+  maxPositions: number;
 }
 
 export interface BackboneConfig {
@@ -99,26 +101,60 @@ export const TIMM_VISION_TABLE: Record<string, Omit<VitConfig, 'takeBlock'>> = {
   },
 };
 
-function num(obj: Json, key: string, file: string, fallback?: number): number {
-  const v = obj[key];
-  if (typeof v === 'number' && Number.isFinite(v)) return v;
-  if (fallback !== undefined) return fallback;
-  throw new ConfigError(`${file}: expected a number at "${key}", got ${JSON.stringify(v)}`);
+/**
+ * Numbers of one JSON object, read with the file and the field's path in every error. Every dimension is bounded
+ * here, before native code sees it: a zero head count divides by zero there, a huge one allocates without limit.
+ */
+function fields(obj: Json, file: string, prefix = '') {
+  const where = (key: string) => `${file}: ${prefix}${key}`;
+  const num = (key: string, fallback?: number): number => {
+    const v = obj[key];
+    if (typeof v === 'number' && Number.isFinite(v)) return v;
+    if (v == null && fallback !== undefined) return fallback;
+    throw new ConfigError(`${where(key)}: expected a finite number, got ${JSON.stringify(v)}`);
+  };
+  return {
+    num,
+    /** An integer in min..max. */
+    int(key: string, min: number, max: number, fallback?: number): number {
+      const v = num(key, fallback);
+      if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${where(key)}: expected an integer in ${min}..${max}, got ${v}`);
+      return v;
+    },
+    /** A finite number > 0. */
+    positive(key: string, fallback?: number): number {
+      const v = num(key, fallback);
+      if (!(v > 0)) throw new ConfigError(`${where(key)}: expected a number > 0, got ${v}`);
+      return v;
+    },
+    fail(key: string, msg: string): never {
+      throw new ConfigError(`${where(key)}: ${msg}`);
+    },
+  };
 }
 
-function vitFromManifest(m: Json, file: string): VitConfig {
-  const depth = num(m, 'depth', file);
+// Bounds far above any released model (DINOv2-L 1024 wide, SigLIP 27 blocks, Qwen2.5-0.5B 896 / 151936 ids).
+const MAX_WIDTH = 16384, MAX_DEPTH = 256, MAX_MLP = 65536, MAX_VOCAB = 1 << 22, MAX_IMAGE = 1008;
+/** observation.ts reads at most these cameras (primary, wrist). */
+export const MAX_CAMERAS = 2;
+
+function vitFromManifest(m: Json, file: string, prefix: string): VitConfig {
+  const f = fields(m, file, prefix);
+  const depth = f.int('depth', 2, MAX_DEPTH);
+  const embedDim = f.int('embed_dim', 1, MAX_WIDTH);
+  const numHeads = f.int('num_heads', 1, embedDim);
+  if (embedDim % numHeads !== 0) f.fail('num_heads', `${numHeads} does not divide embed_dim ${embedDim}`);
   return {
     kind: m.kind === 'siglip' ? 'siglip' : 'dinov2',
-    embedDim: num(m, 'embed_dim', file),
+    embedDim,
     depth,
-    numHeads: num(m, 'num_heads', file),
-    mlpHidden: num(m, 'mlp_hidden', file),
+    numHeads,
+    mlpHidden: f.int('mlp_hidden', 1, MAX_MLP),
     patchSize: 14,
     classToken: m.class_token === true,
-    regTokens: num(m, 'reg_tokens', file, 0),
+    regTokens: f.int('reg_tokens', 0, 64, 0),
     layerScale: m.layerscale === true,
-    takeBlock: num(m, 'take_block_index', file, depth - 2),
+    takeBlock: f.int('take_block_index', 0, depth - 1, depth - 2),
   };
 }
 
@@ -155,14 +191,16 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
   const mv = manifest?.vision as Json | undefined;
 
   const ids = cfg.timm_model_ids as unknown[] | undefined;
-  const featurizer = mv?.featurizer ? vitFromManifest(mv.featurizer as Json, manifestFile) : vitFromTimmId(ids?.[0], cfgFile);
+  const featurizer = mv?.featurizer ? vitFromManifest(mv.featurizer as Json, manifestFile, 'vision.featurizer.') : vitFromTimmId(ids?.[0], cfgFile);
   const fusedFeaturizer = mv?.fused_featurizer
-    ? vitFromManifest(mv.fused_featurizer as Json, manifestFile) : vitFromTimmId(ids?.[1], cfgFile);
+    ? vitFromManifest(mv.fused_featurizer as Json, manifestFile, 'vision.fused_featurizer.') : vitFromTimmId(ids?.[1], cfgFile);
   if (cfg.use_fused_vision_backbone === false) {
     throw new ConfigError(`${cfgFile}: use_fused_vision_backbone=false (single tower) is not supported; M²-VLA uses DINOv2+SigLIP`);
   }
-  const sizes = cfg.image_sizes as number[] | undefined;
-  const imageSize = sizes?.[0] ?? 224;
+  const sizes = cfg.image_sizes;
+  const imageSize = sizes === undefined ? 224 : Array.isArray(sizes) ? (sizes[0] as number) : NaN;
+  if (!Number.isInteger(imageSize) || imageSize < 14 || imageSize > MAX_IMAGE || imageSize % 14 !== 0)
+    throw new ConfigError(`${cfgFile}: image_sizes: expected a multiple of the patch size 14 in 14..${MAX_IMAGE}, got ${JSON.stringify(sizes)}`);
   const prepFile = path.join(dir, 'preprocessor_config.json');
   const preprocessing = parsePreprocessorConfig(readJson(prepFile), prepFile);
   if (preprocessing.size !== imageSize || preprocessing.means.length !== 2) {
@@ -170,25 +208,34 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
       `config.json image_sizes says ${imageSize}px for the DINOv2 + SigLIP pair`);
   }
 
-  const hiddenSize = num(tc, 'hidden_size', cfgFile);
-  const numHeads = num(tc, 'num_attention_heads', cfgFile);
+  const t = fields(tc, cfgFile, 'text_config.');
+  const hiddenSize = t.int('hidden_size', 1, MAX_WIDTH);
+  const numHeads = t.int('num_attention_heads', 1, hiddenSize);
+  const numKvHeads = t.int('num_key_value_heads', 1, numHeads, numHeads);
+  if (numHeads % numKvHeads !== 0) t.fail('num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+  const headDim = t.int('head_dim', 2, MAX_WIDTH, hiddenSize / numHeads);
+  if (headDim % 2 !== 0) t.fail('head_dim', `${headDim} is odd (rotary embeddings rotate pairs)`);
   const rope = (tc.rope_parameters ?? {}) as Json;
   const llm: LlmConfig = {
     hiddenSize,
-    numLayers: num(tc, 'num_hidden_layers', cfgFile),
+    numLayers: t.int('num_hidden_layers', 1, MAX_DEPTH),
     numHeads,
-    numKvHeads: num(tc, 'num_key_value_heads', cfgFile, numHeads),
-    headDim: num(tc, 'head_dim', cfgFile, hiddenSize / numHeads),
-    intermediateSize: num(tc, 'intermediate_size', cfgFile),
-    ropeTheta: num(tc, 'rope_theta', cfgFile, num(rope, 'rope_theta', cfgFile, 1e6)),
-    rmsNormEps: num(tc, 'rms_norm_eps', cfgFile, 1e-6),
-    vocabSize: num(tc, 'vocab_size', cfgFile),
+    numKvHeads,
+    headDim,
+    intermediateSize: t.int('intermediate_size', 1, MAX_MLP),
+    ropeTheta: t.positive('rope_theta', fields(rope, cfgFile, 'text_config.rope_parameters.').positive('rope_theta', 1e6)),
+    rmsNormEps: t.positive('rms_norm_eps', 1e-6),
+    vocabSize: t.int('vocab_size', 3, MAX_VOCAB),
+    maxPositions: t.int('max_position_embeddings', 1, 1 << 20, 32768),
   };
 
   const ms = manifest?.sequence as Json | undefined;
   const mh = (manifest?.action_head as Json | undefined)?.memory as Json | undefined;
-  const numImages = overrides.numImages ?? (mv ? num(mv, 'num_images', manifestFile) : 2);
-  if (!Number.isInteger(numImages) || numImages < 1) throw new ConfigError(`numImages: expected a positive integer, got ${numImages}`);
+  const numImages = overrides.numImages ?? (mv ? fields(mv, manifestFile, 'vision.').int('num_images', 1, MAX_CAMERAS) : 2);
+  if (!Number.isInteger(numImages) || numImages < 1 || numImages > MAX_CAMERAS)
+    throw new ConfigError(`numImages: expected an integer in 1..${MAX_CAMERAS}, got ${numImages}`);
+  const seq = ms ? fields(ms, manifestFile, 'sequence.') : undefined;
+  const tokenId = (key: string, fallback: number) => seq ? seq.int(key, 0, llm.vocabSize - 1) : fallback;
 
   const backbone: BackboneConfig = {
     imageSize,
@@ -197,9 +244,9 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
     fusedFeaturizer,
     preprocessing,
     llm,
-    numActionQueries: ms ? num(ms, 'num_action_queries_NT', manifestFile) : 64,
-    aqPlaceholderId: ms ? num(ms, 'aq_placeholder_token_id', manifestFile) : 1,
-    stopTokenId: ms ? num(ms, 'stop_token_id', manifestFile) : 2,
+    numActionQueries: seq ? seq.int('num_action_queries_NT', 1, 1024) : 64,
+    aqPlaceholderId: tokenId('aq_placeholder_token_id', 1),
+    stopTokenId: tokenId('stop_token_id', 2),
   };
   const keyLayerIndices = overrides.keyLayerIndices ?? (mh?.key_layer_indices as number[] | undefined) ?? [3, 11, 23];
   for (const k of keyLayerIndices) {
@@ -218,10 +265,13 @@ export function readRunConfig(dir: string, overrides: RunConfigOverrides = {}): 
   }
   const head: HeadConfig = {
     keyLayerIndices,
-    topK: mh ? num(mh, 'top_k', manifestFile) : 4,
+    topK: mh ? fields(mh, manifestFile, 'action_head.memory.').int('top_k', 1, 1024) : 4,
     objective: 'l1',
     ablation,
-    ...(recorded && { numHeads: num(recorded, 'num_heads', cfgFile), chunk: num(recorded, 'chunk', cfgFile) }),
+    ...(recorded && {
+      numHeads: fields(recorded, cfgFile, `${HEAD_CONFIG_KEY}.`).int('num_heads', 1, 1024),
+      chunk: fields(recorded, cfgFile, `${HEAD_CONFIG_KEY}.`).int('chunk', 1, 1024),
+    }),
   };
   return { dir, backbone, head, manifest };
 }

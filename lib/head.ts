@@ -84,10 +84,13 @@ export interface HeadPredictOutput extends HeadForwardOutput {
   proprio: Float64Array;
 }
 
+/** Far above any robot quantity; ±1e308 would turn (q99 - q01) into Inf and every action into NaN. */
+const MAX_STATISTIC = 1e9;
+
 function numbers(value: unknown, what: string): number[] {
-  if (!Array.isArray(value) || value.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
-    throw new ConfigError(`${what}: expected an array of finite numbers`);
-  }
+  if (!Array.isArray(value)) throw new ConfigError(`${what}: expected an array of finite numbers`);
+  const bad = value.findIndex((v) => typeof v !== 'number' || !(Math.abs(v) <= MAX_STATISTIC));
+  if (bad >= 0) throw new ConfigError(`${what}[${bad}]: expected a finite number within ±${MAX_STATISTIC}, got ${JSON.stringify(value[bad])}`);
   return value as number[];
 }
 
@@ -95,6 +98,8 @@ function normStats(entry: unknown, what: string): NormStats {
   const e = (entry ?? {}) as Record<string, unknown>;
   const q01 = numbers(e.q01, `${what}.q01`), q99 = numbers(e.q99, `${what}.q99`);
   if (q99.length !== q01.length) throw new ConfigError(`${what}: q01 and q99 have different lengths`);
+  const crossed = q01.findIndex((lo, i) => q99[i] < lo);
+  if (crossed >= 0) throw new ConfigError(`${what}: q99[${crossed}] = ${q99[crossed]} is below q01[${crossed}] = ${q01[crossed]}`);
   const mask = e.mask === undefined ? q01.map(() => true) : e.mask;
   if (!Array.isArray(mask) || mask.length !== q01.length || mask.some((m) => typeof m !== 'boolean')) {
     throw new ConfigError(`${what}.mask: expected ${q01.length} booleans`);

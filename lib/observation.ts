@@ -44,6 +44,8 @@ export interface PackContext {
   tokenizer?: PromptTokenizer;
   /** Proprio dim when the caller needs `state` (the policy); omitted for the VLM alone. */
   proprioDim?: number;
+  /** A caller's bound on prompt tokens (the server's); the model's positions bound them anyway. */
+  maxPromptTokens?: number;
 }
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
@@ -67,8 +69,19 @@ function checkPixelValues(pv: TensorData, cfg: BackboneConfig, name: string): Fl
   return pv.data;
 }
 
-function checkInputIds(ids: Int32Array | BigInt64Array | number[], name: string): BigInt64Array {
+/**
+ * Token ids: integers (native code checks them against the vocabulary), at most as many as fit the model's positions
+ * (prompt, vision patches, action queries, stop token) and the caller's bound: a 1 MB prompt costs minutes otherwise.
+ */
+function checkInputIds(ids: Int32Array | BigInt64Array | number[], name: string, ctx: PackContext): BigInt64Array {
   if (ids.length === 0) throw new InputError(`${name}: expected at least one token id`);
+  const cfg = ctx.config;
+  const fit = cfg.llm.maxPositions - cfg.numImages * (cfg.imageSize / cfg.featurizer.patchSize) ** 2 - cfg.numActionQueries - 1;
+  const limit = Math.min(fit, ctx.maxPromptTokens ?? Infinity);
+  if (ids.length > limit) {
+    throw new InputError(`${name}: ${ids.length} prompt tokens; at most ${limit} are accepted ` +
+      `(${limit === fit ? `the model's ${cfg.llm.maxPositions} positions` : 'maxPromptTokens'})`);
+  }
   if (ids instanceof BigInt64Array) return ids;
   const out = new BigInt64Array(ids.length);
   for (let i = 0; i < ids.length; i++) {
@@ -80,7 +93,7 @@ function checkInputIds(ids: Int32Array | BigInt64Array | number[], name: string)
 }
 
 function promptIds(obs: Observation, ctx: PackContext, field: (f: string) => string): BigInt64Array {
-  if (obs.inputIds) return checkInputIds(obs.inputIds, field('inputIds'));
+  if (obs.inputIds) return checkInputIds(obs.inputIds, field('inputIds'), ctx);
   if (typeof obs.instruction !== 'string') {
     throw new InputError(`${field('instruction')}: required (a string), or give inputIds`);
   }
@@ -90,7 +103,7 @@ function promptIds(obs: Observation, ctx: PackContext, field: (f: string) => str
   if (obs.instruction.trim() === '') {
     throw new InputError(`${field('instruction')}: empty; give the task in words (e.g. 'put the black bowl on the plate')`);
   }
-  return checkInputIds(ctx.tokenizer.promptIds(obs.instruction), field('instruction'));
+  return checkInputIds(ctx.tokenizer.promptIds(obs.instruction), field('instruction'), ctx);
 }
 
 const CAMERAS = ['primary', 'wrist'] as const;

@@ -8,11 +8,10 @@
  * GPU, preprocessing and (un)normalization stay on the CPU; the inputs go over in one copy and the outputs come back
  * in one.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { loadBackbone, type Backbone } from './backbone.js';
 import { readRunConfig, type Ablation } from './config.js';
-import { DisposedError, InputError, toTypedError } from './errors.js';
+import { DisposedError, InputError, NonFiniteError, toTypedError } from './errors.js';
 import { resolveRunDir, type PullOptions } from './hub.js';
 import { loadHead, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
 import {
@@ -22,7 +21,7 @@ import {
 import { runTorchJob } from './native/queue.js';
 import { checkOptions, optionKeys } from './options.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
-import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR } from './random-run.js';
+import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, userCacheDir } from './random-run.js';
 
 export interface PolicyOptions {
   /**
@@ -59,6 +58,13 @@ const POLICY_KEYS = optionKeys<PolicyOptions>({
   device: true, dtype: true, threads: true, referenceCasts: true, unnormKey: true, centerCrop: true,
   objective: true, denoise: true, ablation: true, hub: true,
 });
+
+export interface ActOptions {
+  /** Seed of the denoising objective's noise. */
+  seed?: number;
+  /** Refuse (InputError) prompts of more tokens than this, before any model work; the model's positions always bound them. */
+  maxPromptTokens?: number;
+}
 
 export interface ActOutput {
   /** Unnormalized actions [chunk, actionDim], or [batch, chunk, actionDim] for an array of observations. */
@@ -143,10 +149,10 @@ export class Policy implements AsyncDisposable {
    * One observation → actions [chunk, actionDim]; an array → one batch, [batch, chunk, actionDim]. Observations whose
    * prompts differ in length run as separate native calls (grouped by length), each exact.
    */
-  async act(observations: Observation | Observation[], options: { seed?: number } = {}): Promise<ActOutput> {
-    checkOptions(options, ['seed'], 'act');
-    const results = await this.#run(observations, false, options.seed);
-    return this.#merge(results, Array.isArray(observations));
+  async act(observations: Observation | Observation[], options: ActOptions = {}): Promise<ActOutput> {
+    checkOptions(options, ['seed', 'maxPromptTokens'], 'act');
+    const results = await this.#run(observations, false, options.seed, options.maxPromptTokens);
+    return checkFinite(this.#merge(results, Array.isArray(observations)), this.head.dims.chunk * this.head.dims.actionDim);
   }
 
   /** The head's inputs and the per-layer MoL gates for one observation or a batch (runs the plain MoL path). */
@@ -177,11 +183,13 @@ export class Policy implements AsyncDisposable {
    * Validates every observation once (errors name its index), groups them by prompt length and runs one native call
    * per group. `intermediates` (features()) needs a single group: its per-block tensors are not split per observation.
    */
-  async #run(observations: Observation | Observation[], intermediates: boolean, seed?: number) {
+  async #run(observations: Observation | Observation[], intermediates: boolean, seed?: number, maxPromptTokens?: number) {
     const native = this.#native;
     if (!native) throw new DisposedError('Policy: act() after dispose()');
     const batched = Array.isArray(observations);
-    const ctx = { config: this.backbone.config, tokenizer: this.backbone.tokenizer, proprioDim: this.head.dims.proprioDim };
+    const ctx = {
+      config: this.backbone.config, tokenizer: this.backbone.tokenizer, proprioDim: this.head.dims.proprioDim, maxPromptTokens,
+    };
     const checked = await checkObservations(batched ? observations : [observations], ctx, batched);
     const groups = new Map<number, number[]>();
     checked.forEach((c, i) => groups.set(c.ids.length, [...(groups.get(c.ids.length) ?? []), i]));
@@ -237,6 +245,23 @@ export class Policy implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.dispose();
   }
+}
+
+/** NaN/Inf actions must never reach a robot: the whole call fails, naming the observations that produced them. */
+function checkFinite(out: ActOutput, per: number): ActOutput {
+  const bad: number[] = [];
+  const a = out.actions.data;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) {
+      bad.push(Math.floor(i / per));
+      i = (bad.at(-1)! + 1) * per - 1;
+    }
+  }
+  if (bad.length) {
+    throw new NonFiniteError(`act(): the model produced NaN/Inf actions for observation${bad.length > 1 ? 's' : ''} ` +
+      `${bad.join(', ')} (check the weights, dataset_statistics.json and the inputs); nothing was returned`, { observations: bad });
+  }
+  return out;
 }
 
 function asTensor(t: { data: Uint8Array; shape: number[] }): TensorData {
@@ -309,9 +334,10 @@ function resolvePlacement(options: PolicyOptions): NativePlacement {
 
 /**
  * The embedded demo model: a small M²-VLA (DINOv2/SigLIP towers of 3 blocks, a 4-layer Qwen2, 4 MoL blocks, a
- * 64-entry skill bank) with deterministic random weights in the released layout, written on first use to the
- * system temp dir (~3 MB, ~30 ms). Untrained: its actions exercise the engine, they do not solve tasks.
+ * 64-entry skill bank) with deterministic random weights in the released layout, written on first use to this user's
+ * cache folder (`~/.cache/m2vla/demo-v1`, see userCacheDir; ~3 MB, ~30 ms) and reused while its files keep their
+ * recorded SHA-256. Untrained: its actions exercise the engine, they do not solve tasks.
  */
 export function demoRunDir(): string {
-  return ensureRandomRun(path.join(os.tmpdir(), 'm2vla-demo-v1'), DEMO_DIMS, { seed: 7, tokenizerDir: TINY_TOKENIZER_DIR });
+  return ensureRandomRun(path.join(userCacheDir(), 'demo-v1'), DEMO_DIMS, { seed: 7, tokenizerDir: TINY_TOKENIZER_DIR });
 }

@@ -4,10 +4,13 @@
  * manifest.json) and the full-size benchmark model (real DINOv2-L/reg4 + SigLIP-so400m + Qwen2.5-0.5B dims, bf16,
  * no manifest: vision dims come from the timm ids, as for a released run). Nothing is downloaded.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HEAD_CONFIG_KEY, type Ablation, type RecordedHeadConfig } from './config.js';
+import { ConfigError } from './errors.js';
 
 export interface TowerDims { dim: number; depth: number; heads: number; mlp: number }
 export interface RandomRunDims {
@@ -265,24 +268,107 @@ function writeConfigs(dir: string, d: RandomRunDims) {
   }
 }
 
+/** What ensureRandomRun wrote: its inputs and the SHA-256 of every file, checked before the directory is reused. */
+const RECORD = 'm2vla-random-run.json';
+
+function sha256(file: string): string {
+  const hash = createHash('sha256'), buf = Buffer.allocUnsafe(16 << 20), fd = fs.openSync(file, 'r');
+  try {
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) hash.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+/** Whether `dir` holds exactly what these inputs generate: same inputs recorded, every file with its recorded hash. */
+function verified(dir: string, inputs: string): boolean {
+  let record: { inputs?: unknown; files?: Record<string, string> };
+  try {
+    record = JSON.parse(fs.readFileSync(path.join(dir, RECORD), 'utf8'));
+  } catch {
+    return false;
+  }
+  if (JSON.stringify(record?.inputs) !== inputs || !record.files || typeof record.files !== 'object') return false;
+  const files = Object.entries(record.files);
+  // An extra file (say action_head--checkpoint.pt, which loaders may prefer) is as bad as a changed one.
+  if (!fs.readdirSync(dir).every((f) => f === RECORD || f in record.files!)) return false;
+  return files.length > 0 && files.every(([name, digest]) => {
+    const file = path.join(dir, name);
+    try {
+      return path.basename(name) === name && fs.lstatSync(file).isFile() && sha256(file) === digest;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /**
- * Create (once; a `.complete` marker makes it idempotent) a random run directory with these dims and return it.
- * `tokenizerDir` (optional) is copied in (tokenizer.json, tokenizer_config.json).
+ * Create a random run directory with these dims and return it. A directory is reused only when its record names the
+ * same inputs and every file still has the SHA-256 recorded when it was written (a truncated or replaced file is
+ * regenerated). `tokenizerDir` (optional) is copied in (tokenizer.json, tokenizer_config.json).
  */
 export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { seed?: number; tokenizerDir?: string } = {}): string {
-  const done = path.join(dir, '.complete');
-  if (fs.existsSync(done)) return dir;
   const seed = options.seed ?? 0;
-  fs.mkdirSync(dir, { recursive: true });
+  const tokenizer = options.tokenizerDir
+    ? ['tokenizer.json', 'tokenizer_config.json'].map((f) => sha256(path.join(options.tokenizerDir!, f))) : [];
+  const inputs = JSON.stringify({ seed, dims, tokenizer });
+  if (verified(dir, inputs)) return dir;
+  // Written aside and renamed in whole: processes racing here (parallel test files) never see a half-written run.
+  const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  fs.mkdirSync(tmp, { recursive: true });
+  try {
+    writeRandomRun(tmp, dims, seed, options.tokenizerDir, inputs);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        fs.renameSync(tmp, dir);  // onto a missing or empty directory
+        return dir;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || attempt > 2) throw e;
+      }
+      if (verified(dir, inputs)) return dir;  // another process finished first
+      const stale = `${dir}.stale-${process.pid}-${attempt}`;
+      try {
+        fs.renameSync(dir, stale);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      fs.rmSync(stale, { recursive: true, force: true });
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function writeRandomRun(dir: string, dims: RandomRunDims, seed: number, tokenizerDir: string | undefined, inputs: string): void {
   writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed, {}, dims.vlmInitStd);
   const size = new BigInt64Array([BigInt(dims.head.bankFill)]);
   writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1, dims.ablation === 'no-msm' ? {}
     : { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
   writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), proprioSpec(dims), dims, seed + 2);
   writeConfigs(dir, dims);
-  if (options.tokenizerDir) {
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(options.tokenizerDir, f), path.join(dir, f));
+  if (tokenizerDir) {
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(tokenizerDir, f), path.join(dir, f));
   }
-  fs.writeFileSync(done, `${JSON.stringify({ seed, dims })}\n`);
+  const files = fs.readdirSync(dir).filter((f) => fs.lstatSync(path.join(dir, f)).isFile());
+  const record = { inputs: JSON.parse(inputs), files: Object.fromEntries(files.map((f) => [f, sha256(path.join(dir, f))])) };
+  fs.writeFileSync(path.join(dir, RECORD), `${JSON.stringify(record, null, 2)}\n`);
+}
+
+/**
+ * This user's cache folder for m2vla (`$M2VLA_CACHE`, else `$XDG_CACHE_HOME/m2vla`, else `~/.cache/m2vla`), created
+ * with mode 0700. Refused unless it is a real directory (not a symlink) owned by this user that nobody else can
+ * write: what another local user could plant there would be loaded as weights.
+ */
+export function userCacheDir(): string {
+  const dir = process.env.M2VLA_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'm2vla');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  const uid = process.getuid?.();
+  const why = !st.isDirectory() ? 'is not a directory (a symlink?)'
+    : uid !== undefined && st.uid !== uid ? `belongs to uid ${st.uid}, not to this user (${uid})`
+      : (st.mode & 0o022) !== 0 ? `is writable by others (mode ${(st.mode & 0o777).toString(8)})` : undefined;
+  if (why) throw new ConfigError(`${dir}: the m2vla cache folder ${why}; remove it, or set M2VLA_CACHE to a private folder`);
   return dir;
 }

@@ -8,7 +8,7 @@
  * time. If a chunk lands late the current one keeps going; only when every planned action has been used up is a tick
  * stale, which is reported (and either holds the last action or throws), never hidden.
  */
-import { InputError, StaleError } from './errors.js';
+import { InputError, NonFiniteError, StaleError } from './errors.js';
 import type { Observation } from './observation.js';
 import type { Policy } from './policy.js';
 import { checkOptions, optionKeys } from './options.js';
@@ -45,7 +45,12 @@ export type RunnerEvent =
   /** A chunk was switched in; `skipped` actions were already executed while it was inferred; `late`: after it was due. */
   | { type: 'chunk'; chunk: number; tick: number; skipped: number; latencyMs: number; late: boolean }
   /** A chunk landed after all of its actions' ticks had passed: unusable. */
-  | { type: 'dropped-chunk'; chunk: number; tick: number; latencyMs: number };
+  | { type: 'dropped-chunk'; chunk: number; tick: number; latencyMs: number }
+  /**
+   * An inference produced NaN/Inf actions (NonFiniteError): the chunk is discarded and the next inference starts;
+   * meanwhile the planned actions, then the last action (`stale: true`), keep the robot where it is.
+   */
+  | { type: 'non-finite'; chunk: number; tick: number; error: NonFiniteError };
 
 export interface Step {
   /** actionDim values (a copy). */
@@ -65,6 +70,8 @@ export interface RunnerStats {
   chunks: number;
   lateChunks: number;
   droppedChunks: number;
+  /** Inferences whose actions were not finite (discarded). */
+  nonFiniteChunks: number;
   /** Achieved control rate over all ticks so far (after the first). */
   hz: number;
   inferenceMs: { last: number; mean: number; max: number };
@@ -99,7 +106,7 @@ export class PolicyRunner {
   private lastCall?: number;
   private firstCall?: number;
   private latencies: number[] = [];
-  private counts = { lateTicks: 0, staleTicks: 0, chunks: 0, lateChunks: 0, droppedChunks: 0, latencySum: 0 };
+  private counts = { lateTicks: 0, staleTicks: 0, chunks: 0, lateChunks: 0, droppedChunks: 0, nonFiniteChunks: 0, latencySum: 0 };
 
   constructor(private readonly policy: ChunkPolicy, private readonly options: RunnerOptions) {
     checkOptions(options, RUNNER_KEYS, 'PolicyRunner');
@@ -206,13 +213,20 @@ export class PolicyRunner {
       const { data, shape } = out.actions;
       if (shape.length !== 2 || shape[0] !== this.horizon || shape[1] !== this.dim)
         throw new InputError(`policy returned actions of shape [${shape.join(', ')}], expected [${this.horizon}, ${this.dim}]`);
+      // A wrapper policy may not check: the runner never lets a NaN through either.
+      if (!data.every(Number.isFinite)) throw new NonFiniteError(`chunk ${id}: the policy returned NaN/Inf actions`, { observations: [0] });
       const latencyMs = this.clock() - t0;
       this.latencies = [...this.latencies.slice(1 - RECENT), latencyMs];
       this.counts.chunks++;
       this.counts.latencySum += latencyMs;
       this.landed = { id, start: t, actions: data, latencyMs, switchedAt: -1 };
     }).catch((error) => {
-      if (epoch === this.epoch) this.failure = { error };
+      if (epoch !== this.epoch) return;
+      // With an action to hold, a non-finite chunk is reported and skipped; the first chunk has none: it fails.
+      if (error instanceof NonFiniteError && this.lastAction) {
+        this.counts.nonFiniteChunks++;
+        this.options.onEvent?.({ type: 'non-finite', chunk: id, tick: t, error });
+      } else this.failure = { error };
     }).finally(() => {
       if (epoch === this.epoch) this.inflight = undefined;
     });

@@ -37,6 +37,7 @@ import {
   type NativeTensor, type NativeTrainer, type NativeTrainerDims, type NativeTrainProgress,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
+import { readJson } from './json.js';
 import { checkOptions, optionKeys } from './options.js';
 import { PromptTokenizer } from './tokenizer.js';
 
@@ -288,9 +289,11 @@ function latestCheckpoint(root: string): string | undefined {
   const pointer = path.join(root, 'latest');
   if (!fs.existsSync(pointer)) return undefined;
   const dir = path.join(root, fs.readFileSync(pointer, 'utf8').trim());
-  if (!fs.existsSync(path.join(dir, 'trainer_state.json')))
-    throw new ConfigError(`${pointer} names ${dir}, which holds no trainer_state.json`);
-  return dir;
+  if (fs.existsSync(path.join(dir, 'trainer_state.json'))) return dir;
+  // A re-save of the same step on a filesystem without RENAME_EXCHANGE moves the old copy aside first
+  // (native/train/checkpoint.cc); a crash right then leaves only that copy.
+  if (fs.existsSync(path.join(`${dir}.old`, 'trainer_state.json'))) return `${dir}.old`;
+  throw new ConfigError(`${pointer} names ${dir}, which holds no trainer_state.json`);
 }
 
 function writeAtomic(file: string, text: string): void {
@@ -332,7 +335,7 @@ export class Trainer implements AsyncDisposable {
     } else if (o.resume) status(`resume: no checkpoint in ${checkpoints}; starting at step 0`);
     status(`loading ${o.init} (frozen VLM, head${state ? ', checkpoint' : ''})`);
 
-    const tokenizer = await PromptTokenizer.load(o.init);
+    const tokenizer = await PromptTokenizer.load(o.init, { vocabSize: readRunConfig(o.init).backbone.llm.vocabSize });
     const progress = new ProgressRelay(options.onProgress);
     const native = await createNativeTrainer(o, state && { dir: latest!, state }, options.onProgress && progress.deliver);
     try {
@@ -509,7 +512,16 @@ export class Trainer implements AsyncDisposable {
   /** A resumed run's metrics.jsonl keeps the lines of the steps its checkpoint had done. */
   #keepMetricsUpTo(step: number): void {
     if (!fs.existsSync(this.#metricsFile)) return;
-    const lines = fs.readFileSync(this.#metricsFile, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= step);
+    // A line torn by a crash mid-append (or any unreadable one) is dropped: the metrics of the steps kept are whole.
+    const stepOf = (line: string): number | undefined => {
+      try {
+        const v = JSON.parse(line) as { step?: unknown } | null;
+        return typeof v?.step === 'number' ? v.step : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const lines = fs.readFileSync(this.#metricsFile, 'utf8').split('\n').filter((l) => (stepOf(l) ?? Infinity) <= step);
     writeAtomic(this.#metricsFile, lines.map((l) => `${l}\n`).join(''));
   }
 
@@ -565,7 +577,7 @@ async function writeRunDir(native: NativeTrainer, o: Resolved, dims: NativeTrain
   writeStatistics(path.join(dir, 'dataset_statistics.json'));
   if (o.ablation === 'none') return;
   const file = path.join(dir, 'config.json');
-  const config = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const config = readJson(file);
   const recorded: RecordedHeadConfig = { ablation: o.ablation, num_heads: dims.numHeads, chunk: dims.chunk };
   writeAtomic(file, `${JSON.stringify({ ...config, [HEAD_CONFIG_KEY]: recorded }, null, 2)}\n`);
 }
@@ -598,7 +610,8 @@ export async function exportCheckpoint(out: string, options: ExportOptions = {})
         '(training keeps its latest checkpoint)');
   }
   const file = path.join(dir, 'trainer_state.json');
-  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as TrainerState;
+  const state = readJson(file) as unknown as TrainerState;
+  if (!state.fixed || typeof state.fixed !== 'object') throw new ConfigError(`${file}: no "fixed" options (not a trainer_state.json)`);
   if (state.format !== STATE_FORMAT) throw new ConfigError(`${file}: format '${state.format}' is not ${STATE_FORMAT}`);
   const f = state.fixed as Record<string, never>, a = (state.adjustable ?? {}) as Record<string, never>;
   const o = resolve({
@@ -687,7 +700,8 @@ function adjustedOptions(state: TrainerState, o: Resolved): string | undefined {
 
 function readState(dir: string, o: Resolved): TrainerState {
   const file = path.join(dir, 'trainer_state.json');
-  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as TrainerState;
+  const state = readJson(file) as unknown as TrainerState;
+  if (!state.fixed || typeof state.fixed !== 'object') throw new ConfigError(`${file}: no "fixed" options (not a trainer_state.json)`);
   if (state.format !== STATE_FORMAT) throw new ConfigError(`${file}: format '${state.format}' is not ${STATE_FORMAT}`);
   const now = fixedOptions(o);
   const changed = Object.keys(now).filter((k) => JSON.stringify(now[k]) !== JSON.stringify(state.fixed[k]));

@@ -14,23 +14,25 @@ export interface FlagSpec {
   type: 'string' | 'boolean';
   default?: string | boolean;
   short?: string;
+  /** The flag may be given several times: its value is then an array of strings. */
+  multiple?: boolean;
   /** Other names for the flag (an older spelling); giving two names of one flag is an error. */
   aliases?: readonly string[];
 }
 
 export interface ParsedFlags {
-  values: Record<string, string | boolean | undefined>;
+  values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
 }
 
 /** Parses argv against `flags` (name → spec); `positionals`: how many bare arguments are allowed (default 0). */
 export function parseFlags(argv: string[], flags: Record<string, FlagSpec>, positionals: { min?: number; max?: number } = {}): ParsedFlags {
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = { help: { type: 'boolean', short: 'h' } };
   const canonical = new Map<string, string>();
   for (const [name, spec] of Object.entries(flags)) {
-    options[name] = { type: spec.type, ...(spec.short && { short: spec.short }) };
+    options[name] = { type: spec.type, ...(spec.short && { short: spec.short }), ...(spec.multiple && { multiple: true }) };
     for (const alias of spec.aliases ?? []) {
-      options[alias] = { type: spec.type };
+      options[alias] = { type: spec.type, ...(spec.multiple && { multiple: true }) };
       canonical.set(alias, name);
     }
   }
@@ -46,7 +48,7 @@ export function parseFlags(argv: string[], flags: Record<string, FlagSpec>, posi
     const to = canonical.get(name) ?? name;
     if (givenAs.has(to)) throw new UsageError(`--${givenAs.get(to)} and --${name} are the same flag; give it once`);
     givenAs.set(to, name);
-    values[to] = value as string | boolean;
+    values[to] = value as string | boolean | string[];
   }
   for (const [name, spec] of Object.entries(flags)) if (values[name] === undefined && spec.default !== undefined) values[name] = spec.default;
   const rest = parsed.positionals;
@@ -77,7 +79,7 @@ function usageErrorOf(e: unknown, known: string[]): unknown {
 }
 
 /** A flag's number (`--threads abc` → "--threads: expected a number, got 'abc'"); `integer` and `min` bound it. */
-export function numberFlag(value: string | boolean | undefined, name: string, bounds: { integer?: boolean; min?: number } = {}): number | undefined {
+export function numberFlag(value: string | boolean | string[] | undefined, name: string, bounds: { integer?: boolean; min?: number } = {}): number | undefined {
   if (value === undefined) return undefined;
   const text = String(value);
   const n = Number(text);
@@ -89,14 +91,14 @@ export function numberFlag(value: string | boolean | undefined, name: string, bo
 }
 
 /** A flag that must be one of `choices`. */
-export function choiceFlag<T extends string>(value: string | boolean | undefined, name: string, choices: readonly T[]): T | undefined {
+export function choiceFlag<T extends string>(value: string | boolean | string[] | undefined, name: string, choices: readonly T[]): T | undefined {
   if (value === undefined) return undefined;
   if (!choices.includes(value as T)) throw new UsageError(`--${name}: expected ${choices.join(' | ')}, got '${String(value)}'`);
   return value as T;
 }
 
 /** A string flag that must be given. */
-export function requiredFlag(value: string | boolean | undefined, name: string): string {
+export function requiredFlag(value: string | boolean | string[] | undefined, name: string): string {
   if (value === undefined || value === '') throw new UsageError(`--${name} is required`);
   return String(value);
 }

@@ -14,6 +14,8 @@ export interface BatcherOptions {
   maxWaitMs: number;
   /** Most requests waiting (not counting the running batch); more are refused with BusyError. */
   maxQueue: number;
+  /** Passed to every act() call (the server's prompt bound). */
+  act?: { maxPromptTokens?: number };
 }
 
 export interface BatchResult {
@@ -109,7 +111,7 @@ export class Batcher {
   private async run(batch: Request[]): Promise<void> {
     const t0 = performance.now();
     try {
-      const out = await this.policy.act(batch.map((r) => r.obs));
+      const out = await this.policy.act(batch.map((r) => r.obs), this.options.act);
       const inferMs = performance.now() - t0;
       const [, chunk, dim] = out.actions.shape;
       batch.forEach((r, i) => r.resolve({

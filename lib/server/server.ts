@@ -4,13 +4,19 @@
  *
  * openpi protocol: on connect the server sends one binary msgpack frame with the policy metadata; then each binary
  * msgpack observation gets a binary msgpack result `{actions, policy_timing, server_timing}`. An error is sent as a
- * text frame and the connection (only that one) is closed with 1011 (1013 when the queue is full).
+ * text frame and the connection (only that one) is closed with 1011 (1013 when the queue is full), after the replies
+ * to the requests before it.
+ *
+ * Every request is bounded before any work (see ServerOptions and docs/threat-model.md): frame size, prompt length,
+ * declared image pixels, connections, unfinished frames and idle connections; browser origins are refused.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { BusyError, InputError, M2vlaError } from '../errors.js';
+import { imageSize, type ImageInput } from '../images.js';
+import type { Observation } from '../observation.js';
 import type { Policy } from '../policy.js';
 import { Batcher, type BatchResult } from './batcher.js';
 import { parseJsonNumpy, toJsonNumpy } from './json-numpy.js';
@@ -37,9 +43,36 @@ export interface ServerOptions {
   maxQueue?: number;
   /** Largest websocket message / HTTP body accepted (default 16 MiB). */
   maxFrameBytes?: number;
+  /**
+   * Most prompt tokens per request (default 256; the model's positions bound it too). Prompts longer than 16 characters
+   * per allowed token are refused before they are tokenized.
+   */
+  maxPromptTokens?: number;
+  /** Most pixels (width x height) an image may have or, encoded, declare in its header (default 4096 x 4096). */
+  maxImagePixels?: number;
+  /** Most open connections (HTTP and websocket together, default 64); more get 503 at once. */
+  maxConnections?: number;
+  /** A frame or HTTP request must arrive in full within this many ms of its first byte (default 30 s). */
+  frameTimeoutMs?: number;
+  /** A websocket with no request in flight that sends nothing for this long is closed (default 5 min). */
+  idleTimeoutMs?: number;
+  /**
+   * Origins (as browsers send them, `http://host:port`) allowed to open the websocket or POST /act; '*' allows any.
+   * Default none: any request with an Origin header comes from a web page and is refused (403).
+   */
+  allowOrigins?: string[];
   /** Where connection errors are reported (default: nowhere). */
   log?: (line: string) => void;
+  /** One line per request: client address, protocol, outcome, latency, batch size (default: none). */
+  accessLog?: (line: string) => void;
 }
+
+export const SERVER_DEFAULTS = {
+  maxFrameBytes: 16 << 20, maxPromptTokens: 256, maxImagePixels: 4096 * 4096, maxConnections: 64,
+  frameTimeoutMs: 30_000, idleTimeoutMs: 300_000, maxBatch: 8, maxWaitMs: 0, maxQueue: 64,
+};
+/** Characters a prompt may have per allowed token: refused before the tokenizer runs on it. */
+const CHARS_PER_TOKEN = 16;
 
 export interface PolicyServer {
   readonly host: string;
@@ -69,6 +102,8 @@ class OpenpiSocket extends WebSocket {
 }
 
 class PayloadTooLarge extends InputError {}
+class Forbidden extends InputError {}
+class UnsupportedMediaType extends InputError {}
 class ShuttingDown extends Error {
   override name = 'ShuttingDown';
 }
@@ -86,13 +121,23 @@ function sameKey(header: string | undefined, apiKey: string): boolean {
 
 export async function createServer(policy: ServedPolicy, options: ServerOptions = {}): Promise<PolicyServer> {
   checkOptions(options, optionKeys<ServerOptions>({
-    host: true, port: true, keys: true, apiKey: true, maxBatch: true, maxWaitMs: true, maxQueue: true, maxFrameBytes: true, log: true,
+    host: true, port: true, keys: true, apiKey: true, maxBatch: true, maxWaitMs: true, maxQueue: true, maxFrameBytes: true,
+    maxPromptTokens: true, maxImagePixels: true, maxConnections: true, frameTimeoutMs: true, idleTimeoutMs: true,
+    allowOrigins: true, log: true, accessLog: true,
   }), 'createServer');
-  const { host = '127.0.0.1', port = 8000, apiKey, maxFrameBytes = 16 << 20, log = () => {} } = options;
-  const readObservation = observationReader(resolveKeys(options.keys ?? 'libero'), policy.metadata);
+  const o = { ...SERVER_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  const { host = '127.0.0.1', port = 8000, apiKey, maxFrameBytes, log = () => {}, accessLog } = o as typeof o & ServerOptions;
+  for (const k of ['maxFrameBytes', 'maxPromptTokens', 'maxImagePixels', 'maxConnections', 'frameTimeoutMs', 'idleTimeoutMs'] as const) {
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new InputError(`${k}: expected a positive integer, got ${o[k]}`);
+  }
+  if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey.trim() === ''))
+    throw new InputError('apiKey: empty; it would lock out every client (unset it to serve without a key)');
+  const allowOrigins = new Set(options.allowOrigins ?? []);
+  const wireKeys = resolveKeys(options.keys ?? 'libero');
+  const readObservation = observationReader(wireKeys, policy.metadata);
   const readAct = observationReader(PRESETS['vla-adapter'], policy.metadata);
   const batcher = new Batcher(policy, {
-    maxBatch: options.maxBatch ?? 8, maxWaitMs: options.maxWaitMs ?? 0, maxQueue: options.maxQueue ?? 64,
+    maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue, act: { maxPromptTokens: o.maxPromptTokens },
   });
   const metadataFrame = packOpenpi(policy.metadata);
   // Replies not yet sent, awaited by close().
@@ -102,6 +147,39 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
   const track = (p: Promise<unknown>) => {
     replies.add(p);
     void p.finally(() => replies.delete(p));
+  };
+
+  /** The bounds that need no model: prompt length before tokenizing, image pixels from the header before decoding. */
+  async function bounded(obs: Observation, keys: ObservationKeys): Promise<Observation> {
+    const prompt = obs.instruction ?? '';
+    if (prompt.length > o.maxPromptTokens * CHARS_PER_TOKEN) {
+      throw new InputError(`${keys.prompt}: ${prompt.length} characters; this server takes prompts of up to ${o.maxPromptTokens} ` +
+        `tokens (--max-prompt-tokens), so at most ${o.maxPromptTokens * CHARS_PER_TOKEN} characters`);
+    }
+    const images = Object.entries(obs.images ?? {}) as Array<[string, ImageInput]>;
+    await Promise.all(images.map(async ([camera, image]) => {
+      const key = camera === 'wrist' ? keys.wrist! : keys.primary;
+      const { width, height } = image instanceof Uint8Array ? await imageSize(image, key) : image;
+      if (width * height > o.maxImagePixels) {
+        throw new InputError(`${key}: ${width}x${height} = ${width * height} pixels; this server takes up to ` +
+          `${o.maxImagePixels} (--max-image-pixels)`);
+      }
+    }));
+    return obs;
+  }
+
+  /** Whether a request may come from where it says: no Origin (not a browser), or an allowed one. */
+  const originAllowed = (req: http.IncomingMessage) => {
+    const origin = req.headers.origin;
+    return origin === undefined || allowOrigins.has('*') || allowOrigins.has(origin);
+  };
+  const originError = (req: http.IncomingMessage) => new Forbidden(`origin ${JSON.stringify(req.headers.origin)} refused: ` +
+    'requests from web pages are not accepted unless the server allows their origin (--allow-origin)');
+  const clientOf = (req: http.IncomingMessage) => `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+  const outcomeOf = (e: unknown) => (e instanceof M2vlaError ? e.code : e instanceof ShuttingDown ? 'E_SHUTDOWN' : 'E_INTERNAL');
+  const logRequest = (client: string, what: string, started: number, outcome: string, batchSize?: number) => {
+    accessLog?.(`${new Date().toISOString()} ${client} ${what} ${outcome} ${(performance.now() - started).toFixed(1)}ms ` +
+      `batch=${batchSize ?? '-'}`);
   };
 
   const wss = new WebSocketServer({
@@ -117,36 +195,76 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
     else ws.close(CLOSE_ERROR, ERROR_REASON);
   };
 
-  wss.on('connection', (ws: OpenpiSocket) => {
+  /**
+   * Unfinished frames and idle connections. `partialSince` is when the first byte of a message not yet complete
+   * arrived: our data listener runs before ws's (prepended), and ws emits 'message' (or 'ping'/'pong') synchronously
+   * from its own, which clears it again when the chunk completed the message.
+   */
+  interface Watched { ws: OpenpiSocket; partialSince?: number; lastActive: number; inFlight: number }
+  const watched = new Set<Watched>();
+  const sweep = setInterval(() => {
+    const now = performance.now();
+    for (const w of watched) {
+      const unfinished = w.partialSince !== undefined && now - w.partialSince > o.frameTimeoutMs;
+      const idle = w.inFlight === 0 && now - w.lastActive > o.idleTimeoutMs;
+      if (!unfinished && !idle) continue;
+      watched.delete(w);
+      fail(w.ws, new InputError(unfinished ? `a frame was not completed within ${o.frameTimeoutMs} ms (--frame-timeout-s)`
+        : `idle for ${o.idleTimeoutMs} ms (--idle-timeout-s); reconnect to continue`));
+      // A client stalled mid-frame will not answer the close handshake: its buffered bytes go with the socket.
+      setTimeout(() => w.ws.terminate(), 1000).unref();
+    }
+  }, Math.max(20, Math.min(1000, Math.min(o.frameTimeoutMs, o.idleTimeoutMs) / 4)));
+  sweep.unref();
+
+  wss.on('connection', (ws: OpenpiSocket, req: http.IncomingMessage) => {
     ws.maxBytes = maxFrameBytes;
     ws.on('error', (e) => log(`websocket error: ${e.message}`));
+    const client = clientOf(req);
+    const w: Watched = { ws, lastActive: performance.now(), inFlight: 0 };
+    watched.add(w);
+    const socket = req.socket as Socket;
+    socket.prependListener('data', () => {
+      w.lastActive = performance.now();
+      w.partialSince ??= w.lastActive;
+    });
+    const complete = () => { w.partialSince = undefined; };
+    ws.on('ping', complete);
+    ws.on('pong', complete);
     const gone = new AbortController();
-    ws.on('close', () => gone.abort(new InputError('client disconnected')));
+    ws.on('close', () => {
+      watched.delete(w);
+      gone.abort(new InputError('client disconnected'));
+    });
     ws.send(metadataFrame);
     let tail: Promise<void> = Promise.resolve();
     let prevTotalMs: number | undefined;
+    let seq = 0;
+
+    async function answer(data: RawData, isBinary: boolean): Promise<BatchResult> {
+      if (!isBinary) throw new InputError('expected a binary msgpack frame, got a text frame');
+      // ws's default binaryType: one Buffer per message.
+      const obs = await bounded(readObservation(unpackOpenpi(data as Buffer)), wireKeys);
+      return batcher.submit(obs, gone.signal);
+    }
 
     ws.on('message', (data: RawData, isBinary: boolean) => {
+      complete();
       const received = performance.now();
+      const what = `ws #${seq++}`;
       if (ws.readyState !== WebSocket.OPEN) return;
       if (closing) {
         // After the replies to what came before.
         tail = tail.then(() => fail(ws, new ShuttingDown('server is shutting down')));
         return;
       }
-      let reply: Promise<BatchResult>;
-      try {
-        if (!isBinary) throw new InputError('expected a binary msgpack frame, got a text frame');
-        // ws's default binaryType: one Buffer per message.
-        reply = batcher.submit(readObservation(unpackOpenpi(data as Buffer)), gone.signal);
-        // Handled in turn below; until then a rejection must not count as unhandled.
-        reply.catch(() => {});
-      } catch (e) {
-        fail(ws, e);
-        return;
-      }
-      // Chained: replies leave in the order the requests came in, even when a client pipelines them.
+      w.inFlight++;
+      const reply = answer(data, isBinary);
+      // Handled in turn below; until then a rejection must not count as unhandled.
+      reply.catch(() => {});
+      // Chained, errors included: replies leave in the order the requests came in, even when a client pipelines them.
       tail = tail.then(() => reply).then((r) => {
+        logRequest(client, what, received, 'ok', r.batchSize);
         if (ws.readyState !== WebSocket.OPEN) return;
         const serverTiming: Record<string, number> = { infer_ms: r.inferMs, queue_ms: r.queueMs, batch_size: r.batchSize };
         if (prevTotalMs !== undefined) serverTiming.prev_total_ms = prevTotalMs;
@@ -157,7 +275,13 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
           server_timing: serverTiming,
         }));
         prevTotalMs = performance.now() - received;
-      }, (e) => fail(ws, e));
+      }, (e) => {
+        logRequest(client, what, received, outcomeOf(e));
+        fail(ws, e);
+      }).finally(() => {
+        w.inFlight--;
+        w.lastActive = performance.now();
+      });
       track(tail);
     });
   });
@@ -172,12 +296,28 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
       return send(404, 'This server speaks the openpi websocket protocol on any path, VLA-Adapter JSON on POST /act, ' +
         'and GET /healthz.\n');
     }
+    const started = performance.now(), client = clientOf(req);
+    const refuse = (status: number, e: M2vlaError) => {
+      logRequest(client, 'POST /act', started, e.code);
+      // The body is left unread: close the connection rather than read the rest.
+      res.once('finish', () => req.socket.destroy());
+      send(status, JSON.stringify({ error: describeError(e) }) + '\n', 'application/json', { connection: 'close' });
+    };
     if (apiKey !== undefined && !sameKey(req.headers.authorization, apiKey)) return send(401, 'invalid or missing API key\n');
+    if (!originAllowed(req)) return refuse(403, originError(req));
+    // A web page can POST text/plain (or a typeless body) without a CORS preflight; JSON clients say what they send.
+    if (!/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? ''))
+      return refuse(415, new UnsupportedMediaType(`content-type ${JSON.stringify(req.headers['content-type'] ?? '')}: expected application/json`));
     if (closing) return send(503, 'server shutting down\n');
-    track(postAct(req).then(
-      (body) => send(200, body, 'application/json'),
+    let batchSize: number | undefined;
+    track(postAct(req, (n) => { batchSize = n; }).then(
+      (body) => {
+        logRequest(client, 'POST /act', started, 'ok', batchSize);
+        send(200, body, 'application/json');
+      },
       (e) => {
         const status = e instanceof BusyError ? 503 : e instanceof PayloadTooLarge ? 413 : e instanceof M2vlaError ? 400 : 500;
+        logRequest(client, 'POST /act', started, outcomeOf(e));
         if (status >= 500 && !(e instanceof BusyError)) log(`POST /act failed: ${describeError(e)}`);
         // An oversized body was left unread: close the connection rather than read the rest.
         if (status === 413) res.once('finish', () => req.socket.destroy());
@@ -185,9 +325,12 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
           status === 503 ? { 'retry-after': '1' } : status === 413 ? { connection: 'close' } : {});
       }));
   });
+  // A request (headers and body) must arrive within the frame timeout; idle keep-alive connections close after 5 s.
+  httpServer.requestTimeout = o.frameTimeoutMs;
+  httpServer.headersTimeout = o.frameTimeoutMs;
 
   /** VLA-Adapter's deploy.py: `{instruction, full_image, wrist_image, state}` or `{encoded: "<that as JSON>"}`. */
-  async function postAct(req: http.IncomingMessage): Promise<string> {
+  async function postAct(req: http.IncomingMessage, onBatch: (n: number) => void): Promise<string> {
     let payload = parseJsonNumpy(await readBody(req, maxFrameBytes));
     const encoded = !!payload && typeof payload === 'object' && 'encoded' in payload;
     if (encoded) {
@@ -195,18 +338,37 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
       if (typeof inner !== 'string') throw new InputError('encoded: expected a JSON string');
       payload = parseJsonNumpy(inner);
     }
-    const r = await batcher.submit(readAct(payload));
+    const r = await batcher.submit(await bounded(readAct(payload), PRESETS['vla-adapter']));
+    onBatch(r.batchSize);
     // As deploy.py returns it: a list with one float64 array per step; JSON text inside a JSON string when `encoded`.
     const [chunk, dim] = r.actions.shape, data = Float64Array.from(r.actions.data);
     const steps = Array.from({ length: chunk }, (_, i) => toJsonNumpy(NdArray.float64(data.slice(i * dim, (i + 1) * dim))));
     return encoded ? JSON.stringify(JSON.stringify(steps)) : JSON.stringify(steps);
   }
 
+  // Connections are counted from the TCP accept, so a refusal costs nothing but the reply; websockets count too.
+  let connections = 0;
+  httpServer.on('connection', (socket: Socket) => {
+    if (connections >= o.maxConnections) {
+      const body = `${describeError(new BusyError(`too many connections (limit ${o.maxConnections}, --max-connections); retry later`))}\n`;
+      log(`refused a connection from ${socket.remoteAddress}: ${o.maxConnections} open`);
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n` +
+        `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      socket.destroySoon?.();
+      return;
+    }
+    connections++;
+    socket.once('close', () => connections--);
+  });
+
   httpServer.on('upgrade', (req, socket, head) => {
-    const refuse = (status: string) => {
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const refuse = (status: string, e?: M2vlaError) => {
+      const body = e ? `${describeError(e)}\n` : '';
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     };
     if (apiKey !== undefined && !sameKey(req.headers.authorization, apiKey)) return refuse('401 Unauthorized');
+    if (!originAllowed(req)) return refuse('403 Forbidden', originError(req));
     if (closing) return refuse('503 Service Unavailable');
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
@@ -221,6 +383,7 @@ export async function createServer(policy: ServedPolicy, options: ServerOptions 
   const address = httpServer.address() as AddressInfo;
 
   async function shutdown(): Promise<void> {
+    clearInterval(sweep);
     const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
     await batcher.drain();
     while (replies.size) await Promise.allSettled([...replies]);

@@ -17,13 +17,18 @@ MappedFile::~MappedFile() {
 }
 
 std::shared_ptr<MappedFile> map_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO planted in a run directory must not wait for a writer; it is refused below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(ErrorCode::Checkpoint, path, ": cannot open (", std::strerror(errno), ")");
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
     fail(ErrorCode::Checkpoint, path, ": cannot stat (", std::strerror(err), ")");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(ErrorCode::Checkpoint, path, ": not a regular file");
   }
   auto m = std::make_shared<MappedFile>();
   if (st.st_size > 0) {

@@ -2,12 +2,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "error.h"
 #include "io/json.h"
+#include "io/mapped_file.h"
 
 namespace m2vla::io {
 namespace {
@@ -26,13 +27,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 // `*.safetensors.index.json`: {"weight_map": {tensor: shard file}}; shards are read from the index's directory.
 StateDict load_sharded(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(ErrorCode::Checkpoint, path, ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  auto file = map_file(path);  // a regular file only (a FIFO would block a stream read for ever)
   Json index;
   try {
-    index = parse_json(ss.str());
+    index = parse_json(std::string_view(reinterpret_cast<const char*>(file->data), file->size));
   } catch (const std::exception& e) {
     fail(ErrorCode::Checkpoint, path, ": corrupt index (", e.what(), ")");
   }
@@ -49,6 +47,8 @@ StateDict load_sharded(const std::string& path) {
   // Errors about the layout name the index (what the user passed) and the shard; a damaged shard names itself.
   for (const auto& [shard, names] : by_shard) {
     const std::string file = (dir / shard).string();
+    if (shard.find('/') != std::string::npos || shard == "..")
+      fail(ErrorCode::Checkpoint, path, ": shard '", shard, "' is not a file name next to the index");
     if (!std::filesystem::exists(file)) fail(ErrorCode::Checkpoint, path, ": shard '", shard, "' does not exist (", file, ")");
     StateDict part = load_safetensors(file);
     for (const auto& name : names) {
@@ -57,6 +57,15 @@ StateDict load_sharded(const std::string& path) {
     }
   }
   return out;
+}
+
+// NaN/Inf weights make every action NaN. One float sum per tensor (no copy) finds them; only a non-finite sum (NaN,
+// Inf, or an overflow of huge finite values) pays for the exact element-wise test.
+void check_finite(const std::string& source, const std::string& name, const at::Tensor& t) {
+  if (!at::isFloatingType(t.scalar_type()) || t.numel() == 0) return;
+  if (std::isfinite(t.sum(at::kFloat).item<double>())) return;
+  const int64_t bad = t.numel() - t.isfinite().sum().item<int64_t>();
+  if (bad > 0) fail(ErrorCode::Checkpoint, source, ": tensor '", name, "' holds ", bad, " NaN/Inf value(s) of ", t.numel());
 }
 
 }  // namespace
@@ -69,6 +78,10 @@ const at::Tensor& StateDict::get(const std::string& name) const {
 
 const at::Tensor& StateDict::get(const std::string& name, const std::vector<int64_t>& shape) const {
   const at::Tensor& t = get(name);
+  // Weights are floating point; the byte length cannot tell a float tensor relabelled I32 in the header, this can.
+  if (!shape.empty() && !at::isFloatingType(t.scalar_type()))
+    fail(ErrorCode::Checkpoint, source, ": tensor '", name, "' has dtype ", c10::toString(t.scalar_type()),
+         ", expected a floating-point weight");
   if (t.sizes() != at::IntArrayRef(shape))
     fail(ErrorCode::Checkpoint, source, ": tensor '", name, "' has shape ", shape_str(t.sizes()), ", expected ", shape_str(shape));
   return t;
@@ -83,6 +96,7 @@ StateDict load_state_dict(const std::string& path, std::optional<at::ScalarType>
   out.source = raw.source;
   for (auto& [name, t] : raw.tensors) {
     std::string key = name.rfind("module.", 0) == 0 ? name.substr(7) : name;
+    check_finite(raw.source, name, t);
     at::Tensor v = (dtype && at::isFloatingType(t.scalar_type())) ? t.to(*dtype) : t;
     out.tensors.emplace(std::move(key), std::move(v));
   }

@@ -62,7 +62,10 @@ const std::unordered_map<std::string, at::ScalarType>& storage_types() {
 
 class Unpickler {
  public:
-  Unpickler(const std::string& path, const uint8_t* data, size_t size) : path_(path), data_(data), size_(size) {}
+  // Whatever the opcodes, the values built stay within `budget_` bytes: a few hundred per tensor a state dict
+  // holds, so a legitimate pickle stays far below it, while one of repeated 1-byte opcodes is stopped early.
+  Unpickler(const std::string& path, const uint8_t* data, size_t size)
+      : path_(path), data_(data), size_(size), budget_((64u << 20) + 16 * size) {}
 
   // Runs the pickle to its STOP and returns the top-level value.
   Ref run() {
@@ -76,7 +79,7 @@ class Unpickler {
           break;
         }
         case 0x95: take(8); break;  // FRAME: only a read-ahead hint
-        case '(': marks_.push_back(stack_.size()); break;
+        case '(': charge(sizeof(size_t)), marks_.push_back(stack_.size()); break;
         case '}': push(make(Value::Kind::Dict)); break;
         case ']': push(make(Value::Kind::List)); break;
         case ')': push(make(Value::Kind::Tuple)); break;
@@ -113,9 +116,9 @@ class Unpickler {
           push(make_tuple(std::move(items)));
           break;
         }
-        case 'q': memo_[le(1)] = top(); break;             // BINPUT
-        case 'r': memo_[le(4)] = top(); break;             // LONG_BINPUT
-        case 0x94: memo_[memo_.size()] = top(); break;     // MEMOIZE
+        case 'q': remember(le(1), top()); break;           // BINPUT
+        case 'r': remember(le(4), top()); break;           // LONG_BINPUT
+        case 0x94: remember(memo_.size(), top()); break;   // MEMOIZE
         case 'h': push(memo(le(1))); break;                // BINGET
         case 'j': push(memo(le(4))); break;                // LONG_BINGET
         case 'c': {  // GLOBAL "module\nname\n"
@@ -201,7 +204,13 @@ class Unpickler {
     return s;
   }
 
+  void charge(size_t bytes) {
+    if (bytes > budget_) corrupt("builds more values than a state dict of ", size_, " bytes needs");
+    budget_ -= bytes;
+  }
+
   Ref make(Value::Kind kind) {
+    charge(sizeof(Value));
     heap_.push_back(Value{kind});
     return heap_.size() - 1;
   }
@@ -212,17 +221,26 @@ class Unpickler {
   }
   Ref make_string(uint64_t n) {
     if (n > size_ - pos_) corrupt("truncated string of ", n, " bytes");
+    charge(n);
     Ref r = make(Value::Kind::String);
     heap_[r].string.assign(reinterpret_cast<const char*>(take(n)), n);
     return r;
   }
   Ref make_tuple(std::vector<Ref> items) {
+    charge(items.size() * sizeof(Ref));
     Ref r = make(Value::Kind::Tuple);
     heap_[r].items = std::move(items);
     return r;
   }
 
-  void push(Ref r) { stack_.push_back(r); }
+  void push(Ref r) {
+    charge(sizeof(Ref));
+    stack_.push_back(r);
+  }
+  void remember(uint64_t i, Ref r) {
+    charge(64);  // an unordered_map node
+    memo_[i] = r;
+  }
   Ref top() {
     if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) corrupt("stack underflow");
     return stack_.back();
@@ -258,6 +276,7 @@ class Unpickler {
   }
   void append(Ref target, Value::Kind kind, const std::vector<Ref>& items, const char* what) {
     expect(target, kind, what);
+    charge(items.size() * sizeof(Ref));
     auto& dst = heap_[target].items;
     dst.insert(dst.end(), items.begin(), items.end());
   }
@@ -322,6 +341,7 @@ class Unpickler {
   const uint8_t* data_;
   size_t size_;
   size_t pos_ = 0;
+  size_t budget_;
   std::deque<Value> heap_;  // a deque keeps references stable while values are added
   std::vector<Ref> stack_;
   std::vector<size_t> marks_;  // stack heights at each open MARK
@@ -351,6 +371,14 @@ at::Tensor materialize(const ZipArchive& zip, const std::string& archive, const 
     if (d.sizes[i] < 0 || d.strides[i] < 0) bad("has a negative size or stride");
     empty = empty || d.sizes[i] == 0;
   }
+  // The copy below holds numel(view) elements, which stride 0 lets exceed the storage: a 4-byte record declared
+  // [16384, 16384] would expand to 1 GiB. torch.save does write small expanded views; none is larger than the file.
+  uint64_t view_bytes = elem;
+  for (size_t i = 0; !empty && i < d.sizes.size(); ++i) {
+    if (uint64_t(d.sizes[i]) > zip.file->size / view_bytes)
+      bad("declares size ", dims(d.sizes), ", more bytes than the whole file (", zip.file->size, ") holds");
+    view_bytes *= uint64_t(d.sizes[i]);
+  }
   // `last` is the highest element index the view reads; each step is checked before it is added, so no overflow.
   int64_t last = d.offset;
   bool inside = d.offset >= 0 && d.offset <= d.numel && (empty || d.offset < d.numel);
@@ -361,7 +389,6 @@ at::Tensor materialize(const ZipArchive& zip, const std::string& archive, const 
   if (!inside)
     bad("(offset ", d.offset, ", size ", dims(d.sizes), ", stride ", dims(d.strides), ") reads outside its storage of ",
         d.numel, " elements");
-
   const auto options = at::TensorOptions().dtype(d.dtype);
   auto* ptr = const_cast<uint8_t*>(zip.data(it->second));
   at::Tensor storage;

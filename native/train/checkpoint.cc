@@ -1,6 +1,11 @@
 #include "train/checkpoint.h"
 
+#include <fcntl.h>
+#include <stdio.h>  // renameat2 (glibc >= 2.28)
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -23,6 +28,28 @@ void remove_tree(const fs::path& dir) {
   if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot remove (", ec.message(), ")");
 }
 
+// Puts the finished `tmp` at `dir` so that a valid checkpoint exists at every instant. A new step is a plain rename;
+// the same step saved again (a resume that stopped before its first step) swaps the two directories atomically and
+// only then removes the old one, now at `tmp`. Without RENAME_EXCHANGE (an old kernel or filesystem) the old one
+// moves aside first, leaving "<dir>.old", which resume falls back to.
+void move_into_place(const fs::path& tmp, const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir)) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) return remove_tree(tmp);
+    if (errno != EINVAL && errno != ENOSYS)
+      fail(ErrorCode::Checkpoint, dir.string(), ": cannot swap the new checkpoint in (", std::strerror(errno), ")");
+    const fs::path old = dir.string() + ".old";
+    remove_tree(old);
+    fs::rename(dir, old, ec);
+    if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot move the old checkpoint aside (", ec.message(), ")");
+    fs::rename(tmp, dir, ec);
+    if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot move the new checkpoint in place (", ec.message(), ")");
+    return remove_tree(old);
+  }
+  fs::rename(tmp, dir, ec);
+  if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot move the new checkpoint in place (", ec.message(), ")");
+}
+
 }  // namespace
 
 std::string save_checkpoint(const Trainer& trainer, const std::string& root_path, const std::string& state_json) {
@@ -38,10 +65,8 @@ std::string save_checkpoint(const Trainer& trainer, const std::string& root_path
   io::write_safetensors((tmp / "action_queries.safetensors").string(), trainer.action_queries_state_dict());
   io::write_safetensors((tmp / "optimizer.safetensors").string(), trainer.training_state());
   io::write_text((tmp / "trainer_state.json").string(), state_json);
-  remove_tree(dir);  // the same step saved again (a resume that stopped before its first step)
-  std::error_code ec;
-  fs::rename(tmp, dir, ec);
-  if (ec) fail(ErrorCode::Checkpoint, dir.string(), ": cannot move the new checkpoint in place (", ec.message(), ")");
+  io::sync_directory(tmp.string());
+  move_into_place(tmp, dir);
   io::sync_directory(root.string());
   io::write_text((root / "latest").string(), std::string(name) + "\n");
   for (const auto& entry : fs::directory_iterator(root)) {

@@ -300,7 +300,7 @@ describe('graceful shutdown', () => {
     await Promise.all([c.metadata, idle.metadata]);
     const o = liberoObservation(4), arr = (a: NdArray) => ({ __numpy__: a.bytes().toString('base64'), dtype: a.dtype, shape: a.shape });
     const posted = fetch(`http://127.0.0.1:${s.port}/act`, {
-      method: 'POST', body: JSON.stringify({
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({
         instruction: o.prompt, full_image: arr(o['observation/image'] as NdArray),
         wrist_image: arr(o['observation/wrist_image'] as NdArray), state: arr(o['observation/state'] as NdArray),
       }),
