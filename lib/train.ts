@@ -477,6 +477,7 @@ export class Trainer implements AsyncDisposable {
    * every process calls it for every step; `stop` asks all of them to stop after this step (see stopAgreed).
    */
   async step(batches?: PackedBatch[], options: { stop?: boolean } = {}): Promise<StepMetrics> {
+    checkOptions(options, ['stop'], 'Trainer.step');
     const native = this.#trainer('step');
     const micro = batches ?? await this.readStep();
     const { stop, ...result } = await runTorchJob(() => native.step({ microBatches: micro.map((m) => m.batch), stop: options.stop }));
