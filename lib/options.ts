@@ -29,7 +29,9 @@ function distance(a: string, b: string): number {
 export function closest(name: string, known: readonly string[]): string | undefined {
   let best: string | undefined, bestDistance = Infinity;
   for (const k of known) {
-    const d = distance(name, k);
+    // A prefix of a valid key ('crop' for 'cropArea') is as close as one typo.
+    const prefix = k.toLowerCase().startsWith(name.toLowerCase()) || name.toLowerCase().startsWith(k.toLowerCase());
+    const d = prefix ? Math.min(1, distance(name, k)) : distance(name, k);
     if (d < bestDistance) [best, bestDistance] = [k, d];
   }
   return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? best : undefined;

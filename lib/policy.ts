@@ -25,8 +25,8 @@ import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, userCacheDir } from './
 
 export interface PolicyOptions {
   /**
-   * Where the weights live and act() computes: 'cpu' (default) or 'cuda' / 'cuda:N' (a CUDA build, see README
-   * "CUDA"; otherwise a ConfigError says how to get one).
+   * Where the weights live and act() computes: 'cpu' (default) or 'cuda' / 'cuda:N' (a CUDA build, see
+   * docs/cuda.md; otherwise a ConfigError says how to get one).
    */
   device?: NativeDevice;
   /**

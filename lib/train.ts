@@ -88,6 +88,11 @@ export interface TrainOptions {
   memorySampleRate?: number;
   /** Save a checkpoint every this many steps (and always at the end or when stopped). Default 1000. */
   checkpointEvery?: number;
+  /**
+   * Keep every checkpoint (in `out/checkpoints/kept/step-N/`, hard links, for exportCheckpoint(out, { step })) instead
+   * of only the latest. Default false.
+   */
+  keepCheckpoints?: boolean;
   /** Run the prompt prefix once without autograd (default true); false runs the whole sequence with it. */
   prefixTrick?: boolean;
   /**
@@ -117,7 +122,7 @@ const TRAIN_KEYS = optionKeys<TrainOptions>({
   data: true, init: true, out: true, steps: true, batchSize: true, lr: true, objective: true, ablation: true,
   resume: true, accum: true, warmup: true, schedule: true, decayAt: true, gamma: true, seed: true, bf16: true,
   clipNorm: true, weightDecay: true, betas: true, eps: true, memorySampleRate: true, checkpointEvery: true,
-  prefixTrick: true, imageAugmentation: true, threads: true, distributed: true, dataset: true, signal: true,
+  prefixTrick: true, imageAugmentation: true, keepCheckpoints: true, threads: true, distributed: true, dataset: true, signal: true,
   onProgress: true, onStatus: true,
 });
 
@@ -238,6 +243,7 @@ function resolve(o: TrainOptions): Resolved {
     eps: positive(o.eps ?? 1e-8, 'eps'),
     memorySampleRate: positive(o.memorySampleRate ?? 0.2, 'memorySampleRate', true),
     checkpointEvery: integer(o.checkpointEvery ?? 1000, 'checkpointEvery', 1),
+    keepCheckpoints: o.keepCheckpoints ?? false,
     prefixTrick: o.prefixTrick ?? true,
     imageAugmentation: imageAugmentation(o.imageAugmentation),
     threads: o.threads,
@@ -294,6 +300,20 @@ function latestCheckpoint(root: string): string | undefined {
   // (native/train/checkpoint.cc); a crash right then leaves only that copy.
   if (fs.existsSync(path.join(`${dir}.old`, 'trainer_state.json'))) return `${dir}.old`;
   throw new ConfigError(`${pointer} names ${dir}, which holds no trainer_state.json`);
+}
+
+/**
+ * Hard-links the latest checkpoint into `root/kept/` before the next save, which removes every other step directory
+ * of `root` (the native saver keeps one): the kept copy costs no space and survives.
+ */
+function keepLatest(root: string): void {
+  const latest = latestCheckpoint(root);
+  if (!latest) return;
+  const kept = path.join(root, 'kept', path.basename(latest));
+  if (fs.existsSync(kept)) return;
+  fs.mkdirSync(`${kept}.tmp`, { recursive: true });
+  for (const f of fs.readdirSync(latest)) fs.linkSync(path.join(latest, f), path.join(`${kept}.tmp`, f));
+  fs.renameSync(`${kept}.tmp`, kept);
 }
 
 function writeAtomic(file: string, text: string): void {
@@ -460,6 +480,7 @@ export class Trainer implements AsyncDisposable {
    * every process calls it for every step; `stop` asks all of them to stop after this step (see stopAgreed).
    */
   async step(batches?: PackedBatch[], options: { stop?: boolean } = {}): Promise<StepMetrics> {
+    checkOptions(options, ['stop'], 'Trainer.step');
     const native = this.#trainer('step');
     const micro = batches ?? await this.readStep();
     const { stop, ...result } = await runTorchJob(() => native.step({ microBatches: micro.map((m) => m.batch), stop: options.stop }));
@@ -496,6 +517,7 @@ export class Trainer implements AsyncDisposable {
     };
     const root = path.join(this.options.out, 'checkpoints');
     if (!this.writes) return path.join(root, `step-${String(this.stepsDone).padStart(8, '0')}`);
+    if (this.options.keepCheckpoints) keepLatest(root);
     return runTorchJob(() => native.saveCheckpoint({ root, stateJson: `${JSON.stringify(state, null, 2)}\n` }));
   }
 
@@ -599,15 +621,20 @@ const EXPORT_KEYS = optionKeys<ExportOptions>({ step: true, to: true, threads: t
 export async function exportCheckpoint(out: string, options: ExportOptions = {}): Promise<string> {
   checkOptions(options, EXPORT_KEYS, 'exportCheckpoint');
   const root = path.join(path.resolve(out), 'checkpoints');
-  const steps = fs.existsSync(root) ? fs.readdirSync(root).filter((d) => /^step-\d{8}$/.test(d)).sort() : [];
-  if (steps.length === 0) throw new ConfigError(`${out}: no checkpoints (expected ${root}/step-NNNNNNNN from train())`);
+  const stepDirs = (at: string) => (fs.existsSync(at) ? fs.readdirSync(at).filter((d) => /^step-\d{8}$/.test(d)).map((d) => path.join(at, d)) : []);
+  const all = [...stepDirs(root), ...stepDirs(path.join(root, 'kept'))];
+  if (all.length === 0) throw new ConfigError(`${out}: no checkpoints (expected ${root}/step-NNNNNNNN from train())`);
   let dir: string;
-  if (options.step === undefined) dir = latestCheckpoint(root) ?? path.join(root, steps[steps.length - 1]);
+  if (options.step === undefined) dir = latestCheckpoint(root) ?? all[0];
   else {
-    dir = path.join(root, `step-${String(integer(options.step, 'step', 0)).padStart(8, '0')}`);
-    if (!fs.existsSync(dir))
-      throw new ConfigError(`${out}: no checkpoint of step ${options.step}; it has ${steps.map((d) => Number(d.slice(5))).join(', ')} ` +
-        '(training keeps its latest checkpoint)');
+    const name = `step-${String(integer(options.step, 'step', 0)).padStart(8, '0')}`;
+    const found = all.find((d) => path.basename(d) === name);
+    if (!found) {
+      const have = [...new Set(all.map((d) => Number(path.basename(d).slice(5))))].sort((a, b) => a - b);
+      throw new ConfigError(`${out}: no checkpoint of step ${options.step}; it has ${have.join(', ')} ` +
+        '(training keeps only its latest checkpoint unless keepCheckpoints / --keep-checkpoints)');
+    }
+    dir = found;
   }
   const file = path.join(dir, 'trainer_state.json');
   const state = readJson(file) as unknown as TrainerState;

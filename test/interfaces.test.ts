@@ -118,6 +118,11 @@ describe('m2vla: usage and exit 2 on a bad command line', () => {
     expect(err).toContain(`usage: m2vla ${command}`);
   });
 
+  it.skipIf(api.runtimeInfo().cuda)('serve --device reaches loadPolicy: a GPU on a CPU-only build is a ConfigError saying how to build one', async () => {
+    expect(await run('serve', '--device', 'cuda:0', '--port', '0')).toBe(1);
+    expect(err).toMatch(/m2vla serve: ConfigError \[E_CONFIG\]: device 'cuda:0'.*CPU-only build/);
+  });
+
   it('--version prints the package version; --help of every command prints its usage and exits 0', async () => {
     expect(await run('--version')).toBeUndefined();
     expect(out.trim()).toBe(packageVersion());

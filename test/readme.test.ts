@@ -66,6 +66,23 @@ describe('README', () => {
     for (const line of quoted) expect(r.out.split('\n')).toContain(line);
   });
 
+  it("docs/serving.md's POST /act example gets 8 actions back", async () => {
+    const doc = fs.readFileSync(path.join(ROOT, 'docs', 'serving.md'), 'utf8');
+    const [code] = [...doc.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+    await using policy = await loadPolicy(demoRunDir());
+    const server = await createServer(policy, { port: 0 });
+    try {
+      const file = path.join(dir, 'post-act.mjs');
+      fs.writeFileSync(file, code.replace('127.0.0.1:8000', `127.0.0.1:${server.port}`).replace('console.log(await reply.json());',
+        'const actions = await reply.json(); console.log(reply.status, actions.length, actions[0].dtype, actions[0].shape);'));
+      const r = await node([file]);
+      expect(r.code, r.err).toBe(0);
+      expect(r.out.trim()).toBe("200 8 <f8 [ 7 ]");
+    } finally {
+      await server.close();
+    }
+  });
+
   it('examples/openpi-client.mjs runs with plain node against a server', async () => {
     await using policy = await loadPolicy(demoRunDir());
     const server = await createServer(policy, { port: 0 });

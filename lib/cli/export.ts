@@ -3,8 +3,8 @@ import { exportCheckpoint } from '../train.js';
 import { numberFlag, parseFlags } from './args.js';
 
 const USAGE = `usage: m2vla export <training out dir> [--step N] [--to <dir>] [--threads N]
-Writes the checkpoint of step N (default: the latest; training keeps its latest checkpoint) of a training run, finished
-or interrupted, as a run directory that loadPolicy, m2vla demo --run and m2vla serve --run load. Default --to:
+Writes the checkpoint of step N (default: the latest; training keeps only the latest unless --keep-checkpoints) of a
+training run, finished or interrupted, as a run directory that loadPolicy, m2vla demo --run and m2vla serve --run load. Default --to:
 <out>/export/step-NNNNNNNN. Prints the directory.`;
 
 export const exportCommand = {

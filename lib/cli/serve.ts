@@ -5,7 +5,7 @@ import type { NativeDevice } from '../native/binding.js';
 import { demoRunDir, loadPolicy } from '../policy.js';
 import { PRESETS, type ObservationKeys, type PresetName } from '../server/observations.js';
 import { createServer, SERVER_DEFAULTS as D } from '../server/server.js';
-import { choiceFlag, numberFlag, parseFlags } from './args.js';
+import { choiceFlag, numberFlag, parseFlags, UsageError } from './args.js';
 import { pullProgress } from './pull.js';
 
 const USAGE = `usage: m2vla serve [--run <dir | hf://owner/repo[/folder]>] [--host 127.0.0.1] [--port 8000]
@@ -47,12 +47,12 @@ function parseKeys(json: string): ObservationKeys {
   try {
     k = JSON.parse(json);
   } catch (e) {
-    throw new ConfigError(`--keys: not JSON (${(e as Error).message})`);
+    throw new UsageError(`--keys: not JSON (${(e as Error).message})`);
   }
   const str = (x: unknown) => typeof x === 'string';
   if (!k || !str(k.primary) || !str(k.prompt) || (k.wrist !== undefined && !str(k.wrist)) ||
     !(str(k.state) || (Array.isArray(k.state) && k.state.length > 0 && k.state.every(str))))
-    throw new ConfigError('--keys: expected {"primary": key, "wrist"?: key, "state": key or [keys], "prompt": key}');
+    throw new UsageError('--keys: expected {"primary": key, "wrist"?: key, "state": key or [keys], "prompt": key}');
   return k as ObservationKeys;
 }
 

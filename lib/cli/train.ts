@@ -40,9 +40,10 @@ const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --st
                           (also --image-aug)
   --clip-norm N           clip the global gradient norm to N (default: no clipping; also --clip)
   --checkpoint-every N    checkpoint every N steps (default 1000, and always at the end; also --save-every);
-                          m2vla export <out> --step N makes any checkpoint a run directory
+                          m2vla export <out> makes the latest a run directory
+  --keep-checkpoints      keep every checkpoint, not only the latest (m2vla export <out> --step N)
   --threads N             torch threads (with --nproc: the cores shared out by default)
-  --nproc N               data-parallel: N processes on this machine, --batch samples each (global batch N x B)
+  --nproc N               data-parallel: N processes on this machine, --batch-size samples each (global batch N x B)
   --dist-timeout S        data-parallel: seconds a process waits for the others (rendezvous, each collective)
                           before failing (default 300)
 
@@ -55,7 +56,7 @@ const FLAGS = {
   resume: { type: 'boolean' }, ablation: { type: 'string' }, accum: { type: 'string' }, warmup: { type: 'string' },
   schedule: { type: 'string' }, 'decay-at': { type: 'string' }, seed: { type: 'string' }, bf16: { type: 'boolean' },
   'image-augmentation': { type: 'boolean', aliases: ['image-aug'] }, 'clip-norm': { type: 'string', aliases: ['clip'] },
-  'checkpoint-every': { type: 'string', aliases: ['save-every'] }, threads: { type: 'string' }, nproc: { type: 'string' },
+  'checkpoint-every': { type: 'string', aliases: ['save-every'] }, 'keep-checkpoints': { type: 'boolean' }, threads: { type: 'string' }, nproc: { type: 'string' },
   'dist-timeout': { type: 'string' },
 } as const;
 
@@ -95,7 +96,9 @@ export const trainCommand = {
   usage: USAGE,
   async run(argv: string[]): Promise<number> {
     const { values } = parseFlags(argv, FLAGS);
-    const v = values as Record<string, string | undefined> & { resume?: boolean; bf16?: boolean; 'image-augmentation'?: boolean; help?: boolean };
+    const v = values as Record<string, string | undefined> & {
+      resume?: boolean; bf16?: boolean; 'image-augmentation'?: boolean; 'keep-checkpoints'?: boolean; help?: boolean;
+    };
     if (v.help) {
       console.log(USAGE);
       return 0;
@@ -128,7 +131,7 @@ export const trainCommand = {
       accum: int('accum', 1), warmup: int('warmup', 0), schedule: choiceFlag(v.schedule, 'schedule', ['cosine', 'step'] as const),
       decayAt: v['decay-at']?.split(',').map((s) => numberFlag(s, 'decay-at', { integer: true, min: 0 })!),
       seed: int('seed', 0), bf16: v.bf16, imageAugmentation: v['image-augmentation'], clipNorm: num('clip-norm'),
-      checkpointEvery: int('checkpoint-every', 1), threads: int('threads', 1), distributed,
+      checkpointEvery: int('checkpoint-every', 1), keepCheckpoints: v['keep-checkpoints'], threads: int('threads', 1), distributed,
       onStatus: rank === 0 ? (line) => console.error(`m2vla train: ${line}`) : undefined,
     };
 

@@ -40,7 +40,7 @@ describe('training lifecycle', () => {
     const image = { data: new Uint8Array(56 * 56 * 3).fill(80), width: 56, height: 56 };
     const act = await policy.act({ images: { primary: image, wrist: image }, instruction: 'pick up the red block', state: new Array(8).fill(0) });
     expect(act.actions.shape).toEqual([8, 7]);
-    await expect(exportCheckpoint(out, { step: 1 })).rejects.toThrow(/no checkpoint of step 1; it has 2 \(training keeps its latest checkpoint\)/);
+    await expect(exportCheckpoint(out, { step: 1 })).rejects.toThrow(/no checkpoint of step 1; it has 2 \(training keeps only its latest checkpoint unless keepCheckpoints/);
 
     lines.length = 0;
     const resumed = await train({ ...base, lr: 2e-3, resume: true, onStatus: (l) => lines.push(l) });
@@ -50,5 +50,22 @@ describe('training lifecycle', () => {
       '(an uninterrupted run with them would differ)');
     expect(lines).toContain('reading the first batch; training steps 3-4');
     await expect(train({ ...base, steps: 6, batchSize: 1, resume: true })).rejects.toThrow(/resume: batchSize was 2, now 1/);
+  });
+
+  it('keepCheckpoints keeps every checkpoint (hard links) for export --step N', async () => {
+    const out = freshOut();
+    await train({ data: LIBERO, init: tinyRun(), out, steps: 3, batchSize: 2, lr: 1e-3, threads: 1, checkpointEvery: 1, keepCheckpoints: true });
+    const root = path.join(out, 'checkpoints');
+    expect(fs.readdirSync(path.join(root, 'kept')).sort()).toEqual(['step-00000001', 'step-00000002']);
+    expect(fs.readdirSync(root).filter((d) => d.startsWith('step-'))).toEqual(['step-00000003']);
+    for (const step of [1, 2]) {
+      const dir = await exportCheckpoint(out, { step });
+      const saved = await loadStateDict(path.join(root, 'kept', `step-0000000${step}`, 'action_head.safetensors'));
+      const exported = await loadStateDict(path.join(dir, 'action_head.safetensors'));
+      for (const [name, t] of Object.entries(saved)) expect(Buffer.from(exported[name].data).equals(Buffer.from(t.data)), name).toBe(true);
+    }
+    const one = await loadStateDict(path.join(root, 'kept', 'step-00000001', 'action_head.safetensors'));
+    const two = await loadStateDict(path.join(root, 'kept', 'step-00000002', 'action_head.safetensors'));
+    expect(Object.keys(one).some((k) => !Buffer.from(one[k].data).equals(Buffer.from(two[k].data)))).toBe(true);
   });
 });
