@@ -123,8 +123,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
       head->cross_blocks_.push_back(CrossBlock::load(sd, prefix, D, d.num_heads, dtype));
   }
   const auto table = [&](int64_t positions) {
-    RopeTable t = RopeTable::make(positions, d.head_dim);
-    return RopeTable{t.cos.to(options.device), t.sin.to(options.device)};
+    return RopeTable::make(positions, d.head_dim, at::TensorOptions().device(options.device).dtype(dtype));
   };
   head->tables_ = {table(d.chunk), table(options.num_action_queries + 1), table(options.num_patches)};
   if (ablation == Ablation::NoMol)
@@ -239,8 +238,9 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   at::Tensor h_memory;
   if (uses_msm()) {
     out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
-    out.retrieval = in.impl == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
-                    : in.impl == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
+    const MolImpl retrieval = in.retrieval.value_or(in.impl);
+    out.retrieval = retrieval == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
+                    : retrieval == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
                                                : bank_.query_reference(out.query_keys, options_.top_k);
     h_memory = memory(out.retrieval.values);
   } else {
