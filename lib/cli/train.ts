@@ -30,6 +30,7 @@ const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --st
   --decay-at S[,S...]     step schedule milestones (default steps/2)
   --seed S                default 0
   --bf16                  VLM in bfloat16, head under bfloat16 autocast
+  --device cpu|cuda:N     where training runs (default cpu; cuda needs a CUDA build)
   --image-aug             augment the frames as the reference's image_aug (90% random crop, brightness 0.2,
                           contrast and saturation 0.8-1.2, hue 0.05)
   --clip N                clip the global gradient norm to N (default: no clipping)
@@ -100,7 +101,7 @@ export const trainCommand = {
           data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
           batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' }, ablation: { type: 'string' },
           accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
-          seed: { type: 'string' }, bf16: { type: 'boolean' }, 'image-aug': { type: 'boolean' }, clip: { type: 'string' },
+          seed: { type: 'string' }, bf16: { type: 'boolean' }, device: { type: 'string' }, 'image-aug': { type: 'boolean' }, clip: { type: 'string' },
           'save-every': { type: 'string' }, threads: { type: 'string' }, nproc: { type: 'string' }, 'dist-timeout': { type: 'string' },
         },
         strict: true,
@@ -130,7 +131,7 @@ export const trainCommand = {
       objective: v.objective as TrainOptions['objective'], ablation: v.ablation as TrainOptions['ablation'], resume: v.resume, accum: number(v.accum, 'accum'),
       warmup: number(v.warmup, 'warmup'), schedule: v.schedule as TrainOptions['schedule'],
       decayAt: v['decay-at']?.split(',').map((s) => required(number(s, 'decay-at'), 'decay-at')),
-      seed: number(v.seed, 'seed'), bf16: v.bf16, imageAugmentation: v['image-aug'], clipNorm: number(v.clip, 'clip'),
+      seed: number(v.seed, 'seed'), bf16: v.bf16, device: v.device as TrainOptions['device'], imageAugmentation: v['image-aug'], clipNorm: number(v.clip, 'clip'),
       checkpointEvery: number(v['save-every'], 'save-every'), threads: number(v.threads, 'threads'), distributed,
     };
 

@@ -10,6 +10,10 @@
 //     --expect-path: exit 1 (after writing the numbers) when the kernel path is another.
 //   m2vla_bench kernels [--device cuda:N] [--iters 50] [--json <file>]
 //     Each CUDA kernel at its production shapes against its libtorch reference on the same GPU.
+//   m2vla_bench train <run_dir> [--device cpu|cuda:N] [--steps 5] [--bf16 on|off] [--json <file>]
+//     A training smoke run without Node: `steps` optimizer steps on one micro-batch made of fixture A's case1 inputs
+//     (its camera frames, prompts and state; random normalized target actions), on the device, and the first step's
+//     loss on the CPU from the same seed, which the device's must match (relative 1e-3 with --bf16 on, 1e-4 off).
 //   m2vla_bench make-run <out_dir> [--seed 0]
 //     Writes a full-size run directory in the released layout (VLA-Adapter/M²-VLA tensor names, bf16, random values,
 //     ~3.3 GB, no manifest: vision dims come from the timm ids): DINOv2-L/14-reg4 + SigLIP-so400m/14, projector
@@ -36,7 +40,9 @@
 
 #include "error.h"
 #include "head/kernel_cases.h"
+#include "fixture.h"
 #include "io/write.h"
+#include "train/trainer.h"
 #include "head/kernel_reference.h"
 #include "policy.h"
 #include "run_dir.h"
@@ -381,6 +387,67 @@ int bench_kernels(const Args& a) {
 #endif
 }
 
+// ---- train: a few optimizer steps on a device --------------------------------------------------------------------
+
+train::MicroBatch fixture_micro_batch(const RunSpec& spec, int64_t chunk, int64_t action_dim) {
+  const ActRequest r = test::case_request("case1", false);
+  train::MicroBatch b;
+  for (size_t i = 0; i < r.images.size(); ++i) b.frames.push_back({r.image_bytes[i], r.images[i].width, r.images[i].height});
+  for (int64_t i = 0; i < r.input_ids.size(0); ++i) {
+    const at::Tensor row = r.input_ids[i].contiguous();
+    b.prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+  }
+  b.proprio = head::normalize_bounds_q99(r.state, spec.proprio_stats).to(at::kFloat);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  b.actions = at::rand({r.input_ids.size(0), chunk, action_dim}, gen) * 2 - 1;
+  return b;
+}
+
+std::vector<double> train_losses(const RunSpec& spec, c10::Device device, bool bf16, int64_t steps) {
+  train::TrainerOptions o;
+  o.model_path = spec.model_file, o.backbone = spec.backbone, o.preprocess = spec.preprocess;
+  o.action_head_path = spec.action_head_file, o.proprio_path = spec.proprio_projector_file;
+  o.head = spec.head, o.schedule.total_steps = steps, o.bf16 = bf16, o.device = device, o.seed = 3;
+  o.memory_sample_rate = 1;  // every step appends to the bank: the device's bank append runs too
+  train::Trainer trainer(o);
+  const train::MicroBatch batch = fixture_micro_batch(spec, trainer.head_dims().chunk, trainer.head_dims().action_dim);
+  std::vector<double> losses;
+  for (int64_t i = 0; i < steps; ++i) {
+    losses.push_back(trainer.step({batch}, nullptr).loss);
+  }
+  // What a checkpoint holds comes back to the host.
+  for (const auto& [name, t] : trainer.training_state())
+    if (!t.device().is_cpu()) fail(ErrorCode::Native, "training state '", name, "' is not on the host");
+  return losses;
+}
+
+int bench_train(const Args& a) {
+  if (a.positional.size() != 1) fail(ErrorCode::Input, "train: expected one run directory");
+  const c10::Device device = resolve_placement(a.get("device", "cpu"), "float32").device;
+  const bool bf16 = a.get("bf16", "on") == "on";
+  const int64_t steps = a.integer("steps", 5);
+  const RunSpec spec = resolve_run_dir(a.positional[0]);
+  auto t = Clock::now();
+  const std::vector<double> losses = train_losses(spec, device, bf16, steps);
+  const double device_ms = ms_since(t);
+  const double cpu_first = train_losses(spec, c10::kCPU, bf16, 1)[0];
+  const double rel = std::abs(losses[0] - cpu_first) / std::max(std::abs(cpu_first), 1e-12);
+  const double tol = bf16 ? 1e-3 : 1e-4;
+  std::string list = "[";
+  for (size_t i = 0; i < losses.size(); ++i) list += (i ? ", " : "") + std::to_string(losses[i]);
+  list += "]";
+  std::printf("train on %s (%s): losses %s in %.0f ms; first loss on the CPU %.6f, relative difference %.2e (limit %.0e)\n",
+              device.str().c_str(), bf16 ? "bf16" : "float32", list.c_str(), device_ms, cpu_first, rel, tol);
+  const std::string json = JsonObject().str("device", device.str()).boolean("bf16", bf16).raw("losses", list)
+                               .num("cpu_first_loss", cpu_first).num("relative_difference", rel).num("ms", device_ms).dump();
+  if (a.options.count("json")) std::ofstream(a.get("json", "")) << json << "\n";
+  for (double l : losses)
+    if (!std::isfinite(l)) fail(ErrorCode::Native, "a loss is not finite: ", list);
+  if (!(rel <= tol)) fail(ErrorCode::Native, "the first loss on ", device.str(), " (", losses[0], ") differs from the CPU's (",
+                          cpu_first, ") by ", rel, " relative, over ", tol);
+  return 0;
+}
+
 // ---- make-run: a full-size run directory with random weights -----------------------------------------------------
 
 enum class Init { Normal, Zero, One, LayerScale, Small, Bank };
@@ -539,7 +606,8 @@ int main(int argc, char** argv) {
       return bench_act(parse(argc, argv, {"device", "dtype", "iters", "warmup", "batch", "prompt-len", "kernels", "graph", "json", "expect-path"}));
     if (cmd == "kernels") return bench_kernels(parse(argc, argv, {"device", "iters", "json"}));
     if (cmd == "make-run") return make_run(parse(argc, argv, {"seed"}));
-    std::fprintf(stderr, "usage: m2vla_bench act <run_dir> [options] | kernels [options] | make-run <out_dir> (see bench.cc)\n");
+    if (cmd == "train") return bench_train(parse(argc, argv, {"device", "steps", "bf16", "json"}));
+    std::fprintf(stderr, "usage: m2vla_bench act <run_dir> [options] | kernels [options] | train <run_dir> [options] | make-run <out_dir> (see bench.cc)\n");
     return 2;
   } catch (const Error& e) {
     std::fprintf(stderr, "m2vla_bench %s: %s: %s\n", cmd.c_str(), error_code_name(e.code()), e.what());
