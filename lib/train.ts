@@ -33,7 +33,7 @@ import type { Dataset } from './data/dataset.js';
 import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
 import { headFile } from './head.js';
 import {
-  getBinding, type ImageAugmentation, type NativeDistributedOptions, type NativeMicroBatch, type NativeStepMetrics,
+  getBinding, type ImageAugmentation, type NativeDevice, type NativeDistributedOptions, type NativeMicroBatch, type NativeStepMetrics,
   type NativeTensor, type NativeTrainer, type NativeTrainerDims, type NativeTrainProgress,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
@@ -76,8 +76,14 @@ export interface TrainOptions {
   gamma?: number;
   /** Seeds the shuffles, the latent perturbation / timesteps / noise and the bank fills. Default 0. */
   seed?: number;
-  /** VLM in bfloat16 and the head under CPU autocast (float32 master weights). Default false. */
+  /** VLM in bfloat16 and the head under bfloat16 autocast on the device (float32 master weights). Default false. */
   bf16?: boolean;
+  /**
+   * Where the weights, optimizer state and MSM bank live and the steps compute: 'cpu' (default) or 'cuda' / 'cuda:N'
+   * (a CUDA build; otherwise a ConfigError says how to get one). Checkpoints and exact resume are the same on any
+   * device (random draws come from the CPU generator). Data-parallel runs are CPU-only (ConfigError otherwise).
+   */
+  device?: NativeDevice;
   /** Clip the global gradient norm to this value; 0 (default) = no clipping, as finetune.py. */
   clipNorm?: number;
   /** AdamW. Defaults: torch's (betas 0.9 / 0.999, weight decay 0.01, eps 1e-8). */
@@ -122,7 +128,7 @@ const TRAIN_KEYS = optionKeys<TrainOptions>({
   data: true, init: true, out: true, steps: true, batchSize: true, lr: true, objective: true, ablation: true,
   resume: true, accum: true, warmup: true, schedule: true, decayAt: true, gamma: true, seed: true, bf16: true,
   clipNorm: true, weightDecay: true, betas: true, eps: true, memorySampleRate: true, checkpointEvery: true,
-  prefixTrick: true, imageAugmentation: true, keepCheckpoints: true, threads: true, distributed: true, dataset: true, signal: true,
+  prefixTrick: true, imageAugmentation: true, keepCheckpoints: true, device: true, threads: true, distributed: true, dataset: true, signal: true,
   onProgress: true, onStatus: true,
 });
 
@@ -238,6 +244,7 @@ function resolve(o: TrainOptions): Resolved {
     gamma: positive(o.gamma ?? 0.1, 'gamma'),
     seed: integer(o.seed ?? 0, 'seed', 0),
     bf16: o.bf16 ?? false,
+    device: trainDevice(o.device),
     clipNorm: positive(o.clipNorm ?? 0, 'clipNorm', true),
     weightDecay: positive(o.weightDecay ?? 0.01, 'weightDecay', true),
     eps: positive(o.eps ?? 1e-8, 'eps'),
@@ -250,6 +257,14 @@ function resolve(o: TrainOptions): Resolved {
     distributed: resolveDistributed(o.distributed),
     dataset: o.dataset ?? {},
   };
+}
+
+/** A malformed device string is an InputError here; what this build or machine cannot run, a ConfigError natively. */
+function trainDevice(value: unknown): NativeDevice {
+  if (value === undefined) return 'cpu';
+  if (typeof value !== 'string' || !/^(cpu|cuda(:\d{1,3})?)$/.test(value))
+    throw new InputError(`device: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(value)}`);
+  return value as NativeDevice;
 }
 
 const AUGMENTATION_KEYS = optionKeys<ImageAugmentation>({
@@ -578,7 +593,7 @@ function createNativeTrainer(o: Resolved, resume: { dir: string; state: TrainerS
     },
     lr: o.lr, steps: o.steps, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma,
     beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
-    clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick,
+    clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, device: o.device, prefixTrick: o.prefixTrick,
     imageAugmentation: o.imageAugmentation, seed: o.seed,
     threads: o.threads, distributed: o.distributed, onProgress,
   }));

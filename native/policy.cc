@@ -4,9 +4,11 @@
 
 #include "error.h"
 #include "head/kernel_cases.h"
+#include "head/kernel_reference.h"
 #include "timing.h"
 #include "transfer.h"
 #ifdef M2VLA_WITH_CUDA
+#include "cuda/cuda_glue.h"
 #include "cuda/kernels.h"
 #endif
 
@@ -36,8 +38,9 @@ const KernelReport& Policy::kernels() const {
 }
 
 KernelReport Policy::choose_kernels() const {
-  if (device().is_cpu()) return {"cpu-fused", {}, {}};
-  KernelReport report{"libtorch-ops", {}, {}};
+  KernelReport report{"libtorch-ops", head::MolImpl::Reference, head::MolImpl::Reference, {}, {}};
+  if (!config_.custom_kernels) return report;
+  if (device().is_cpu()) return {"cpu-fused", head::MolImpl::Fused, head::MolImpl::Fused, {}, {}};
 #ifdef M2VLA_WITH_CUDA
   // What the kernels cannot take (native/cuda/kernels.h) keeps the policy on libtorch ops without a check.
   const auto& dims = head_->dims();
@@ -45,6 +48,9 @@ KernelReport Policy::choose_kernels() const {
   if (head_->options().dtype != at::kBFloat16) limits << "they read bfloat16, the policy runs in " << head_->options().dtype;
   else if (dims.chunk > M2VLA_MOL_MAX_QUERIES || dims.head_dim > M2VLA_MOL_MAX_HEAD_DIM)
     limits << "MoL attention takes chunks <= " << M2VLA_MOL_MAX_QUERIES << " and head_dim <= " << M2VLA_MOL_MAX_HEAD_DIM;
+  else if (!head::mol_layout_fits(dims.num_heads, dims.head_dim))
+    limits << "MoL attention reads bf16 pairs: it needs an even head count and head_dim, the head has " << dims.num_heads
+           << " x " << dims.head_dim;
   else if (dims.key_dim % 8 != 0 || head_->options().top_k > M2VLA_TOPK_MAX)
     limits << "top-R retrieval takes key_dim % 8 == 0 and R <= " << M2VLA_TOPK_MAX;
   if (!limits.str().empty()) {
@@ -52,14 +58,19 @@ KernelReport Policy::choose_kernels() const {
     return report;
   }
   head::KernelRegistry registry([&report](const std::string& message) { report.warnings.push_back(message); });
-  bool trusted = true;
-  for (const char* name : {"molAttention", "l1TopK"}) {
-    const head::KernelCase c = head::kernel_case(name, device());
-    const head::KernelCheck check{c.make_inputs, c.cuda, c.reference, c.tolerance, /*seed=*/0};
-    trusted = registry.use_fast_path(name, [&] { return head::check_kernel(check); }) && trusted;
+  const auto trusted = [&](const char* name) {
+    const bool ok = registry.use_fast_path(name, [&] { return head::check_kernel_variants(name, device()); });
     report.checks.emplace_back(name, *registry.verdict(name));
-  }
-  if (trusted) report.path = "cuda-kernels";
+    return ok;
+  };
+  if (trusted("molAttention")) report.mol = head::MolImpl::Cuda;
+  if (trusted("l1TopK")) report.retrieval = head::MolImpl::Cuda;
+  if (report.mol == head::MolImpl::Cuda && report.retrieval == head::MolImpl::Cuda) report.path = "cuda-kernels";
+  // A kernel that faulted (an illegal address, say) leaves the CUDA context unusable: falling back would fail on the
+  // next op with an error that blames it. Say what happened instead.
+  if (const std::string dead = cuda::context_error(device()); !dead.empty())
+    fail(ErrorCode::Native, "the CUDA kernels' self-check on ", device().str(), " left the CUDA context unusable (", dead,
+         "); the process must restart. Checks: ", report.checks.empty() ? "" : report.checks.back().second.detail);
 #endif
   return report;
 }
@@ -67,7 +78,8 @@ KernelReport Policy::choose_kernels() const {
 ActResult Policy::act(const ActRequest& req) const {
   const auto& cfg = backbone_->config();
   const c10::Device device = this->device();
-  const KernelReport& kernels = this->kernels();
+  kernels();  // the first call decides (and on a GPU checks) the kernels: not part of any stage's time
+  const StageSyncScope syncs(req.time_stages);
   ActResult out;
   Stopwatch watch(device);
   at::Tensor pixels = req.images.empty() ? req.pixel_values
@@ -85,32 +97,42 @@ ActResult Policy::act(const ActRequest& req) const {
       to_device_packed({pixels.to(at::kFloat), req.input_ids, out.proprio.to(at::kFloat)}, device);
   out.times.preprocess = watch.lap();
 
-  model::BackboneOutput vlm = backbone_->forward(inputs[0], inputs[1], req.reference_casts);
-  out.times.vision = vlm.vision_ms;
-  out.times.projector = vlm.projector_ms;
-  out.times.llm = vlm.llm_ms;
+  out.head = forward(inputs[0], inputs[1], inputs[2], req.reference_casts, req.trace, req.seed, &out.times);
   watch.lap();
-
-  head::HeadForwardInput in;
-  in.hidden = vlm.hidden_states.to(at::kFloat);
-  in.prompt_len = req.input_ids.size(1);
-  in.proprio = inputs[2];
-  in.reference_casts = req.reference_casts;
-  in.impl = req.trace                          ? head::MolImpl::Reference
-            : kernels.path == "cpu-fused"      ? head::MolImpl::Fused
-            : kernels.path == "cuda-kernels"   ? head::MolImpl::Cuda
-                                               : head::MolImpl::Reference;
-  in.trace = req.trace;
-  in.seed = req.seed;
-  out.head = head_->forward(in);
   head::Retrieval& r = out.head.retrieval;
   const std::vector<at::Tensor> host =
       to_host_packed({out.head.normalized, r.indices, r.similarities, r.values, out.head.query_keys});
   out.head.normalized = out.normalized = host[0];
   r.indices = host[1], r.similarities = host[2], r.values = host[3], out.head.query_keys = host[4];
   out.actions = head::unnormalize_bounds_q99(out.normalized, config_.action_stats);
-  out.times.retrieval = out.head.retrieval_ms;
-  out.times.head = watch.lap() - out.head.retrieval_ms;
+  out.times.head += watch.lap();  // the copy back
+  return out;
+}
+
+head::HeadForwardOutput Policy::forward(const at::Tensor& pixels, const at::Tensor& input_ids, const at::Tensor& proprio,
+                                        bool reference_casts, bool trace, std::optional<uint64_t> seed,
+                                        StageTimes* times) const {
+  const KernelReport& kernels = this->kernels();
+  Stopwatch watch(device());
+  model::BackboneOutput vlm = backbone_->forward(pixels, input_ids, reference_casts);
+  watch.lap();
+  head::HeadForwardInput in;
+  // The head slices what it reads and converts it to its dtype itself: on a GPU the stack stays in the VLM's dtype
+  // (a bf16 -> float32 -> bf16 round trip of every hidden state is exact but costs 2 x 56 MB of traffic at full size).
+  in.hidden = device().is_cpu() ? vlm.hidden_states.to(at::kFloat) : vlm.hidden_states;
+  in.prompt_len = input_ids.size(1);
+  in.proprio = proprio;
+  in.reference_casts = reference_casts;
+  in.impl = trace ? head::MolImpl::Reference : kernels.mol;
+  in.retrieval = trace ? head::MolImpl::Reference : kernels.retrieval;
+  in.trace = trace;
+  in.seed = seed;
+  head::HeadForwardOutput out = head_->forward(in);
+  if (times) {
+    times->vision = vlm.vision_ms, times->projector = vlm.projector_ms, times->llm = vlm.llm_ms;
+    times->retrieval = out.retrieval_ms;
+    times->head = watch.lap() - out.retrieval_ms;
+  }
   return out;
 }
 

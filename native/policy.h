@@ -26,6 +26,9 @@ namespace m2vla {
 struct PolicyConfig {
   model::PreprocessOptions preprocess;  // the run's preprocessor_config.json (+ the optional LIBERO center crop)
   head::BoundsStats proprio_stats, action_stats;
+  // false: never run the custom kernels (no self-check either): act() runs the plain libtorch ops on any device, the
+  // "libtorch-ops" path. For comparisons (the bench's forced fallback).
+  bool custom_kernels = true;
 };
 
 struct ActRequest {
@@ -38,6 +41,7 @@ struct ActRequest {
   at::Tensor state;      // [B, proprio_dim] float64, raw
   bool reference_casts = false;
   bool trace = false;    // record the head's intermediates (plain MoL path)
+  bool time_stages = true;  // on a GPU: synchronize after each stage so `times` is per stage (timing.h)
   std::optional<uint64_t> seed;
 };
 
@@ -58,7 +62,10 @@ struct KernelReport {
   // "cpu-fused": the fused CPU loops (head/mol_fused.cc, head/msm_retrieval.cc);
   // "cuda-kernels": the CUDA kernels (native/cuda), each of which passed its self-check on this GPU;
   // "libtorch-ops": plain libtorch ops on the GPU (a kernel failed its check, or the model is outside its limits).
+  // Each kernel has its own verdict: with one trusted and one not, path is "libtorch-ops" and `mol` / `retrieval`
+  // say which runs where.
   std::string path;
+  head::MolImpl mol = head::MolImpl::Fused, retrieval = head::MolImpl::Fused;
   std::vector<std::pair<std::string, head::CheckResult>> checks;  // the self-checks run on the GPU
   std::vector<std::string> warnings;                              // why a GPU policy does not use its kernels
 };
@@ -68,9 +75,17 @@ class Policy {
   Policy(std::shared_ptr<const model::Backbone> backbone, std::shared_ptr<const head::ActionHead> head, PolicyConfig config);
   ActResult act(const ActRequest& request) const;
 
-  // Decided at the first call (act() makes it): on a GPU each CUDA kernel is compared with its libtorch reference
-  // on a small random input (head/kernel_check.h) and any disagreement keeps the policy on libtorch ops.
+  // Decided at the first call (act() makes it): on a GPU each CUDA kernel is compared with its libtorch reference on
+  // every variant of its self-check (head/kernel_cases.h: edge and production shapes); a kernel that disagrees is
+  // replaced by libtorch ops, the other kernel keeps its own verdict.
   const KernelReport& kernels() const;
+
+  // The device part of act(): inputs already on the policy's device (pixels float32 [B, 6*numImages, S, S], token ids
+  // int64 [B, P], normalized proprio float32 [B, proprio_dim]), the head's output left there. No host round trip of
+  // its own, so a caller may capture it in a CUDA graph (the bench does). `times` (may be null) gets the stage times.
+  head::HeadForwardOutput forward(const at::Tensor& pixels, const at::Tensor& input_ids, const at::Tensor& proprio,
+                                  bool reference_casts = false, bool trace = false, std::optional<uint64_t> seed = {},
+                                  StageTimes* times = nullptr) const;
 
   const model::Backbone& backbone() const { return *backbone_; }
   const head::ActionHead& head() const { return *head_; }

@@ -33,6 +33,8 @@ export function nvccArgs(source, output, archs = CUDA_ARCHS) {
     // nvcc's own and the device front end's warnings (all-warnings), and the host compiler's, are errors.
     '-Werror', 'all-warnings', '-Xcompiler', '-Wall,-Wextra,-Werror',
     ...archs.flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]),
+    // PTX of the newest architecture (JIT-compiled by the driver on newer GPUs) and source lines, as CMakeLists.txt.
+    '-gencode', `arch=compute_${archs.at(-1)},code=compute_${archs.at(-1)}`, '-lineinfo',
     '-o', output, source,
   ];
 }

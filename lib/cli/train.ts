@@ -35,6 +35,7 @@ const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --st
   --decay-at S[,S...]     step schedule milestones (default steps/2)
   --seed S                default 0
   --bf16                  VLM in bfloat16, head under bfloat16 autocast
+  --device cpu|cuda:N     where training runs (default cpu; cuda needs a CUDA build)
   --image-augmentation    augment the frames as the reference's image_aug (90% random crop, brightness 0.2,
                           contrast and saturation 0.8-1.2, hue 0.05)
                           (also --image-aug)
@@ -57,7 +58,7 @@ const FLAGS = {
   schedule: { type: 'string' }, 'decay-at': { type: 'string' }, seed: { type: 'string' }, bf16: { type: 'boolean' },
   'image-augmentation': { type: 'boolean', aliases: ['image-aug'] }, 'clip-norm': { type: 'string', aliases: ['clip'] },
   'checkpoint-every': { type: 'string', aliases: ['save-every'] }, 'keep-checkpoints': { type: 'boolean' }, threads: { type: 'string' }, nproc: { type: 'string' },
-  'dist-timeout': { type: 'string' },
+  'dist-timeout': { type: 'string' }, device: { type: 'string' },
 } as const;
 
 function duration(ms: number): string {
@@ -130,7 +131,7 @@ export const trainCommand = {
       ablation: choiceFlag(v.ablation, 'ablation', ['none', 'no-mol', 'no-msm'] as const), resume: v.resume,
       accum: int('accum', 1), warmup: int('warmup', 0), schedule: choiceFlag(v.schedule, 'schedule', ['cosine', 'step'] as const),
       decayAt: v['decay-at']?.split(',').map((s) => numberFlag(s, 'decay-at', { integer: true, min: 0 })!),
-      seed: int('seed', 0), bf16: v.bf16, imageAugmentation: v['image-augmentation'], clipNorm: num('clip-norm'),
+      seed: int('seed', 0), bf16: v.bf16, device: v.device as TrainOptions['device'], imageAugmentation: v['image-augmentation'], clipNorm: num('clip-norm'),
       checkpointEvery: int('checkpoint-every', 1), keepCheckpoints: v['keep-checkpoints'], threads: int('threads', 1), distributed,
       onStatus: rank === 0 ? (line) => console.error(`m2vla train: ${line}`) : undefined,
     };

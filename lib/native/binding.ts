@@ -305,6 +305,7 @@ export interface NativeTrainerOptions {
   clipNorm?: number;
   memorySampleRate?: number;
   bf16?: boolean;
+  device?: NativeDevice;
   prefixTrick?: boolean;
   imageAugmentation?: ImageAugmentation | boolean;
   seed?: number;

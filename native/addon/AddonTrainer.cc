@@ -366,6 +366,8 @@ train::TrainerOptions trainer_options_from_js(Napi::Env env, const Napi::Object&
   t.clip_norm = number_option(o, "clipNorm", t.clip_norm);
   t.memory_sample_rate = number_option(o, "memorySampleRate", t.memory_sample_rate);
   t.bf16 = bool_option(o, "bf16", false);
+  // E_CONFIG for a GPU in a CPU-only build or a missing GPU (device.h); float32: the trained weights' dtype.
+  if (!o.Get("device").IsUndefined()) t.device = resolve_placement(string_option(o, "device"), "float32").device;
   t.prefix_trick = bool_option(o, "prefixTrick", true);
   if (auto s = optional_integer(o, "seed")) t.seed = uint64_t(*s);
   if (o.Get("distributed").IsObject()) {

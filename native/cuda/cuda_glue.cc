@@ -13,8 +13,16 @@
 namespace m2vla::cuda {
 namespace {
 
-void launched(cudaError_t e, const char* kernel) {
-  // cudaErrorInvalidValue means arguments the checks below should have refused: a bug here, not bad input.
+// Launches through `launch` on the current stream of `device`. An error already pending belongs to an earlier
+// operation: it is reported as such instead of being blamed on this kernel. cudaErrorInvalidValue from the launcher
+// means arguments the checks below should have refused: a bug here, not bad input.
+template <typename Launch>
+void launch_checked(const at::Device& device, const char* kernel, Launch launch) {
+  const c10::cuda::CUDAGuard guard(device);
+  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+    fail(ErrorCode::Native, kernel, ": not launched, an earlier CUDA operation failed: ", cudaGetErrorName(e), " (",
+         cudaGetErrorString(e), ")");
+  const cudaError_t e = launch(c10::cuda::getCurrentCUDAStream(device.index()).stream());
   if (e != cudaSuccess) fail(ErrorCode::Native, kernel, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
 }
 
@@ -36,11 +44,10 @@ m2vla_heads_view heads_view(const at::Tensor& t, const std::string& name, const 
   if (t.scalar_type() != at::kBFloat16) fail(ErrorCode::Input, name, ": expected bfloat16, got ", t.scalar_type());
   if (t.dim() != 4 || t.size(0) != batch || t.size(1) != tokens || t.size(2) != heads || t.size(3) != head_dim)
     fail(ErrorCode::Shape, name, ": expected [", batch, ", ", tokens, ", ", heads, ", ", head_dim, "], got ", t.sizes());
-  const m2vla_heads_view v{t.data_ptr(), used_stride(t, 0), used_stride(t, 1), used_stride(t, 2)};
-  if (t.stride(3) != 1 || v.batch_stride % 2 || v.token_stride % 2 || v.head_stride % 2 || !aligned(t, 4))
-    fail(ErrorCode::Input, name, ": head_dim must be contiguous with even strides and 4-byte alignment, got strides ",
-         t.strides());
-  return v;
+  if (!aligned(t, 4))
+    fail(ErrorCode::Input, name, ": must start at a 4-byte aligned address (bf16 pairs); got storage offset ",
+         t.storage_offset());
+  return {t.data_ptr(), used_stride(t, 0), used_stride(t, 1), used_stride(t, 2)};
 }
 
 }  // namespace
@@ -59,6 +66,11 @@ at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_
   if (out_dtype != at::kBFloat16 && out_dtype != at::kFloat)
     fail(ErrorCode::Input, "mol attention (CUDA): output dtype must be bfloat16 or float32, got ", out_dtype);
 
+  // The layout rule the policy's limits use too (head/kernel_reference.h): an odd head count never reaches here.
+  if (!head::mol_kernel_layout(in))
+    fail(ErrorCode::Input, "mol attention (CUDA): every view needs head_dim contiguous and even strides and offsets "
+         "(an even head count and head_dim); got q strides ", in.q.strides(), ", v_adapter strides ", in.v_adapter.strides(),
+         " at offset ", in.v_adapter.storage_offset());
   m2vla_mol_args a{};
   a.batch = int(B), a.heads = int(H), a.head_dim = int(hd), a.queries = int(T);
   a.adapter_keys = int(S), a.task_keys = int(NP);
@@ -87,8 +99,7 @@ at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_
   a.out_batch_stride = out.stride(0), a.out_token_stride = out.stride(1), a.out_head_stride = out.stride(2);
   a.out_dtype = out_dtype == at::kBFloat16 ? M2VLA_OUT_BF16 : M2VLA_OUT_FLOAT32;
 
-  const c10::cuda::CUDAGuard guard(device);
-  launched(m2vla_mol_attention(&a, c10::cuda::getCurrentCUDAStream(device.index()).stream()), "mol attention");
+  launch_checked(device, "mol attention", [&](cudaStream_t stream) { return m2vla_mol_attention(&a, stream); });
   return out;
 }
 
@@ -119,8 +130,7 @@ head::TopK l1_topk(const at::Tensor& queries_in, const at::Tensor& keys, int64_t
   a.similarities = out.similarities.data_ptr<float>(), a.indices = out.indices.data_ptr<int64_t>();
   a.workspace = workspace.data_ptr();
 
-  const c10::cuda::CUDAGuard guard(device);
-  launched(m2vla_l1_topk(&a, c10::cuda::getCurrentCUDAStream(device.index()).stream()), "l1 top-k");
+  launch_checked(device, "l1 top-k", [&](cudaStream_t stream) { return m2vla_l1_topk(&a, stream); });
   return out;
 }
 
@@ -148,8 +158,16 @@ void bank_append(at::Tensor& keys, at::Tensor& values, int64_t offset, const at:
   a.key_dim = int(keys.size(1)), a.value_dim = int(values.size(1));
   a.new_keys = new_keys.data_ptr<float>(), a.new_values = new_values.data_ptr<float>(), a.count = count;
 
+  launch_checked(device, "bank append", [&](cudaStream_t stream) { return m2vla_bank_append(&a, stream); });
+}
+
+std::string context_error(const at::Device& device) {
   const c10::cuda::CUDAGuard guard(device);
-  launched(m2vla_bank_append(&a, c10::cuda::getCurrentCUDAStream(device.index()).stream()), "bank append");
+  // A sticky error is returned by every later call; a plain one is cleared by cudaGetLastError and harmless.
+  if (cudaDeviceSynchronize() == cudaSuccess) return "";
+  cudaGetLastError();
+  const cudaError_t e = cudaDeviceSynchronize();
+  return e == cudaSuccess ? "" : std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
 }
 
 }  // namespace m2vla::cuda

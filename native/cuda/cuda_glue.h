@@ -4,6 +4,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 #include "head/kernel_reference.h"
 
 namespace m2vla::cuda {
@@ -17,5 +19,9 @@ head::TopK l1_topk(const at::Tensor& queries, const at::Tensor& keys, int64_t si
 // In place on the bf16 ring buffers keys [capacity, key_dim] and values [capacity, value_dim].
 void bank_append(at::Tensor& keys, at::Tensor& values, int64_t offset, const at::Tensor& new_keys,
                  const at::Tensor& new_values);
+
+// Empty while `device`'s context works; else the sticky error that killed it (a kernel fault), after waiting for the
+// device. Clears nothing that could be recovered.
+std::string context_error(const at::Device& device);
 
 }  // namespace m2vla::cuda

@@ -32,9 +32,6 @@ void check_options(const HeadOptions& o) {
   if (o.top_k < 1) fail(ErrorCode::Config, "topK: expected at least 1, got ", o.top_k);
   if (o.num_patches < 1) fail(ErrorCode::Config, "numPatches: expected at least 1, got ", o.num_patches);
   if (o.num_action_queries < 1) fail(ErrorCode::Config, "numActionQueries: expected at least 1, got ", o.num_action_queries);
-  // The DDIM loop draws its noise from a CPU generator and keeps its schedule on the host.
-  if (o.objective == Objective::Denoise && !o.device.is_cpu())
-    fail(ErrorCode::Config, "objective 'denoise' runs on the CPU only; use device 'cpu' or the 'l1' objective on ", o.device.str());
 }
 
 // Which variant a checkpoint holds: MoL blocks have k_adapter, the MSM has memory_value_proj.
@@ -123,8 +120,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
       head->cross_blocks_.push_back(CrossBlock::load(sd, prefix, D, d.num_heads, dtype));
   }
   const auto table = [&](int64_t positions) {
-    RopeTable t = RopeTable::make(positions, d.head_dim);
-    return RopeTable{t.cos.to(options.device), t.sin.to(options.device)};
+    return RopeTable::make(positions, d.head_dim, at::TensorOptions().device(options.device).dtype(dtype));
   };
   head->tables_ = {table(d.chunk), table(options.num_action_queries + 1), table(options.num_patches)};
   if (ablation == Ablation::NoMol)
@@ -137,7 +133,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   }
   d.bank_capacity = head->bank_.capacity();
   if (options.objective == Objective::Denoise) {
-    head->denoise_ = DenoiseModule::load_or_init(sd, D, d.action_dim, options.denoise, dtype);
+    head->denoise_ = DenoiseModule::load_or_init(sd, D, d.action_dim, options.denoise, dtype, options.device);
     head->schedule_ = NoiseSchedule::squaredcos_cap_v2(options.denoise.train_steps);
     head->ddim_steps_ = head->schedule_->ddim_timesteps(options.denoise.inference_steps);
   }
@@ -214,10 +210,12 @@ at::Tensor ActionHead::decode(const at::Tensor& x0, const std::vector<MolConditi
   const at::ScalarType dtype = options_.dtype;
   at::Generator gen = at::detail::createCPUGenerator(seed ? *seed : std::random_device{}());
   // The sample stays float32 across steps; only the network runs in the head's dtype.
-  at::Tensor actions = at::randn({x0.size(0), dims_.chunk, dims_.action_dim}, gen, at::TensorOptions().dtype(at::kFloat));
+  // Drawn on the CPU whatever the device, so a seed gives the same sample everywhere.
+  at::Tensor actions =
+      at::randn({x0.size(0), dims_.chunk, dims_.action_dim}, gen, at::TensorOptions().dtype(at::kFloat)).to(x0.device());
   const std::vector<int64_t>& steps = ddim_steps_;
   for (size_t s = 0; s < steps.size(); ++s) {
-    at::Tensor t = at::full({1}, steps[s], at::kLong);
+    at::Tensor t = at::full({1}, steps[s], x0.options().dtype(at::kLong));
     at::Tensor eps = network(x0 + (*denoise_)(actions.to(dtype), t), conds, h_memory, trace).to(at::kFloat);
     const int64_t prev = s + 1 < steps.size() ? steps[s + 1] : -1;
     actions = schedule_->ddim_step(actions, eps, steps[s], prev, options_.denoise.clip_sample);
@@ -239,8 +237,9 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   at::Tensor h_memory;
   if (uses_msm()) {
     out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
-    out.retrieval = in.impl == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
-                    : in.impl == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
+    const MolImpl retrieval = in.retrieval.value_or(in.impl);
+    out.retrieval = retrieval == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
+                    : retrieval == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
                                                : bank_.query_reference(out.query_keys, options_.top_k);
     h_memory = memory(out.retrieval.values);
   } else {

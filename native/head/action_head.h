@@ -41,6 +41,7 @@ struct HeadForwardInput {
   // the normalized proprio (values rounded, computation continues in the head's dtype).
   bool reference_casts = false;
   MolImpl impl = MolImpl::Fused;  // Reference also switches retrieval to at::cdist + at::topk
+  std::optional<MolImpl> retrieval;  // the MSM top-R implementation when it differs from `impl` (a kernel's own verdict)
   bool trace = false;             // record intermediates (Reference impl only)
   std::optional<uint64_t> seed;   // Denoise: seed of the initial noise (random when absent)
 };

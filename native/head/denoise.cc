@@ -21,13 +21,13 @@ Linear init_linear(int64_t out, int64_t in, at::Generator& gen, at::ScalarType d
 
 at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim) {
   const int64_t half = dim / 2;
-  at::Tensor freqs = at::exp(-std::log(10000.0) * at::arange(half, at::kFloat) / double(half));
+  at::Tensor freqs = at::exp(-std::log(10000.0) * at::arange(half, t.options().dtype(at::kFloat)) / double(half));
   at::Tensor args = t.to(at::kFloat).unsqueeze(-1) * freqs;
   return at::cat({at::cos(args), at::sin(args)}, -1);
 }
 
 DenoiseModule DenoiseModule::load_or_init(const io::StateDict& sd, int64_t hidden, int64_t action_dim,
-                                          const DenoiseConfig& config, at::ScalarType dtype) {
+                                          const DenoiseConfig& config, at::ScalarType dtype, c10::Device device) {
   if (config.time_embed_dim < 2 || config.time_embed_dim % 2 != 0)
     fail(ErrorCode::Config, "denoise.timeEmbedDim: expected a positive even number, got ", config.time_embed_dim);
   DenoiseModule m;
@@ -42,6 +42,7 @@ DenoiseModule DenoiseModule::load_or_init(const io::StateDict& sd, int64_t hidde
   m.action_in = init_linear(hidden, action_dim, gen, dtype);
   m.time_fc1 = init_linear(hidden, config.time_embed_dim, gen, dtype);
   m.time_fc2 = init_linear(hidden, hidden, gen, dtype);
+  for (Linear* l : {&m.action_in, &m.time_fc1, &m.time_fc2}) l->weight = l->weight.to(device), l->bias = l->bias.to(device);
   return m;
 }
 

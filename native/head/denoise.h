@@ -24,7 +24,7 @@ struct DenoiseModule {
   // From the checkpoint when it has `denoise.*` tensors; otherwise drawn like torch.nn.Linear's default init
   // (U(±1/sqrt(fan_in)) for weights and biases) from config.init_seed, so two loads give the same head.
   static DenoiseModule load_or_init(const io::StateDict& sd, int64_t hidden, int64_t action_dim, const DenoiseConfig& config,
-                                    at::ScalarType dtype);
+                                    at::ScalarType dtype, c10::Device device = c10::kCPU);
   // [B, chunk, D] added to the constant latent: action_in(x_t) + time_mlp(embedding(t)) (broadcast over the chunk).
   // `t` [B] int64, one timestep per sample (training), or [1] for the whole batch (sampling).
   at::Tensor operator()(const at::Tensor& noisy_actions, const at::Tensor& t) const;

@@ -49,7 +49,7 @@ at::Tensor NoiseSchedule::add_noise(const at::Tensor& x0, const at::Tensor& eps,
     fail(ErrorCode::Shape, "timesteps: expected one per sample (", x0.size(0), "), got ", t.sizes());
   if (t.numel() && (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= train_steps()))
     fail(ErrorCode::Input, "timesteps: expected values in 0..", train_steps() - 1);
-  at::Tensor a = at::tensor(alphas_cumprod_, at::kDouble).index_select(0, t);
+  at::Tensor a = at::tensor(alphas_cumprod_, at::kDouble).index_select(0, t.to(at::kCPU)).to(x0.device());
   std::vector<int64_t> shape(x0.dim(), 1);
   shape[0] = x0.size(0);
   at::Tensor signal = a.sqrt().reshape(shape).to(x0.scalar_type()), noise = (1 - a).sqrt().reshape(shape).to(x0.scalar_type());

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <sstream>
+
 #include "error.h"
 #include "head/kernel_reference.h"
 #ifdef M2VLA_WITH_CUDA
@@ -11,10 +13,6 @@
 namespace m2vla::head {
 namespace {
 
-constexpr MolAttentionSizes kMolSizes{};
-constexpr L1TopKSizes kL1Sizes{};
-constexpr BankAppendSizes kAppendSizes{};
-
 #ifdef M2VLA_WITH_CUDA
 Tensors to_gpu(const Tensors& ts, const c10::Device& gpu) {
   Tensors out;
@@ -23,30 +21,46 @@ Tensors to_gpu(const Tensors& ts, const c10::Device& gpu) {
 }
 #endif
 
-MolAttentionInputs mol_views(const Tensors& in) { return mol_attention_views(in[0], in[1], in[2], in[3], kMolSizes.heads); }
-
-KernelCase mol_attention_case(const c10::Device& gpu) {
+KernelCase mol_attention_case(const std::string& variant, const MolAttentionSizes& s, at::ScalarType out_dtype,
+                              const c10::Device& gpu) {
   KernelCase c;
-  c.make_inputs = [](uint64_t seed) { return random_mol_attention_inputs(kMolSizes, seed); };
-  c.reference = [](const Tensors& in) { return Tensors{mol_attention_reference(mol_views(in))}; };
+  c.variant = variant;
+  const auto views = [heads = s.heads](const Tensors& in) { return mol_attention_views(in[0], in[1], in[2], in[3], heads); };
+  c.make_inputs = [s](uint64_t seed) { return random_mol_attention_inputs(s, seed); };
+  c.reference = [views](const Tensors& in) { return Tensors{mol_attention_reference(views(in))}; };
 #ifdef M2VLA_WITH_CUDA
-  c.cuda = [gpu](const Tensors& in) { return Tensors{cuda::mol_attention(mol_views(to_gpu(in, gpu)), at::kFloat).cpu()}; };
+  c.cuda = [views, out_dtype, gpu](const Tensors& in) {
+    return Tensors{cuda::mol_attention(views(to_gpu(in, gpu)), out_dtype).cpu()};
+  };
 #endif
-  c.tolerance = {1e-4, 1e-4};  // fp32 output: only accumulation order differs
+  // float32 output: only the accumulation order differs. bfloat16 output (what production writes): plus the rounding
+  // of each value to 8 significant bits (half an ulp is 2^-9 relative).
+  c.tolerance = out_dtype == at::kFloat ? Tolerance{1e-4, 1e-4} : Tolerance{1e-4, 4e-3};
   return c;
 }
 
-KernelCase l1_topk_case(const c10::Device& gpu) {
+// `tie`: bank rows at logical indices 10 and 200 are made equal and query 0 sits next to them, so its two best
+// neighbours tie exactly and must come back in index order.
+KernelCase l1_topk_case(const std::string& variant, const L1TopKSizes& s, bool tie, const c10::Device& gpu) {
   KernelCase c;
-  c.make_inputs = [](uint64_t seed) { return random_l1_topk_inputs(kL1Sizes, seed); };
-  c.reference = [](const Tensors& in) {
-    const TopK r = l1_topk_reference(in[0], in[1], kL1Sizes.size, kL1Sizes.oldest, kL1Sizes.top_k);
+  c.variant = variant;
+  c.make_inputs = [s, tie](uint64_t seed) {
+    Tensors in = random_l1_topk_inputs(s, seed);
+    if (tie) {
+      const int64_t a = (s.oldest + 10) % s.capacity, b = (s.oldest + 200) % s.capacity;
+      in[1][a].copy_(in[1][b]);
+      in[0][0].copy_(in[1][b].to(at::kFloat) + 1e-3);
+    }
+    return in;
+  };
+  c.reference = [s](const Tensors& in) {
+    const TopK r = l1_topk_reference(in[0], in[1], s.size, s.oldest, s.top_k);
     return Tensors{r.similarities, r.indices};
   };
 #ifdef M2VLA_WITH_CUDA
-  c.cuda = [gpu](const Tensors& in) {
+  c.cuda = [s, gpu](const Tensors& in) {
     const Tensors g = to_gpu(in, gpu);
-    const TopK r = cuda::l1_topk(g[0], g[1], kL1Sizes.size, kL1Sizes.oldest, kL1Sizes.top_k);
+    const TopK r = cuda::l1_topk(g[0], g[1], s.size, s.oldest, s.top_k);
     return Tensors{r.similarities.cpu(), r.indices.cpu()};
   };
 #endif
@@ -55,18 +69,19 @@ KernelCase l1_topk_case(const c10::Device& gpu) {
   return c;
 }
 
-KernelCase bank_append_case(const c10::Device& gpu) {
+KernelCase bank_append_case(const std::string& variant, const BankAppendSizes& s, const c10::Device& gpu) {
   KernelCase c;
-  c.make_inputs = [](uint64_t seed) { return random_bank_append_inputs(kAppendSizes, seed); };
-  c.reference = [](const Tensors& in) {
+  c.variant = variant;
+  c.make_inputs = [s](uint64_t seed) { return random_bank_append_inputs(s, seed); };
+  c.reference = [s](const Tensors& in) {
     at::Tensor keys = in[0].clone(), values = in[1].clone();
-    bank_append_reference(keys, values, kAppendSizes.offset, in[2], in[3]);
+    bank_append_reference(keys, values, s.offset, in[2], in[3]);
     return Tensors{keys, values};
   };
 #ifdef M2VLA_WITH_CUDA
-  c.cuda = [gpu](const Tensors& in) {
+  c.cuda = [s, gpu](const Tensors& in) {
     Tensors g = to_gpu(in, gpu);
-    cuda::bank_append(g[0], g[1], kAppendSizes.offset, g[2], g[3]);
+    cuda::bank_append(g[0], g[1], s.offset, g[2], g[3]);
     return Tensors{g[0].cpu(), g[1].cpu()};
   };
 #endif
@@ -76,11 +91,58 @@ KernelCase bank_append_case(const c10::Device& gpu) {
 
 }  // namespace
 
-KernelCase kernel_case(const std::string& kernel, c10::Device gpu) {
-  if (kernel == "molAttention") return mol_attention_case(gpu);
-  if (kernel == "l1TopK") return l1_topk_case(gpu);
-  if (kernel == "bankAppend") return bank_append_case(gpu);
+const std::vector<std::string> kKernelNames = {"molAttention", "l1TopK", "bankAppend"};
+
+std::vector<KernelCase> kernel_cases(const std::string& kernel, c10::Device gpu) {
+  if (kernel == "molAttention") {
+    MolAttentionSizes one_token{1, 2, 2, 1, 1, 1};  // the smallest shapes: one query, one key per branch, head_dim 2
+    MolAttentionSizes production_b2 = kMolProductionSizes;
+    production_b2.batch = 2;
+    return {mol_attention_case("edge", {}, at::kFloat, gpu), mol_attention_case("edge-bf16", {}, at::kBFloat16, gpu),
+            mol_attention_case("one-token", one_token, at::kFloat, gpu),
+            mol_attention_case("production-bf16", kMolProductionSizes, at::kBFloat16, gpu),
+            mol_attention_case("production-batch2-bf16", production_b2, at::kBFloat16, gpu),
+            mol_attention_case("production-float32", kMolProductionSizes, at::kFloat, gpu)};
+  }
+  if (kernel == "l1TopK") {
+    // Batch 1, 2, 5 and 9 take the kernel's 1-, 2-, 4- and 8-query blocks (the last with a partial block).
+    L1TopKSizes batch1, batch2, batch9, partial, empty, production_b2 = kL1ProductionSizes;
+    batch1.batch = 1, batch2.batch = 2, batch9.batch = 9;
+    partial.size = 3, partial.oldest = 299;  // fewer rows than R: padded slots
+    empty.size = 0;
+    production_b2.batch = 2, production_b2.oldest = 4321;
+    return {l1_topk_case("edge", {}, false, gpu),          l1_topk_case("batch1", batch1, false, gpu),
+            l1_topk_case("batch2", batch2, false, gpu),     l1_topk_case("batch9", batch9, false, gpu),
+            l1_topk_case("tie", {}, true, gpu),             l1_topk_case("partial-bank", partial, false, gpu),
+            l1_topk_case("empty-bank", empty, false, gpu),
+            l1_topk_case("production-batch1", kL1ProductionSizes, false, gpu),
+            l1_topk_case("production-batch2-wrapped", production_b2, false, gpu)};
+  }
+  if (kernel == "bankAppend") {
+    BankAppendSizes overflow, production{10000, 2688, 56, 9990, 16};
+    overflow.count = 60;  // more rows than the capacity: only the newest 50 land
+    return {bank_append_case("edge", {}, gpu), bank_append_case("overflow", overflow, gpu),
+            bank_append_case("production", production, gpu)};
+  }
   fail(ErrorCode::Input, "kernel must be molAttention, l1TopK or bankAppend, got '", kernel, "'");
+}
+
+KernelCase kernel_case(const std::string& kernel, c10::Device gpu) { return kernel_cases(kernel, gpu).front(); }
+
+CheckResult check_kernel_variants(const std::string& kernel, c10::Device gpu) {
+  CheckResult all{true, 0, ""};
+  std::ostringstream detail;
+  for (const KernelCase& c : kernel_cases(kernel, gpu)) {
+    if (!c.cuda) fail(ErrorCode::Config, "kernel ", kernel, ": no CUDA candidate in this CPU-only build");
+    const CheckResult r = check_kernel({c.make_inputs, c.cuda, c.reference, c.tolerance, /*seed=*/0});
+    all.ok = all.ok && r.ok;
+    all.max_abs_err = std::max(all.max_abs_err, r.max_abs_err);
+    detail << (detail.tellp() > 0 ? "; " : "") << c.variant << ": ";
+    if (r.ok) detail << "ok (max |candidate - reference| " << r.max_abs_err << ")";
+    else detail << r.detail;
+  }
+  all.detail = detail.str();
+  return all;
 }
 
 }  // namespace m2vla::head

@@ -34,6 +34,17 @@ MolAttentionInputs mol_attention_views(const at::Tensor& qkv, const at::Tensor& 
           split(task, 0),         split(task, D),    gating_factor};
 }
 
+bool mol_layout_fits(int64_t heads, int64_t head_dim) { return heads > 0 && heads % 2 == 0 && head_dim % 2 == 0; }
+
+bool mol_kernel_layout(const MolAttentionInputs& in) {
+  for (const at::Tensor* t : {&in.q, &in.k_self, &in.v_self, &in.k_adapter, &in.v_adapter, &in.k_task, &in.v_task}) {
+    if (t->dim() != 4 || t->stride(3) != 1 || t->storage_offset() % 2) return false;
+    for (int64_t d = 0; d < 3; ++d)
+      if (t->size(d) > 1 && t->stride(d) % 2) return false;
+  }
+  return true;
+}
+
 at::Tensor mol_attention_reference(const MolAttentionInputs& in) {
   const at::Tensor q = heads_first(in.q);
   const at::Tensor scale = at::full({1}, 1.0f / std::sqrt(float(in.q.size(3))), q.options());
@@ -75,7 +86,7 @@ TopK l1_topk_reference(const at::Tensor& queries, const at::Tensor& keys, int64_
 Tensors random_l1_topk_inputs(const L1TopKSizes& s, uint64_t seed) {
   at::Generator gen = generator(seed);
   const at::Tensor keys = (at::rand({s.capacity, s.key_dim}, gen) * 2 - 1).to(at::kBFloat16);
-  const at::Tensor near = at::randint(s.size, {s.batch}, gen);
+  const at::Tensor near = at::randint(std::max<int64_t>(s.size, 1), {s.batch}, gen);  // an empty bank: any row
   const at::Tensor rows = (near + s.oldest).remainder(s.capacity);
   const at::Tensor queries = keys.index_select(0, rows).to(at::kFloat) + at::randn({s.batch, s.key_dim}, gen) * 0.05;
   return {queries, keys};

@@ -27,11 +27,20 @@ MolAttentionInputs mol_attention_views(const at::Tensor& qkv, const at::Tensor& 
 // + softmax(tanh(g)·q·k_taskᵀ/√hd)·v_task) / 3, computed in float32.
 at::Tensor mol_attention_reference(const MolAttentionInputs& in);
 
+// The layout the CUDA kernel reads (native/cuda/kernels.h): every bf16 view with head_dim contiguous and even strides
+// and offsets (bf16x2 loads). mol_attention_views() of the head's projections has it exactly when both the head count
+// and head_dim are even: the adapter rows are 2D+H wide and its values start at column D+H. The policy keeps a model
+// outside it on libtorch ops (policy.cc), the CUDA glue refuses other views, and a CPU test ties the two rules.
+bool mol_layout_fits(int64_t heads, int64_t head_dim);
+bool mol_kernel_layout(const MolAttentionInputs& in);
+
 struct MolAttentionSizes {
-  int64_t batch = 2, heads = 3, head_dim = 40, queries = 8, adapter_keys = 37, task_keys = 70;
+  int64_t batch = 2, heads = 4, head_dim = 40, queries = 8, adapter_keys = 37, task_keys = 70;
 };
 // {qkv, adapter, task, gating_factor} on the CPU (bf16 projections, float32 g), deterministic in the seed. The
 // default sizes cover partial 32-key tiles, several tiles per branch and a head_dim that is not a multiple of 32.
+// The full-size head: 14 heads x 64, chunk 8, NT+1 = 65 adapter tokens, NP = 512 vision tokens (two cameras).
+constexpr MolAttentionSizes kMolProductionSizes{1, 14, 64, 8, 65, 512};
 Tensors random_mol_attention_inputs(const MolAttentionSizes& sizes, uint64_t seed);
 
 // ---- MSM retrieval (SPEC §3.2) -------------------------------------------------------------------------------------
@@ -48,6 +57,8 @@ TopK l1_topk_reference(const at::Tensor& queries, const at::Tensor& keys, int64_
 struct L1TopKSizes {
   int64_t batch = 5, key_dim = 200, capacity = 300, size = 260, oldest = 170, top_k = 4;
 };
+// The full-size bank: 10,000 rows of 3 key layers x 896, R = 4.
+constexpr L1TopKSizes kL1ProductionSizes{1, 2688, 10000, 10000, 0, 4};
 // {queries [B, key_dim] float32, keys [capacity, key_dim] bf16} on the CPU. Each query is a bank row plus noise, so
 // the best match is clear; the default ring wraps, ends in a partial tile and splits key_dim into partial chunks.
 Tensors random_l1_topk_inputs(const L1TopKSizes& sizes, uint64_t seed);

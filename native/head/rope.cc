@@ -32,19 +32,39 @@ RopeTable RopeTable::make(int64_t positions, int64_t head_dim) {
   return {emb.cos().contiguous(), emb.sin().contiguous()};
 }
 
+namespace {
+
+// rotate_half's signs on the sin table: (-sin, +sin, -sin, ...).
+at::Tensor signed_sin(const at::Tensor& sin) {
+  at::Tensor s = sin.clone();
+  s.slice(-1, 0, c10::nullopt, 2).neg_();
+  return s;
+}
+
+}  // namespace
+
+RopeTable RopeTable::make(int64_t positions, int64_t head_dim, const at::TensorOptions& options) {
+  const RopeTable t = make(positions, head_dim);
+  const auto dtype = options.dtype().toScalarType();
+  return {t.cos.to(options.device()), t.sin.to(options.device()), t.cos.to(options.device(), dtype),
+          signed_sin(t.sin).to(options.device(), dtype)};
+}
+
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& table) {
-  at::Tensor cos = table.cos.to(x.scalar_type()), sin = table.sin.to(x.scalar_type());
-  at::Tensor even = x.slice(-1, 0, c10::nullopt, 2), odd = x.slice(-1, 1, c10::nullopt, 2);
-  at::Tensor rotated = at::stack({odd.neg(), even}, -1).reshape(x.sizes());
-  return x * cos + rotated * sin;
+  const bool cached = table.cos_cast.defined() && table.cos_cast.scalar_type() == x.scalar_type() &&
+                      table.cos_cast.device() == x.device();
+  const at::Tensor cos = cached ? table.cos_cast : table.cos.to(x.scalar_type());
+  const at::Tensor ssin = cached ? table.signed_sin_cast : signed_sin(table.sin).to(x.scalar_type());
+  // (x1, x0, x3, x2, ...): rotate_half(x) = swapped * (-1, +1, -1, ...).
+  const at::Tensor swapped = x.unflatten(-1, {-1, 2}).flip(-1).flatten(-2);
+  return x * cos + swapped * ssin;
 }
 
 void apply_rope_inplace(at::Tensor& projection, int64_t col_offset, int64_t heads, int64_t head_dim, const RopeTable& table) {
   const int64_t batch = projection.size(0), n = projection.size(1), cols = projection.size(2);
-  at::Tensor signed_sin = table.sin.clone();
-  signed_sin.slice(1, 0, c10::nullopt, 2).neg_();
+  const at::Tensor ssin_table = signed_sin(table.sin);
   const float* cos = table.cos.data_ptr<float>();
-  const float* ssin = signed_sin.data_ptr<float>();
+  const float* ssin = ssin_table.data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, projection.scalar_type(), "apply_rope_inplace", [&] {
     scalar_t* base = projection.data_ptr<scalar_t>();
     at::parallel_for(0, batch * n, 16, [&](int64_t begin, int64_t end) {

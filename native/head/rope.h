@@ -8,13 +8,19 @@
 namespace m2vla::head {
 
 struct RopeTable {
-  at::Tensor cos, sin;  // [positions, head_dim] float32, positions 0..n-1
+  at::Tensor cos, sin;  // [positions, head_dim] float32 on the CPU or the model's device, positions 0..n-1
+  // The same tables cast once to the activation dtype (sin with rotate_half's signs folded in): what apply_rope
+  // multiplies by, instead of casting (and negating) on every call. Undefined: cast per call.
+  at::Tensor cos_cast, signed_sin_cast;
 
   static RopeTable make(int64_t positions, int64_t head_dim);
+  // `make` on `options`' device, with the casts cached for `options`' dtype.
+  static RopeTable make(int64_t positions, int64_t head_dim, const at::TensorOptions& options);
 };
 
 // Plain path: x [B, H, n, head_dim] -> x*cos + rotate_half(x)*sin with the tables cast to x's dtype, as the
-// reference does.
+// reference does (bit for bit: rotate_half(x)*sin is computed as the pair-swapped x times the signed sin, which
+// moves only a sign).
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& table);
 
 // Fused path: rotates, in place, the `heads` x `head_dim` columns starting at `col_offset` of a projection output

@@ -13,7 +13,7 @@ AdamW::AdamW(std::vector<Parameter> params, AdamWOptions options) : params_(std:
   for (const Parameter& p : params_) {
     exp_avg_.push_back(at::zeros_like(p.tensor, at::MemoryFormat::Contiguous));
     exp_avg_sq_.push_back(at::zeros_like(p.tensor, at::MemoryFormat::Contiguous));
-    steps_.push_back(at::zeros({}, at::kFloat));
+    steps_.push_back(at::zeros({}, p.tensor.options().dtype(at::kFloat)));  // the fused kernel reads it on the device
   }
 }
 

@@ -17,25 +17,26 @@
 namespace m2vla::train {
 namespace {
 
-// torch.autocast("cpu", dtype=torch.bfloat16) for one forward. Its cache of cast weights is cleared on exit: the
-// weights change after every step.
-class AutocastCpu {
+// torch.autocast(<device type>, dtype=torch.bfloat16) for one forward. Its cache of cast weights is cleared on exit:
+// the weights change after every step.
+class Autocast {
  public:
-  AutocastCpu()
-      : was_enabled_(at::autocast::is_autocast_enabled(at::kCPU)), was_dtype_(at::autocast::get_autocast_dtype(at::kCPU)) {
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCPU, true);
+  explicit Autocast(c10::DeviceType type)
+      : type_(type), was_enabled_(at::autocast::is_autocast_enabled(type)), was_dtype_(at::autocast::get_autocast_dtype(type)) {
+    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type_, true);
     at::autocast::increment_nesting();
   }
-  ~AutocastCpu() {
+  ~Autocast() {
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCPU, was_enabled_);
-    at::autocast::set_autocast_dtype(at::kCPU, was_dtype_);
+    at::autocast::set_autocast_enabled(type_, was_enabled_);
+    at::autocast::set_autocast_dtype(type_, was_dtype_);
   }
-  AutocastCpu(const AutocastCpu&) = delete;
-  AutocastCpu& operator=(const AutocastCpu&) = delete;
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
+  c10::DeviceType type_;
   bool was_enabled_;
   at::ScalarType was_dtype_;
 };
@@ -51,6 +52,15 @@ void check_options(const TrainerOptions& o) {
   if (!(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1))
     fail(ErrorCode::Input, "betas: expected values in [0, 1), got ", a.beta1, ", ", a.beta2);
   if (!(a.eps > 0) || !(a.weight_decay >= 0)) fail(ErrorCode::Input, "eps must be positive and weightDecay non-negative");
+  if (!o.device.is_cpu() && o.distributed.world_size > 1)
+    fail(ErrorCode::Config, "data-parallel training on ", o.device.str(), " needs an NCCL process group, which this build ",
+         "does not have yet (Gloo runs on the CPU): train on one GPU or with device 'cpu'");
+}
+
+// Checkpoints are written from the host.
+io::NamedTensors on_host(io::NamedTensors tensors) {
+  for (auto& [name, t] : tensors) t = t.detach().to(at::kCPU);
+  return tensors;
 }
 
 }  // namespace
@@ -59,10 +69,12 @@ Trainer::Trainer(const TrainerOptions& options)
     : options_(options), vlm_(io::load_state_dict(options.model_path)), generator_(at::detail::createCPUGenerator(options.seed)) {
   check_options(options_);
   backbone_ = std::make_shared<const model::Backbone>(options_.backbone,
-                                                      model::Weights{vlm_, options_.bf16 ? at::kBFloat16 : at::kFloat});
+                                                      model::Weights{vlm_, options_.bf16 ? at::kBFloat16 : at::kFloat,
+                                                                     options_.device});
   const model::BackboneConfig& cfg = backbone_->config();
   head::HeadOptions head_options = options_.head;
   head_options.dtype = at::kFloat;
+  head_options.device = options_.device;
   head_options.num_patches = cfg.num_patches();
   head_options.num_action_queries = cfg.num_action_queries;
   io::StateDict head_sd = io::load_state_dict(options_.action_head_path);
@@ -87,7 +99,7 @@ Trainer::Trainer(const TrainerOptions& options)
   const at::Tensor aq = options_.resume_action_queries_path.empty()
                              ? vlm_.get("action_queries.weight", aq_shape)
                              : io::load_state_dict(options_.resume_action_queries_path).get("action_queries.weight", aq_shape);
-  action_queries_ = aq.to(at::kFloat).clone();
+  action_queries_ = aq.to(options_.device, at::kFloat).clone();
 
   std::vector<Parameter> params{{"action_queries.weight", action_queries_}};
   for (const head::HeadParameter& p : head_->parameters()) params.push_back({p.name, p.tensor});
@@ -164,7 +176,8 @@ head::HeadBatch Trainer::head_batch(const MicroBatch& batch, bool augment, at::T
     at::Tensor ids = at::empty({g, p}, at::kLong);
     for (int64_t j = 0; j < g; ++j)
       std::copy(batch.prompts[members[j]].begin(), batch.prompts[members[j]].end(), ids[j].data_ptr<int64_t>());
-    at::Tensor px = pixels.index_select(0, at::tensor(members, at::kLong));
+    at::Tensor px = pixels.index_select(0, at::tensor(members, at::kLong)).to(options_.device);
+    ids = ids.to(options_.device);
     const int64_t last_prompt = np + p - 1;  // the first position of the shifted action-query slice
     if (options_.prefix_trick) {
       model::Backbone::Prefix prefix;
@@ -192,10 +205,11 @@ head::HeadBatch Trainer::head_batch(const MicroBatch& batch, bool augment, at::T
   // Back to the micro-batch's order (targets and bank rows follow it).
   at::Tensor inverse = at::empty({n}, at::kLong);
   for (int64_t i = 0; i < n; ++i) inverse.data_ptr<int64_t>()[order[i]] = i;
+  inverse = inverse.to(options_.device);
   head::HeadBatch out;
   out.input.vision = at::cat(vision, 1).index_select(1, inverse).unbind(0);
   out.input.action_queries = at::cat(queries, 1).index_select(1, inverse).unbind(0);
-  out.proprio = batch.proprio;
+  out.proprio = batch.proprio.to(options_.device);
   query_keys = at::cat(keys, 0).index_select(0, inverse);
   return out;
 }
@@ -205,22 +219,25 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
   const head::HeadDims& d = head_->dims();
   const int64_t n = int64_t(batch.prompts.size());
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor actions = batch.actions.to(options_.device);
   at::Tensor query_keys, prediction, target;
   {
-    std::optional<AutocastCpu> autocast;
-    if (options_.bf16) autocast.emplace();
+    std::optional<Autocast> autocast;
+    if (options_.bf16) autocast.emplace(options_.device.type());
     head::HeadBatch hb = head_batch(batch, /*augment=*/true, query_keys);
     hb.retrieved = head_->retrieve_values(query_keys);
     head::TrainingNoise noise;
     if (options_.head.objective == head::Objective::L1) {
       // The reference's learnable_random_perturbations: a fresh N(0, 0.02) tensor, never optimized.
-      noise.latent = at::randn({d.chunk, d.action_dim * d.hidden}, generator_, f32).mul_(0.02);
-      target = batch.actions;
+      // Every draw comes from the CPU generator (then moves): a seed gives the same run on any device.
+      noise.latent = at::randn({d.chunk, d.action_dim * d.hidden}, generator_, f32).mul_(0.02).to(options_.device);
+      target = actions;
     } else {
       const int64_t rows = n * world_size();  // the global batch's draws, then this rank's rows (trainer.h)
-      noise.timesteps = own_rows(at::randint(0, noise_schedule_->train_steps(), {rows}, generator_, at::TensorOptions().dtype(at::kLong)), n);
-      target = own_rows(at::randn({rows, d.chunk, d.action_dim}, generator_, f32), n);
-      noise.noisy_actions = noise_schedule_->add_noise(batch.actions, target, noise.timesteps);
+      noise.timesteps = own_rows(at::randint(0, noise_schedule_->train_steps(), {rows}, generator_, at::TensorOptions().dtype(at::kLong)), n)
+                            .to(options_.device);
+      target = own_rows(at::randn({rows, d.chunk, d.action_dim}, generator_, f32), n).to(options_.device);
+      noise.noisy_actions = noise_schedule_->add_noise(actions, target, noise.timesteps);
     }
     prediction = head_->train_forward(hb, noise);
   }
@@ -229,7 +246,7 @@ at::Tensor Trainer::loss(const MicroBatch& batch, bool fill_bank) {
   // The reference offers the batch to the bank after querying it, so a sample never retrieves itself.
   const bool offer = at::rand({1}, generator_, f32).item<double>() < options_.memory_sample_rate;
   if (fill_bank && offer && head_->uses_msm()) {
-    at::Tensor keys = query_keys, values = batch.actions.reshape({n, -1});
+    at::Tensor keys = query_keys, values = actions.reshape({n, -1});
     if (group_) {  // every rank appends the global batch's entries, in rank order
       keys = group_->all_gather(keys);
       values = group_->all_gather(values);
@@ -293,7 +310,7 @@ io::NamedTensors Trainer::gradients(const MicroBatch& batch) {
   loss(batch, /*fill_bank=*/false).backward();
   io::NamedTensors out;
   for (const Parameter& p : optimizer_->parameters())
-    out.emplace_back(p.name, p.tensor.grad().defined() ? p.tensor.grad().clone() : at::zeros_like(p.tensor));
+    out.emplace_back(p.name, (p.tensor.grad().defined() ? p.tensor.grad().clone() : at::zeros_like(p.tensor)).to(at::kCPU));
   optimizer_->zero_grad();
   return out;
 }
@@ -304,28 +321,28 @@ at::Tensor Trainer::predict(const MicroBatch& batch, std::optional<uint64_t> see
   at::Tensor query_keys;
   head::HeadBatch hb = head_batch(batch, /*augment=*/false, query_keys);
   hb.retrieved = head_->retrieve_values(query_keys);
-  return head_->predict(hb, seed);
+  return head_->predict(hb, seed).to(at::kCPU);
 }
 
 io::NamedTensors Trainer::action_head_state_dict() const {
-  io::NamedTensors sd = head_->action_head_state_dict();
+  io::NamedTensors sd = on_host(head_->action_head_state_dict());
   sd.insert(sd.end(), head_unused_.begin(), head_unused_.end());
   return sd;
 }
 
-io::NamedTensors Trainer::proprio_state_dict() const { return head_->proprio_state_dict(); }
+io::NamedTensors Trainer::proprio_state_dict() const { return on_host(head_->proprio_state_dict()); }
 
-io::NamedTensors Trainer::action_queries_state_dict() const { return {{"action_queries.weight", action_queries_.detach()}}; }
+io::NamedTensors Trainer::action_queries_state_dict() const { return {{"action_queries.weight", action_queries_.detach().to(at::kCPU)}}; }
 
 io::NamedTensors Trainer::vlm_state_dict() const {
   io::NamedTensors sd;
   for (const auto& [name, t] : vlm_.tensors)
-    sd.emplace_back(name, name == "action_queries.weight" ? action_queries_.detach().to(t.scalar_type()) : t);
+    sd.emplace_back(name, name == "action_queries.weight" ? action_queries_.detach().to(at::kCPU, t.scalar_type()) : t);
   return sd;
 }
 
 io::NamedTensors Trainer::training_state() const {
-  io::NamedTensors state = optimizer_->state();
+  io::NamedTensors state = on_host(optimizer_->state());
   state.emplace_back("step", at::scalar_tensor(step_, at::kLong));
   state.emplace_back("generator", generator_.get_state());
   return state;

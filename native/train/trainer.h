@@ -72,7 +72,10 @@ struct TrainerOptions {
   int64_t accumulation = 1;
   double clip_norm = 0;  // 0 = no clipping (finetune.py clips nothing)
   double memory_sample_rate = 0.2;
-  bool bf16 = false;  // VLM in bfloat16, head under CPU autocast (bfloat16) with float32 master weights
+  bool bf16 = false;  // VLM in bfloat16, head under autocast (bfloat16) on the device with float32 master weights
+  // Where the weights, the optimizer state, the MSM bank and the computation live (checkpoints are written from the
+  // host; random draws come from the CPU generator on every device). Data-parallel training is CPU-only (Gloo).
+  c10::Device device = c10::kCPU;
   bool prefix_trick = true;
   uint64_t seed = 0;
   DistributedOptions distributed;

@@ -46,4 +46,12 @@ describe('training rejects, before any step,', () => {
     const init = tinyRun();
     await expect(train({ ...options(LIBERO), out: init })).rejects.toThrow(ConfigError);
   });
+
+  it('a device this build cannot train on, or a malformed one', async () => {
+    await expect(train({ ...options(LIBERO), device: 'gpu' as never })).rejects.toThrow(
+      new InputError('device: expected \'cpu\', \'cuda\' or \'cuda:N\', got "gpu"'));
+    // A CPU-only build says how to get a CUDA one (a CUDA build without a GPU: the runtime's reason), both E_CONFIG.
+    await rejectsBeforeAnyStep({ ...options(LIBERO), device: 'cuda:0' }, ConfigError);
+    await expect(train({ ...options(LIBERO), device: 'cuda:0' })).rejects.toThrow(/cuda:0/);
+  });
 });
