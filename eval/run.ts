@@ -11,6 +11,9 @@
  * 6. eval/results/<date>/report.md + report.json + SVG plots + a few videos.
  *
  * `--run <dir>` evaluates an existing run directory instead of training (demos are still generated for the baseline).
+ * It checks the Python side first and says how to install it (`bash eval/setup.sh`, or `--setup` to run it). Everything
+ * is written to `<out>.incomplete/` and moved to `<out>` only when the report is done, so a stopped run leaves no
+ * half-written results folder (the next run reuses the incomplete folder's demonstrations).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -83,8 +86,8 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: (typeof VAR
     const started = Date.now();
     // A constant rate with one x0.1 decay at 80 %: the same schedule whatever stage a resumed run stops at.
     await m2vla(['train', '--data', ctx.demos, '--init', base, '--out', runDir, '--steps', String(steps),
-      '--batch', String(profile.batch), '--lr', String(profile.lr), '--seed', '0', '--schedule', 'step',
-      '--decay-at', String(Math.round(last * 0.8)), '--save-every', String(last), '--threads', '2',
+      '--batch-size', String(profile.batch), '--lr', String(profile.lr), '--seed', '0', '--schedule', 'step',
+      '--decay-at', String(Math.round(last * 0.8)), '--checkpoint-every', String(last), '--threads', '2',
       ...(variant.ablation ? ['--ablation', variant.ablation] : []), ...(i > 0 ? ['--resume'] : [])],
     path.join(ctx.logs, `train-${variant.name}.log`));
     trainSeconds += (Date.now() - started) / 1000;
@@ -112,11 +115,23 @@ async function main() {
     args: process.argv.slice(2), strict: true,
     options: {
       quick: { type: 'boolean' }, full: { type: 'boolean' }, run: { type: 'string' }, out: { type: 'string' },
-      episodes: { type: 'string' }, help: { type: 'boolean' },
+      episodes: { type: 'string' }, setup: { type: 'boolean' }, help: { type: 'boolean' },
     },
   });
   if (v.help || (!v.quick && !v.full && !v.run)) {
-    console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N]');
+    console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
+      '  --quick  12 demos per task, 3 x 2400 training steps, 10 episodes per task: ~20 min on 2 cores\n' +
+      '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
+      '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
+      '           apt-get install libosmesa6 with sudo when OSMesa is missing)');
+    return;
+  }
+  const missing = evalRequirementsMissing();
+  if (missing && !v.setup) {
+    console.error(`eval: the simulator side cannot run: ${missing}.\n` +
+      'Install it with `bash eval/setup.sh` (mujoco, numpy, h5py, msgpack, websockets, pillow into eval/.venv-target with ' +
+      'pip; libosmesa6 with apt-get, through sudo, for CPU rendering), or pass --setup to run that first.');
+    process.exitCode = 1;
     return;
   }
   const profileName = v.full ? 'full' : 'quick';
@@ -124,18 +139,26 @@ async function main() {
   if (v.episodes) profile.episodes = Number(v.episodes);
   const started = Date.now();
   const date = new Date().toISOString().slice(0, 10);
-  const out = path.resolve(v.out ?? path.join(EVAL_DIR, 'results', date));
+  const final = path.resolve(v.out ?? path.join(EVAL_DIR, 'results', date));
+  const out = `${final}.incomplete`;
   const work = path.join(out, 'work');
   const logs = path.join(work, 'logs');
   fs.mkdirSync(logs, { recursive: true });
   const ctx: Context = { profile, work, out, demos: path.join(work, 'demos'), logs };
-  log(`profile ${profileName}; results in ${out}`);
+  log(`profile ${profileName}; results in ${final} when done (until then in ${out})`);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`\neval: ${signal}: stopped; nothing was written to ${final} (the partial work stays in ${out} and ` +
+        'the next run reuses its demonstrations)');
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  }
 
-  if (evalRequirementsMissing()) {
+  if (missing) {
     log('installing the evaluation requirements (eval/setup.sh)');
     await run('bash', [path.join(EVAL_DIR, 'setup.sh')], path.join(logs, 'setup.log'));
-    const missing = evalRequirementsMissing();
-    if (missing) throw new Error(`eval requirements: ${missing}`);
+    const still = evalRequirementsMissing();
+    if (still) throw new Error(`eval requirements: ${still}`);
   }
 
   const demoStamp = path.join(ctx.demos, '.complete');
@@ -189,7 +212,9 @@ async function main() {
     experts, baseline, variants, demoSeconds, totalSeconds: (Date.now() - started) / 1000, runDir: v.run ?? null,
   };
   writeReport(out, report);
-  log(`done in ${(report.totalSeconds / 60).toFixed(1)} min: ${path.join(out, 'report.md')}`);
+  fs.rmSync(final, { recursive: true, force: true });
+  fs.renameSync(out, final);
+  log(`done in ${(report.totalSeconds / 60).toFixed(1)} min: ${path.join(final, 'report.md')}`);
 }
 
 main().catch((e) => {

@@ -2,8 +2,8 @@
  * A PolicyRunner driving a simulated robot: a point-mass end effector integrating the 7-D actions (LIBERO's
  * convention: xyz delta, axis-angle delta, gripper), rendered into two 224x224 camera images every tick.
  *
- *   npx tsx examples/control-loop.ts [--hz 20] [--seconds 5] [--replan 5] [--ensemble 0.01] [--no-overlap]
- *                                    [--extra-latency-ms 0] [--run <dir>]
+ *   node --import tsx examples/control-loop.ts [--hz 20] [--seconds 5] [--replan 5] [--ensemble 0.01] [--no-overlap]
+ *                                              [--extra-latency-ms 0] [--run <dir>]
  *
  * Without --run it uses the demo model (random weights: the motion is meaningless, the timing is not).
  * --extra-latency-ms stretches each inference (as a full-size model on a CPU would) to show the overlap at work.

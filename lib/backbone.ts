@@ -13,6 +13,7 @@ import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice } f
 import { runTorchJob } from './native/queue.js';
 import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
 import { PromptTokenizer } from './tokenizer.js';
+import { checkOptions, optionKeys } from './options.js';
 
 export interface BackboneOptions {
   /** Weights and computation dtype (RMSNorm and softmax still run in float32; float16 on CUDA only). Default float32. */
@@ -101,6 +102,7 @@ export class Backbone implements AsyncDisposable {
    * token ids, ending with a stop id if one was produced within `maxNewTokens` (default 64).
    */
   async ask(observation: Observation, options: AskOptions = {}): Promise<number[]> {
+    checkOptions(options, ASK_KEYS, 'ask');
     const native = this.#native;
     if (!native) throw new DisposedError('Backbone: ask() after dispose()');
     const { maxNewTokens = 64, stopIds = [] } = options;
@@ -126,7 +128,11 @@ export class Backbone implements AsyncDisposable {
 }
 
 /** Loads the frozen VLM of a run directory (config.json, preprocessor_config.json, model.safetensors). */
+const BACKBONE_KEYS = optionKeys<BackboneOptions>({ dtype: true, device: true, threads: true, referenceCasts: true, centerCrop: true });
+const ASK_KEYS = optionKeys<AskOptions>({ maxNewTokens: true, stopIds: true });
+
 export async function loadBackbone(runDir: string, options: BackboneOptions = {}): Promise<Backbone> {
+  checkOptions(options, BACKBONE_KEYS, 'loadBackbone');
   const { backbone: config } = readRunConfig(runDir);
   const dtype = options.dtype ?? 'float32';
   const modelPath = modelFile(runDir);

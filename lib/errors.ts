@@ -1,7 +1,7 @@
 /** Every error m2vla throws is an M2vlaError with a stable `code`; native errors are converted to these classes. */
 export type ErrorCode =
   | 'E_INPUT' | 'E_SHAPE' | 'E_CHECKPOINT' | 'E_CONFIG' | 'E_DISPOSED' | 'E_NATIVE' | 'E_LOAD' | 'E_STALE' | 'E_BUSY'
-  | 'E_DISTRIBUTED' | 'E_NONFINITE';
+  | 'E_DISTRIBUTED' | 'E_DOWNLOAD' | 'E_NONFINITE';
 
 export class M2vlaError extends Error {
   readonly code: ErrorCode;
@@ -48,6 +48,11 @@ export class DistributedError extends M2vlaError {
   constructor(message: string, options?: { cause?: unknown }) { super('E_DISTRIBUTED', message, options); }
 }
 
+/** A download from the Hugging Face Hub failed (network, HTTP status, checksum) or is not in the cache offline. */
+export class DownloadError extends M2vlaError {
+  constructor(message: string, options?: { cause?: unknown }) { super('E_DOWNLOAD', message, options); }
+}
+
 /**
  * The model produced NaN or Inf actions (bad weights or statistics, an overflow): they are never returned, so that
  * they cannot reach a robot. `observations` lists the indices (within the call) whose actions were not finite.
@@ -68,7 +73,7 @@ export class NativeError extends M2vlaError {
 const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => M2vlaError> = {
   E_INPUT: InputError, E_SHAPE: ShapeError, E_CHECKPOINT: CheckpointError, E_CONFIG: ConfigError,
   E_DISPOSED: DisposedError, E_NATIVE: NativeError, E_LOAD: LoadError, E_STALE: StaleError, E_BUSY: BusyError,
-  E_DISTRIBUTED: DistributedError, E_NONFINITE: NonFiniteError,
+  E_DISTRIBUTED: DistributedError, E_DOWNLOAD: DownloadError, E_NONFINITE: NonFiniteError,
 };
 
 /** Convert an error from the addon (a plain Error with `code`) into its typed class; others pass through. */

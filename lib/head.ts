@@ -17,6 +17,7 @@ import {
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import type { TensorData } from './observation.js';
+import { checkOptions, optionKeys } from './options.js';
 
 /** BOUNDS_Q99 statistics of one quantity (dataset_statistics.json[key].action / .proprio). */
 export interface NormStats {
@@ -227,7 +228,17 @@ export class ActionHead implements AsyncDisposable {
   }
 }
 
+const CREATE_HEAD_KEYS = optionKeys<HeadCreateOptions>({
+  actionHeadPath: true, proprioProjectorPath: true, config: true, dtype: true, device: true, threads: true, statistics: true,
+});
+const LOAD_HEAD_KEYS = optionKeys<LoadHeadOptions>({ dtype: true, device: true, threads: true, unnormKey: true, head: true });
+
 export function createHead(options: HeadCreateOptions): Promise<ActionHead> {
+  try {
+    checkOptions(options, CREATE_HEAD_KEYS, 'createHead');
+  } catch (e) {
+    return Promise.reject(e);
+  }
   const { actionHeadPath, proprioProjectorPath, config, dtype = 'float32', device, threads, statistics } = options;
   return runTorchJob(async () => {
     const native = await getBinding().createHead({ actionHeadPath, proprioProjectorPath, config, dtype, device, threads });
@@ -258,6 +269,7 @@ export interface LoadHeadOptions {
 
 /** The action head of a run directory (checkpoints, config.json/manifest.json, dataset_statistics.json). */
 export async function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise<ActionHead> {
+  checkOptions(options, LOAD_HEAD_KEYS, 'loadHead');
   if (options.head?.ablation !== undefined) parseAblation(options.head.ablation, 'head.ablation');
   const run = readRunConfig(runDir, { keyLayerIndices: options.head?.keyLayerIndices });
   const { backbone } = run;

@@ -9,6 +9,7 @@ import { readJson } from './json.js';
 import { ConfigError, InputError, ShapeError } from './errors.js';
 import { getBinding, type AugmentationDraw, type ImageAugmentation } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
+import { checkOptions, optionKeys } from './options.js';
 
 /** Raw pixels: `data` holds height * width * 3 bytes, row-major, RGB. */
 export interface RawImage {
@@ -137,9 +138,12 @@ export interface PixelValues {
   shape: [number, number, number, number];  // [batch, 3 * backbones * imagesPerSample, size, size]
 }
 
+const PIXEL_KEYS = optionKeys<PixelValuesOptions>({ imagesPerSample: true, centerCrop: true, names: true, threads: true });
+
 /** Decodes/validates the images and returns the model's pixel values (one torch job). */
 export async function pixelValues(images: ImageInput[], prep: ImagePreprocessing,
   options: PixelValuesOptions = {}): Promise<PixelValues> {
+  checkOptions(options, PIXEL_KEYS, 'pixelValues');
   const perSample = options.imagesPerSample ?? images.length;
   if (images.length === 0) throw new InputError('images: at least one image is needed');
   if (!Number.isInteger(perSample) || perSample <= 0 || images.length % perSample !== 0)
@@ -163,6 +167,7 @@ export async function pixelValues(images: ImageInput[], prep: ImagePreprocessing
 export async function augmentImage(image: ImageInput, options: {
   size: number; seed?: number; count?: number; augmentation?: ImageAugmentation; threads?: number;
 }): Promise<Array<{ image: RawImage; params: AugmentationDraw }>> {
+  checkOptions(options, ['size', 'seed', 'count', 'augmentation', 'threads'], 'augmentImage');
   const raw = await toRawImage(image, 'image');
   const { size } = options;
   const out = await runTorchJob(() => getBinding().augmentImage({

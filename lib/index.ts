@@ -19,6 +19,9 @@ export {
   demoRunDir, loadPolicy, Policy,
   type ActOutput, type LayerGates, type PolicyFeatures, type PolicyMetadata, type PolicyOptions,
 } from './policy.js';
+export {
+  isHubSpec, parseHubSpec, pull, resolveRunDir, type HubSpec, type PullOptions, type PullProgress, type PullResult,
+} from './hub.js';
 export { DEMO_DIMS, FULL_SIZE_DIMS, ensureRandomRun, type RandomRunDims } from './random-run.js';
 export {
   LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,
@@ -39,7 +42,11 @@ export { NdArray, type DType } from './server/ndarray.js';
 export { packOpenpi, unpackOpenpi } from './server/openpi.js';
 export { parseJsonNumpy, toJsonNumpy } from './server/json-numpy.js';
 export {
-  distributedFromEnv, train, Trainer, type DistributedOptions, type PackedBatch, type StepMetrics, type TrainOptions,
+  distributedFromEnv, exportCheckpoint, train, Trainer, type DistributedOptions, type ExportOptions, type PackedBatch, type StepMetrics, type TrainOptions,
   type TrainProgress, type TrainResult,
 } from './train.js';
-export type { AugmentationDraw, ImageAugmentation } from './native/binding.js';
+export type {
+  AugmentationDraw, BuildInfo, GpuInfo, ImageAugmentation, ModelDtype, NativeDevice, NativeDtype, NativeHeadDims,
+  NativeKernelReport, NativeMicroBatch, NativePlacement, NativeTensor, NativeTrainerDims,
+} from './native/binding.js';
+export type { BackboneConfig, HeadConfig, LlmConfig, VitConfig } from './config.js';

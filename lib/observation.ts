@@ -100,6 +100,9 @@ function promptIds(obs: Observation, ctx: PackContext, field: (f: string) => str
   if (!ctx.tokenizer) {
     throw new ConfigError(`${field('instruction')}: this run directory has no tokenizer.json; give inputIds instead`);
   }
+  if (obs.instruction.trim() === '') {
+    throw new InputError(`${field('instruction')}: empty; give the task in words (e.g. 'put the black bowl on the plate')`);
+  }
   return checkInputIds(ctx.tokenizer.promptIds(obs.instruction), field('instruction'), ctx);
 }
 
@@ -117,8 +120,28 @@ async function cameraImages(obs: Observation, cfg: BackboneConfig, field: (f: st
     if (input === undefined) {
       throw new InputError(`${name}: missing; this model takes ${cfg.numImages} camera image(s): ${names.join(', ')}`);
     }
-    return { ...(await toRawImage(input, name)), name };
+    const raw = await toRawImage(input, name);
+    warnAspect(raw, cam, cfg.imageSize);
+    return { ...raw, name };
   }));
+}
+
+const warnedAspects = new Set<string>();
+
+/**
+ * The one rule for image shapes: every camera image is resized to S x S (bicubic) without keeping its aspect ratio,
+ * as the Prismatic processor's `resize-naive` does for training, so a non-square image is squashed, not cropped or
+ * padded. A warning (code M2VLA_IMAGE_ASPECT, once per camera and size) says so for images that are not square.
+ */
+function warnAspect(image: RawImage, camera: string, size: number): void {
+  const { width, height } = image;
+  if (Math.abs(width / height - 1) < 0.02) return;
+  const key = `${camera}:${width}x${height}`;
+  if (warnedAspects.has(key)) return;
+  warnedAspects.add(key);
+  process.emitWarning(`images.${camera}: ${width}x${height} is not square; it is resized to ${size}x${size} without keeping ` +
+    'its aspect ratio (resize-naive, as the model was trained). Crop or pad it to a square first if the training ' +
+    'images were square crops of your camera.', { code: 'M2VLA_IMAGE_ASPECT' });
 }
 
 function stateValues(obs: Observation, dim: number, field: (f: string) => string): Float64Array {

@@ -12,19 +12,21 @@ import path from 'node:path';
 import { loadBackbone, type Backbone } from './backbone.js';
 import { readRunConfig, type Ablation } from './config.js';
 import { DisposedError, InputError, NonFiniteError, toTypedError } from './errors.js';
+import { resolveRunDir, type PullOptions } from './hub.js';
 import { loadHead, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
 import {
   getBinding, type ModelDtype, type NativeDevice, type NativeKernelReport, type NativePlacement, type NativePolicy,
   type NativePolicyResult,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
+import { checkOptions, optionKeys } from './options.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, userCacheDir } from './random-run.js';
 
 export interface PolicyOptions {
   /**
-   * Where the weights live and act() computes: 'cpu' (default) or 'cuda' / 'cuda:N' (a CUDA build, see README
-   * "CUDA"; otherwise a ConfigError says how to get one).
+   * Where the weights live and act() computes: 'cpu' (default) or 'cuda' / 'cuda:N' (a CUDA build, see
+   * docs/cuda.md; otherwise a ConfigError says how to get one).
    */
   device?: NativeDevice;
   /**
@@ -40,8 +42,6 @@ export interface PolicyOptions {
   unnormKey?: string;
   /** LIBERO-style center crop of raw images (true = 0.9 of the area, or an area fraction). Default off. */
   centerCrop?: boolean | number;
-  /** Cameras per observation when the run directory does not say (default 2: primary + wrist). */
-  numImages?: number;
   /** Head objective override ('l1' = the released single pass; 'denoise' = DDIM sampling) and its options. */
   objective?: 'l1' | 'denoise';
   denoise?: DenoiseOptions;
@@ -50,7 +50,14 @@ export interface PolicyOptions {
    * checkpoint's variant: a mismatch is a CheckpointError, an unknown value an InputError.
    */
   ablation?: Ablation;
+  /** How an `hf://owner/repo[/subfolder]` run directory is pulled (cache, endpoint, token, offline; see pull()). */
+  hub?: PullOptions;
 }
+
+const POLICY_KEYS = optionKeys<PolicyOptions>({
+  device: true, dtype: true, threads: true, referenceCasts: true, unnormKey: true, centerCrop: true,
+  objective: true, denoise: true, ablation: true, hub: true,
+});
 
 export interface ActOptions {
   /** Seed of the denoising objective's noise. */
@@ -114,7 +121,9 @@ export interface PolicyMetadata {
   kernels: NativeKernelReport;
   objective: 'l1' | 'denoise';
   unnormKey: string;
+  /** MSM bank rows in use, and rows it holds (the released layout stores a fixed-size bank, partly filled). */
   bankSize: number;
+  bankCapacity: number;
   /** The head variant: 'none' (full model), 'no-mol' or 'no-msm' (the paper's ablation). */
   ablation: Ablation;
 }
@@ -131,7 +140,7 @@ export class Policy implements AsyncDisposable {
       chunk: d.chunk, actionDim: d.actionDim, proprioDim: d.proprioDim, numImages: backbone.config.numImages,
       imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
       device: placement.device, deviceName: placement.name, dtype: placement.dtype, kernels,
-      objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize,
+      objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize, bankCapacity: d.bankCapacity,
       ablation: head.ablation,
     };
   }
@@ -141,6 +150,7 @@ export class Policy implements AsyncDisposable {
    * prompts differ in length run as separate native calls (grouped by length), each exact.
    */
   async act(observations: Observation | Observation[], options: ActOptions = {}): Promise<ActOutput> {
+    checkOptions(options, ['seed', 'maxPromptTokens'], 'act');
     const results = await this.#run(observations, false, options.seed, options.maxPromptTokens);
     return checkFinite(this.#merge(results, Array.isArray(observations)), this.head.dims.chunk * this.head.dims.actionDim);
   }
@@ -266,11 +276,14 @@ function retrievalOf(r: NativePolicyResult, batch: number): ActOutput['retrieval
 
 /**
  * Loads a VLA-Adapter / M²-VLA run directory as released (model.safetensors, action_head--checkpoint.pt or
- * .safetensors, proprio_projector--checkpoint.pt, dataset_statistics.json, tokenizer, preprocessor_config.json).
+ * .safetensors, proprio_projector--checkpoint.pt, dataset_statistics.json, tokenizer, preprocessor_config.json), a
+ * local path or `hf://owner/repo[@revision][/subfolder]` on the Hugging Face Hub (pulled into its cache first).
  */
 export async function loadPolicy(runDir: string, options: PolicyOptions = {}): Promise<Policy> {
+  checkOptions(options, POLICY_KEYS, 'loadPolicy');
+  runDir = await resolveRunDir(runDir, options.hub);
   const placement = resolvePlacement(options);
-  const run = readRunConfig(runDir, { numImages: options.numImages });
+  const run = readRunConfig(runDir);
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
   const backbone = await loadBackbone(runDir, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
   try {

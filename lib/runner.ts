@@ -11,6 +11,7 @@
 import { InputError, NonFiniteError, StaleError } from './errors.js';
 import type { Observation } from './observation.js';
 import type { Policy } from './policy.js';
+import { checkOptions, optionKeys } from './options.js';
 
 /** A Policy, or a wrapper with the same act() and metadata. */
 export type ChunkPolicy = Pick<Policy, 'act' | 'metadata'>;
@@ -82,6 +83,10 @@ interface Chunk { id: number; start: number; actions: Float32Array; latencyMs: n
 
 const RECENT = 5;
 
+const RUNNER_KEYS = optionKeys<RunnerOptions>({
+  hz: true, replanSteps: true, overlap: true, ensemble: true, onEmpty: true, marginMs: true, clock: true, onEvent: true,
+});
+
 export class PolicyRunner {
   private readonly horizon: number;
   private readonly dim: number;
@@ -104,6 +109,7 @@ export class PolicyRunner {
   private counts = { lateTicks: 0, staleTicks: 0, chunks: 0, lateChunks: 0, droppedChunks: 0, nonFiniteChunks: 0, latencySum: 0 };
 
   constructor(private readonly policy: ChunkPolicy, private readonly options: RunnerOptions) {
+    checkOptions(options, RUNNER_KEYS, 'PolicyRunner');
     const { hz, replanSteps = 5, ensemble = false, marginMs } = options;
     this.horizon = policy.metadata.chunk;
     this.dim = policy.metadata.actionDim;

@@ -38,6 +38,7 @@ import {
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { readJson } from './json.js';
+import { checkOptions, optionKeys } from './options.js';
 import { PromptTokenizer } from './tokenizer.js';
 
 export interface TrainOptions {
@@ -87,6 +88,11 @@ export interface TrainOptions {
   memorySampleRate?: number;
   /** Save a checkpoint every this many steps (and always at the end or when stopped). Default 1000. */
   checkpointEvery?: number;
+  /**
+   * Keep every checkpoint (in `out/checkpoints/kept/step-N/`, hard links, for exportCheckpoint(out, { step })) instead
+   * of only the latest. Default false.
+   */
+  keepCheckpoints?: boolean;
   /** Run the prompt prefix once without autograd (default true); false runs the whole sequence with it. */
   prefixTrick?: boolean;
   /**
@@ -104,7 +110,21 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Called after every micro-batch and every optimizer step. */
   onProgress?: (event: TrainProgress) => void;
+  /**
+   * Called with a line at each stage before the first step (loading the model, resuming from step N and what changed,
+   * opening the dataset, reading the first batch) and for warnings (short episodes dropped). Without it, warnings go
+   * to process.emitWarning (code M2VLA_TRAIN).
+   */
+  onStatus?: (message: string) => void;
 }
+
+const TRAIN_KEYS = optionKeys<TrainOptions>({
+  data: true, init: true, out: true, steps: true, batchSize: true, lr: true, objective: true, ablation: true,
+  resume: true, accum: true, warmup: true, schedule: true, decayAt: true, gamma: true, seed: true, bf16: true,
+  clipNorm: true, weightDecay: true, betas: true, eps: true, memorySampleRate: true, checkpointEvery: true,
+  prefixTrick: true, imageAugmentation: true, keepCheckpoints: true, threads: true, distributed: true, dataset: true, signal: true,
+  onProgress: true, onStatus: true,
+});
 
 type ReaderOptions<T> = Omit<T, 'chunk' | 'actionDim' | 'proprioDim'>;
 
@@ -162,6 +182,8 @@ interface TrainerState {
   loader: LoaderPosition;
   /** Options an exact resume needs unchanged. */
   fixed: Record<string, unknown>;
+  /** Options a resume may change (the schedule continues with the new values); a resume says which changed. */
+  adjustable?: Record<string, unknown>;
   /** Head dims an ablated checkpoint does not show (see #recordHeadConfig). */
   head: { numHeads: number; chunk: number };
   savedAt: string;
@@ -171,7 +193,7 @@ const STATE_FORMAT = 'm2vla-train/1';
 const RUN_FILES = ['config.json', 'preprocessor_config.json', 'manifest.json', 'tokenizer.json', 'tokenizer_config.json',
   'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'generation_config.json'];
 
-interface Resolved extends Required<Omit<TrainOptions, 'decayAt' | 'threads' | 'dataset' | 'signal' | 'onProgress' | 'distributed'>> {
+interface Resolved extends Required<Omit<TrainOptions, 'decayAt' | 'threads' | 'dataset' | 'signal' | 'onProgress' | 'onStatus' | 'distributed'>> {
   decayAt: number[];
   threads?: number;
   distributed?: DistributedOptions;
@@ -191,6 +213,7 @@ function positive(value: unknown, name: string, allowZero = false): number {
 }
 
 function resolve(o: TrainOptions): Resolved {
+  checkOptions(o, TRAIN_KEYS, 'train');
   for (const key of ['data', 'init', 'out'] as const)
     if (typeof o[key] !== 'string' || o[key] === '') throw new InputError(`${key}: expected a path`);
   const steps = integer(o.steps, 'steps', 1);
@@ -220,6 +243,7 @@ function resolve(o: TrainOptions): Resolved {
     eps: positive(o.eps ?? 1e-8, 'eps'),
     memorySampleRate: positive(o.memorySampleRate ?? 0.2, 'memorySampleRate', true),
     checkpointEvery: integer(o.checkpointEvery ?? 1000, 'checkpointEvery', 1),
+    keepCheckpoints: o.keepCheckpoints ?? false,
     prefixTrick: o.prefixTrick ?? true,
     imageAugmentation: imageAugmentation(o.imageAugmentation),
     threads: o.threads,
@@ -228,20 +252,24 @@ function resolve(o: TrainOptions): Resolved {
   };
 }
 
-const AUGMENTATION_KEYS = new Set(['cropArea', 'brightness', 'contrast', 'saturation', 'hue', 'independent']);
+const AUGMENTATION_KEYS = optionKeys<ImageAugmentation>({
+  cropArea: true, brightness: true, contrast: true, saturation: true, hue: true, independent: true,
+});
 
 /** Shape checks (the addon checks the ranges): false when off. */
 function imageAugmentation(value: unknown): boolean | ImageAugmentation {
   if (value === undefined || typeof value === 'boolean') return value ?? false;
   if (value === null || typeof value !== 'object' || Array.isArray(value))
     throw new InputError(`imageAugmentation: expected a boolean or an object, got ${JSON.stringify(value)}`);
-  const unknown = Object.keys(value).filter((k) => !AUGMENTATION_KEYS.has(k));
-  if (unknown.length) throw new InputError(`imageAugmentation: unknown option ${unknown.join(', ')} (known: ${[...AUGMENTATION_KEYS].join(', ')})`);
+  checkOptions(value, AUGMENTATION_KEYS, 'train: imageAugmentation');
   return value as ImageAugmentation;
 }
 
+const DISTRIBUTED_KEYS = optionKeys<DistributedOptions>({ rank: true, worldSize: true, masterAddr: true, masterPort: true, timeoutMs: true });
+
 function resolveDistributed(d: DistributedOptions | undefined): DistributedOptions | undefined {
   if (d === undefined) return undefined;
+  checkOptions(d, DISTRIBUTED_KEYS, 'train: distributed');
   const worldSize = integer(d.worldSize, 'distributed.worldSize', 1), rank = integer(d.rank, 'distributed.rank', 0);
   if (rank >= worldSize) throw new InputError(`distributed.rank: ${rank} is not below worldSize ${worldSize}`);
   if (worldSize === 1) return undefined;
@@ -274,6 +302,20 @@ function latestCheckpoint(root: string): string | undefined {
   throw new ConfigError(`${pointer} names ${dir}, which holds no trainer_state.json`);
 }
 
+/**
+ * Hard-links the latest checkpoint into `root/kept/` before the next save, which removes every other step directory
+ * of `root` (the native saver keeps one): the kept copy costs no space and survives.
+ */
+function keepLatest(root: string): void {
+  const latest = latestCheckpoint(root);
+  if (!latest) return;
+  const kept = path.join(root, 'kept', path.basename(latest));
+  if (fs.existsSync(kept)) return;
+  fs.mkdirSync(`${kept}.tmp`, { recursive: true });
+  for (const f of fs.readdirSync(latest)) fs.linkSync(path.join(latest, f), path.join(`${kept}.tmp`, f));
+  fs.renameSync(`${kept}.tmp`, kept);
+}
+
 function writeAtomic(file: string, text: string): void {
   fs.writeFileSync(`${file}.tmp`, text);
   fs.renameSync(`${file}.tmp`, file);
@@ -299,46 +341,43 @@ export class Trainer implements AsyncDisposable {
   /** Loads the model (or the latest checkpoint of `out` with `resume`), opens the dataset and checks they fit. */
   static async create(options: TrainOptions): Promise<Trainer> {
     const o = resolve(options);
+    const status = (line: string) => options.onStatus?.(line);
     const checkpoints = path.join(o.out, 'checkpoints');
     const latest = latestCheckpoint(checkpoints);
     if (latest && !o.resume)
       throw new ConfigError(`${o.out} holds a training run (${latest}); pass resume (--resume) to continue it, or another out`);
     const state = o.resume && latest ? readState(latest, o) : undefined;
+    if (state) {
+      status(`resuming from step ${state.step} of ${o.steps} (${latest})`);
+      const changes = adjustedOptions(state, o);
+      if (changes) status(`resume: ${changes}; the learning-rate schedule continues with the new values from step ` +
+        `${state.step} (an uninterrupted run with them would differ)`);
+    } else if (o.resume) status(`resume: no checkpoint in ${checkpoints}; starting at step 0`);
+    status(`loading ${o.init} (frozen VLM, head${state ? ', checkpoint' : ''})`);
 
-    const run = readRunConfig(o.init);
-    const tokenizer = await PromptTokenizer.load(o.init, { vocabSize: run.backbone.llm.vocabSize });
-    const { backbone } = run;
+    const tokenizer = await PromptTokenizer.load(o.init, { vocabSize: readRunConfig(o.init).backbone.llm.vocabSize });
     const progress = new ProgressRelay(options.onProgress);
-    const native = await runTorchJob(() => getBinding().createTrainer({
-      modelPath: modelFile(o.init),
-      backbone,
-      preprocess: backbone.preprocessing,
-      actionHeadPath: headFile(o.init, 'action_head'),
-      proprioProjectorPath: headFile(o.init, 'proprio_projector'),
-      resumeFrom: state ? latest : undefined,
-      head: {
-        config: {
-          ...run.head, ...state?.head, objective: o.objective, ablation: o.ablation, numPatches: backbone.numImages * (backbone.imageSize / backbone.featurizer.patchSize) ** 2,
-          numActionQueries: backbone.numActionQueries, denoise: { initSeed: o.seed },
-        },
-      },
-      lr: o.lr, steps: o.steps, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma,
-      beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
-      clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick,
-      imageAugmentation: o.imageAugmentation, seed: o.seed,
-      threads: o.threads, distributed: o.distributed, onProgress: options.onProgress && progress.deliver,
-    }));
+    const native = await createNativeTrainer(o, state && { dir: latest!, state }, options.onProgress && progress.deliver);
     try {
       const dims = native.dims();
       if (dims.numImages > 2) throw new ConfigError(`${o.init}: ${dims.numImages} images per observation; datasets give a primary and a wrist camera`);
+      status(`opening ${o.data}`);
       const dataset = await openDataset(o.data, { ...o.dataset, chunk: dims.chunk, actionDim: dims.actionDim, proprioDim: dims.proprioDim });
       try {
+        const short = (o.dataset.episodeEnd ?? 'drop') === 'drop' ? dataset.episodes.filter((e) => e.length < dims.chunk).length : 0;
+        if (short > 0) {
+          const warning = `${dataset.name}: ${short} of ${dataset.episodes.length} episodes are shorter than the ` +
+            `${dims.chunk}-step action chunk and give no samples (dataset: { episodeEnd: 'repeat' } pads them instead)`;
+          if (options.onStatus) status(`warning: ${warning}`);
+          else process.emitWarning(warning, { code: 'M2VLA_TRAIN' });
+        }
         if (dims.numImages === 2 && !dataset.hasWrist)
           throw new ShapeError(`${dataset.name}: no wrist camera, but the model takes 2 images per observation (primary, wrist)`);
         const loader = new BatchLoader(dataset, {
           batchSize: o.batchSize, seed: o.seed, position: state?.loader, rank: dims.rank, worldSize: dims.worldSize,
         });
         const statistics = computeStatistics(dataset);
+        status(`dataset ${dataset.name}: ${dataset.episodes.length} episodes, ${dataset.numSamples} samples; statistics computed`);
         const trainer = new Trainer(native, o, dims, dataset, statistics, loader, tokenizer, progress);
         if (trainer.writes) {
           fs.mkdirSync(o.out, { recursive: true });
@@ -441,6 +480,7 @@ export class Trainer implements AsyncDisposable {
    * every process calls it for every step; `stop` asks all of them to stop after this step (see stopAgreed).
    */
   async step(batches?: PackedBatch[], options: { stop?: boolean } = {}): Promise<StepMetrics> {
+    checkOptions(options, ['stop'], 'Trainer.step');
     const native = this.#trainer('step');
     const micro = batches ?? await this.readStep();
     const { stop, ...result } = await runTorchJob(() => native.step({ microBatches: micro.map((m) => m.batch), stop: options.stop }));
@@ -471,37 +511,24 @@ export class Trainer implements AsyncDisposable {
     const native = this.#trainer('checkpoint');
     const state: TrainerState = {
       format: STATE_FORMAT, step: this.stepsDone, loader: this.#position, fixed: fixedOptions(this.options),
+      adjustable: adjustableOptions(this.options),
       head: { numHeads: this.dims.numHeads, chunk: this.dims.chunk },
       savedAt: new Date().toISOString(),
     };
     const root = path.join(this.options.out, 'checkpoints');
     if (!this.writes) return path.join(root, `step-${String(this.stepsDone).padStart(8, '0')}`);
+    if (this.options.keepCheckpoints) keepLatest(root);
     return runTorchJob(() => native.saveCheckpoint({ root, stateJson: `${JSON.stringify(state, null, 2)}\n` }));
   }
 
   /** Writes the run directory `out` (rank 0 only): configuration and tokenizer files of the init run, the trained weights. */
   async exportRun(): Promise<string> {
     const native = this.#trainer('exportRun');
-    const { out, init } = this.options;
+    const { out } = this.options;
     if (!this.writes) return out;
-    await runTorchJob(() => native.exportRun({ dir: out }));
-    for (const file of RUN_FILES) {
-      const from = path.join(init, file);
-      if (fs.existsSync(from)) fs.copyFileSync(from, path.join(out, file));
-    }
-    writeDatasetStatistics(path.join(out, 'dataset_statistics.json'), this.dataset.name, this.statistics);
-    if (this.options.ablation !== 'none') this.#recordHeadConfig(path.join(out, 'config.json'));
+    await writeRunDir(native, this.options, this.dims, out,
+      (file) => writeDatasetStatistics(file, this.dataset.name, this.statistics));
     return out;
-  }
-
-  /**
-   * An ablated head's checkpoint cannot show every dim (no-mol has no k_adapter for the head count, no-msm no
-   * memory_value_proj for the chunk), and loaders must know the variant: config.json "m2vla_head" records them.
-   */
-  #recordHeadConfig(file: string): void {
-    const config = readJson(file);
-    const recorded: RecordedHeadConfig = { ablation: this.options.ablation, num_heads: this.dims.numHeads, chunk: this.dims.chunk };
-    writeAtomic(file, `${JSON.stringify({ ...config, [HEAD_CONFIG_KEY]: recorded }, null, 2)}\n`);
   }
 
   /** A resumed run's metrics.jsonl keeps the lines of the steps its checkpoint had done. */
@@ -529,6 +556,107 @@ export class Trainer implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** The native trainer for resolved options, from the init run or (`resume`) a checkpoint's step directory. */
+function createNativeTrainer(o: Resolved, resume: { dir: string; state: TrainerState } | undefined,
+  onProgress: ((e: NativeTrainProgress) => void) | undefined): Promise<NativeTrainer> {
+  const run = readRunConfig(o.init);
+  const { backbone } = run;
+  return runTorchJob(() => getBinding().createTrainer({
+    modelPath: modelFile(o.init),
+    backbone,
+    preprocess: backbone.preprocessing,
+    actionHeadPath: headFile(o.init, 'action_head'),
+    proprioProjectorPath: headFile(o.init, 'proprio_projector'),
+    resumeFrom: resume?.dir,
+    head: {
+      config: {
+        ...run.head, ...resume?.state.head, objective: o.objective, ablation: o.ablation, numPatches: backbone.numImages * (backbone.imageSize / backbone.featurizer.patchSize) ** 2,
+        numActionQueries: backbone.numActionQueries, denoise: { initSeed: o.seed },
+      },
+    },
+    lr: o.lr, steps: o.steps, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma,
+    beta1: o.betas[0], beta2: o.betas[1], weightDecay: o.weightDecay, eps: o.eps, accumulation: o.accum,
+    clipNorm: o.clipNorm, memorySampleRate: o.memorySampleRate, bf16: o.bf16, prefixTrick: o.prefixTrick,
+    imageAugmentation: o.imageAugmentation, seed: o.seed,
+    threads: o.threads, distributed: o.distributed, onProgress,
+  }));
+}
+
+/**
+ * A run directory in `dir`: the trained weights, the init run's configuration and tokenizer files, the statistics,
+ * and for an ablation config.json's "m2vla_head" (an ablated head's checkpoint cannot show every dim: no-mol has no
+ * k_adapter for the head count, no-msm no memory_value_proj for the chunk; and loaders must know the variant).
+ */
+async function writeRunDir(native: NativeTrainer, o: Resolved, dims: NativeTrainerDims, dir: string,
+  writeStatistics: (file: string) => void): Promise<void> {
+  await runTorchJob(() => native.exportRun({ dir }));
+  for (const file of RUN_FILES) {
+    const from = path.join(o.init, file);
+    if (fs.existsSync(from)) fs.copyFileSync(from, path.join(dir, file));
+  }
+  writeStatistics(path.join(dir, 'dataset_statistics.json'));
+  if (o.ablation === 'none') return;
+  const file = path.join(dir, 'config.json');
+  const config = readJson(file);
+  const recorded: RecordedHeadConfig = { ablation: o.ablation, num_heads: dims.numHeads, chunk: dims.chunk };
+  writeAtomic(file, `${JSON.stringify({ ...config, [HEAD_CONFIG_KEY]: recorded }, null, 2)}\n`);
+}
+
+export interface ExportOptions {
+  /** The checkpoint's step (default: the latest). */
+  step?: number;
+  /** Where the run directory goes (default: <out>/export/step-NNNNNNNN). */
+  to?: string;
+  threads?: number;
+}
+
+const EXPORT_KEYS = optionKeys<ExportOptions>({ step: true, to: true, threads: true });
+
+/**
+ * Turns a checkpoint of the training run in `out` (an interrupted run's too) into a run directory that loadPolicy and
+ * `m2vla serve` load: the same files a finished train() writes into `out`. Returns its path.
+ */
+export async function exportCheckpoint(out: string, options: ExportOptions = {}): Promise<string> {
+  checkOptions(options, EXPORT_KEYS, 'exportCheckpoint');
+  const root = path.join(path.resolve(out), 'checkpoints');
+  const stepDirs = (at: string) => (fs.existsSync(at) ? fs.readdirSync(at).filter((d) => /^step-\d{8}$/.test(d)).map((d) => path.join(at, d)) : []);
+  const all = [...stepDirs(root), ...stepDirs(path.join(root, 'kept'))];
+  if (all.length === 0) throw new ConfigError(`${out}: no checkpoints (expected ${root}/step-NNNNNNNN from train())`);
+  let dir: string;
+  if (options.step === undefined) dir = latestCheckpoint(root) ?? all[0];
+  else {
+    const name = `step-${String(integer(options.step, 'step', 0)).padStart(8, '0')}`;
+    const found = all.find((d) => path.basename(d) === name);
+    if (!found) {
+      const have = [...new Set(all.map((d) => Number(path.basename(d).slice(5))))].sort((a, b) => a - b);
+      throw new ConfigError(`${out}: no checkpoint of step ${options.step}; it has ${have.join(', ')} ` +
+        '(training keeps only its latest checkpoint unless keepCheckpoints / --keep-checkpoints)');
+    }
+    dir = found;
+  }
+  const file = path.join(dir, 'trainer_state.json');
+  const state = readJson(file) as unknown as TrainerState;
+  if (!state.fixed || typeof state.fixed !== 'object') throw new ConfigError(`${file}: no "fixed" options (not a trainer_state.json)`);
+  if (state.format !== STATE_FORMAT) throw new ConfigError(`${file}: format '${state.format}' is not ${STATE_FORMAT}`);
+  const f = state.fixed as Record<string, never>, a = (state.adjustable ?? {}) as Record<string, never>;
+  const o = resolve({
+    data: f.data, init: f.init, out, steps: Math.max(1, a.steps ?? state.step), batchSize: f.batchSize, lr: a.lr ?? 1e-4,
+    objective: f.objective, ablation: f.ablation, accum: f.accum, seed: f.seed, bf16: f.bf16,
+    memorySampleRate: f.memorySampleRate, imageAugmentation: f.imageAugmentation, threads: options.threads,
+  });
+  const statistics = path.join(o.out, 'dataset_statistics.json');
+  if (!fs.existsSync(statistics)) throw new ConfigError(`${statistics}: missing (train() writes it when it starts)`);
+  const to = path.resolve(options.to ?? path.join(o.out, 'export', path.basename(dir)));
+  const native = await createNativeTrainer(o, { dir, state }, undefined);
+  try {
+    fs.mkdirSync(to, { recursive: true });
+    await writeRunDir(native, o, native.dims(), to, (target) => fs.copyFileSync(statistics, target));
+  } finally {
+    native.dispose();
+  }
+  return to;
 }
 
 /**
@@ -581,6 +709,22 @@ function fixedOptions(o: Resolved): Record<string, unknown> {
   };
 }
 
+/** Options a resume may change: the schedule is rebuilt from them (so the trajectory then differs from an uninterrupted run). */
+function adjustableOptions(o: Resolved): Record<string, unknown> {
+  return {
+    steps: o.steps, lr: o.lr, warmup: o.warmup, schedule: o.schedule, decayAt: o.decayAt, gamma: o.gamma, clipNorm: o.clipNorm,
+    weightDecay: o.weightDecay, betas: o.betas, eps: o.eps, prefixTrick: o.prefixTrick,
+  };
+}
+
+/** "lr 0.0001 -> 0.0002, steps 100 -> 200" for the adjustable options a resume changes (undefined: none). */
+function adjustedOptions(state: TrainerState, o: Resolved): string | undefined {
+  if (!state.adjustable) return undefined;
+  const now = adjustableOptions(o);
+  const changed = Object.keys(now).filter((k) => JSON.stringify(now[k]) !== JSON.stringify(state.adjustable![k]));
+  return changed.length ? changed.map((k) => `${k} ${JSON.stringify(state.adjustable![k])} -> ${JSON.stringify(now[k])}`).join(', ') : undefined;
+}
+
 function readState(dir: string, o: Resolved): TrainerState {
   const file = path.join(dir, 'trainer_state.json');
   const state = readJson(file) as unknown as TrainerState;
@@ -608,6 +752,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // is asked for with the next one); a single process stops as soon as it is aborted.
   const alone = trainer.dims.worldSize === 1;
   const stopping = () => (alone ? signal?.aborted === true : trainer.stopAgreed);
+  if (trainer.stepsDone < steps) options.onStatus?.(`reading the first batch; training steps ${trainer.stepsDone + 1}-${steps}`);
   let next = trainer.stepsDone < steps ? trainer.readStep() : undefined;
   try {
     while (next && !stopping()) {

@@ -11,7 +11,7 @@ namespace m2vla {
 
 const char* const kCudaBuildHint =
     "build the addon with CUDA: M2VLA_CUDA=1 LIBTORCH=<a CUDA libtorch, e.g. the torch==2.14.1 wheel's torch/ folder> "
-    "npm run build:native (README: \"CUDA\")";
+    "npm run build:native (docs/cuda.md)";
 
 namespace {
 

@@ -5,15 +5,27 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fetchWheel, findLibtorch, packageRoot, recordLibtorch } from './libtorch.mjs';
+import { checkCmake, checkCompiler, checkDisk, checkPip } from './prereqs.mjs';
 
 const args = process.argv.slice(2);
 const force = args.includes('--force') || args.includes('--portable');
 const portable = args.includes('--portable');
 const buildDir = args.includes('--build-dir') ? args[args.indexOf('--build-dir') + 1] : 'build';
 
+/** Stops with one message per missing prerequisite. */
+function stopUnless(problems) {
+  const found = problems.filter(Boolean);
+  if (found.length === 0) return;
+  for (const p of found) console.error(`m2vla: ${p}`);
+  process.exit(1);
+}
+
 const tried = [];
 let found = findLibtorch({ tried, useRecord: false });
-if (!found) found = fetchWheel();
+if (!found) {
+  stopUnless([checkPip(), checkDisk(packageRoot, 1.2 * 2 ** 30, 'fetching libtorch (the wheel, ~450 MB unpacked to ~510 MB)')]);
+  found = fetchWheel();
+}
 recordLibtorch(found);
 console.log(`m2vla: libtorch ${found.version} from ${found.source}: ${found.dir}`);
 
@@ -33,6 +45,7 @@ if (!force && addonLoads(builtFile)) {
   process.exit(0);
 }
 
+stopUnless([checkCmake(), checkCompiler(), checkDisk(packageRoot, 0.5 * 2 ** 30, 'building the addon')]);
 const cmakeJs = path.join(packageRoot, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
 const cmakeArgs = [cmakeJs, 'compile', '--out', buildDir,
   `--CDTorch_DIR=${path.join(found.dir, 'share', 'cmake', 'Torch')}`];

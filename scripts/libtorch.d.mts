@@ -8,3 +8,4 @@ export function findLibtorch(opts?: { tried?: string[]; useRecord?: boolean }): 
 export function fetchWheel(log?: (msg: string) => void): FoundLibtorch;
 export function recordLibtorch(found: FoundLibtorch): void;
 export function preloadLibtorch(dir: string): void;
+export const TORCH_INDEX_URL: string;

@@ -10,6 +10,11 @@ import { fileURLToPath } from 'node:url';
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const localTorchDir = path.join(packageRoot, '.libtorch', 'torch');
 export const WHEEL_SPEC = 'torch==2.13.0+cpu';
+/**
+ * `+cpu` wheels exist only on PyTorch's own index: it is added with --extra-index-url, so pip's configured indexes
+ * (a mirror, a local index) still count. M2VLA_TORCH_INDEX_URL replaces it ('' adds none).
+ */
+export const TORCH_INDEX_URL = process.env.M2VLA_TORCH_INDEX_URL ?? 'https://download.pytorch.org/whl/cpu';
 const RECORD = path.join(packageRoot, '.libtorch', 'location.json');
 
 /** A libtorch directory has lib/libtorch_cpu.so and share/cmake/Torch (a libtorch zip and torch/ of a wheel both do). */
@@ -66,11 +71,14 @@ export function fetchWheel(log = console.log) {
   const target = path.dirname(localTorchDir);
   log(`m2vla: fetching ${WHEEL_SPEC} with pip into ${target}`);
   const env = { PIP_RETRIES: '0', PIP_TIMEOUT: '15', PIP_DISABLE_PIP_VERSION_CHECK: '1', ...process.env };
-  const r = spawnSync('python3', ['-m', 'pip', 'install', '--no-deps', '--upgrade', '--target', target, WHEEL_SPEC],
+  const index = TORCH_INDEX_URL ? ['--extra-index-url', TORCH_INDEX_URL] : [];
+  const r = spawnSync('python3', ['-m', 'pip', 'install', '--no-deps', '--upgrade', '--target', target, ...index, WHEEL_SPEC],
     { stdio: 'inherit', env });
   if (r.status !== 0 || !isLibtorchDir(localTorchDir)) {
-    throw new Error(`pip could not fetch ${WHEEL_SPEC}. Install libtorch yourself and set LIBTORCH=<dir with lib/ include/ share/>, ` +
-      'or `pip install torch` for python3, then run `npm rebuild m2vla`.');
+    throw new Error(`pip could not fetch ${WHEEL_SPEC} (indexes: pip's configured ones${TORCH_INDEX_URL ? ` and ${TORCH_INDEX_URL}` : ''}; ` +
+      'M2VLA_TORCH_INDEX_URL sets another). Or install libtorch yourself (https://pytorch.org/get-started/locally/, ' +
+      '"LibTorch", cxx11 ABI) and set LIBTORCH=<dir with lib/ include/ share/>, or `pip install torch` for python3; ' +
+      'then run `npm rebuild m2vla`.');
   }
   return { dir: localTorchDir, source: 'fetched wheel', version: libtorchVersion(localTorchDir) };
 }

@@ -1,12 +1,14 @@
 /** `m2vla demo [--run <dir>]`: the main job end to end on the embedded tiny model (or a run directory). */
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { loadPolicy, demoRunDir } from '../policy.js';
 import type { Observation } from '../observation.js';
 import type { NativeDevice } from '../native/binding.js';
+import { numberFlag, parseFlags } from './args.js';
+import { pullProgress } from './pull.js';
 
-const USAGE = `usage: m2vla demo [--run <dir>] [--instruction <text>] [--primary <png|jpg>] [--wrist <png|jpg>]
-                  [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|float16] [--threads N] [--unnorm-key K]
+const USAGE = `usage: m2vla demo [--run <dir | hf://owner/repo[/folder]>] [--instruction <text>] [--primary <png|jpg>]
+                  [--wrist <png|jpg>] [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|float16] [--threads N]
+                  [--unnorm-key K] [--center-crop]
 Runs the policy on a two-camera observation (synthetic images unless given) and prints the action chunk and the
 time per stage. Without --run it uses the embedded demo model (random weights: the actions are not meaningful).`;
 
@@ -27,16 +29,16 @@ function syntheticImage(width: number, height: number, hue: number) {
 
 export const demoCommand = {
   summary: 'run the policy on one observation and print the action chunk and timings',
+  usage: USAGE,
   async run(argv: string[]): Promise<number> {
-    const { values } = parseArgs({
-      args: argv, strict: true,
-      options: {
-        run: { type: 'string' }, instruction: { type: 'string', default: 'put the black bowl on the plate' },
-        primary: { type: 'string' }, wrist: { type: 'string' }, dtype: { type: 'string', default: 'auto' },
-        device: { type: 'string', default: 'cpu' },
-        threads: { type: 'string' }, 'unnorm-key': { type: 'string' }, help: { type: 'boolean' },
-      },
+    const { values: v } = parseFlags(argv, {
+      run: { type: 'string' }, instruction: { type: 'string', default: 'put the black bowl on the plate' },
+      primary: { type: 'string' }, wrist: { type: 'string' }, dtype: { type: 'string', default: 'auto' },
+      device: { type: 'string', default: 'cpu' }, threads: { type: 'string' }, 'unnorm-key': { type: 'string' },
+      'center-crop': { type: 'boolean' },
     });
+    const values = v as { run?: string; instruction: string; primary?: string; wrist?: string; dtype: string; device: string;
+      threads?: string; 'unnorm-key'?: string; 'center-crop'?: boolean; help?: boolean };
     if (values.help) {
       console.log(USAGE);
       return 0;
@@ -46,7 +48,8 @@ export const demoCommand = {
     // loadPolicy checks --device and --dtype (InputError / ConfigError with the fix).
     await using policy = await loadPolicy(runDir, {
       device: values.device as NativeDevice, dtype: values.dtype as 'auto',
-      threads: values.threads ? Number(values.threads) : undefined, unnormKey: values['unnorm-key'],
+      threads: numberFlag(values.threads, 'threads', { integer: true, min: 1 }), unnormKey: values['unnorm-key'],
+      centerCrop: values['center-crop'], hub: { onProgress: pullProgress() },
     });
     const loadMs = performance.now() - t0;
     const m = policy.metadata;
@@ -65,7 +68,7 @@ export const demoCommand = {
 
     console.log(`m2vla demo — ${values.run ? runDir : `embedded demo model (${runDir})`}`);
     console.log(`  model: ${m.layers}-layer VLM, hidden ${m.hidden}, ${m.numImages} cameras at ${m.imageSize}px, ` +
-      `chunk ${m.chunk}×${m.actionDim}, ${m.dtype}, statistics "${m.unnormKey}", skill bank ${m.bankSize} entries`);
+      `chunk ${m.chunk}×${m.actionDim}, ${m.dtype}, statistics "${m.unnormKey}", skill bank ${m.bankSize} of ${m.bankCapacity} entries filled`);
     console.log(`  device: ${m.device} (${m.deviceName}), kernels: ${m.kernels.path}`);
     console.log(`  instruction: "${values.instruction}"; loaded in ${loadMs.toFixed(0)} ms`);
     console.log('\n  action chunk (unnormalized):');

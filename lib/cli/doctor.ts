@@ -7,12 +7,22 @@ import type { BuildInfo } from '../native/binding.js';
 import { findLibtorch } from '../../scripts/libtorch.mjs';
 import { M2vlaError } from '../errors.js';
 import { runtimeInfo } from '../runtime.js';
+import { parseFlags } from './args.js';
+
+const USAGE = `usage: m2vla doctor [--json]
+Reports where libtorch came from, how the addon was built (CUDA, data-parallel), threads, CPU features and GPUs.`;
+
+/** What data-parallel training needs when the addon was built without it (libtorch ships gloo's code, not its headers). */
+export const GLOO_HINT = 'not built: data-parallel training (m2vla train --nproc N) needs gloo\'s headers; install them ' +
+  '(Debian/Ubuntu: sudo apt-get install libgloo-dev), then rebuild with `npm run build:native`';
 
 export const doctorCommand = {
   summary: 'report libtorch, build flags, threads, CPU features and GPUs',
+  usage: USAGE,
   async run(argv: string[]): Promise<number> {
-    if (argv.includes('--help')) {
-      console.log('usage: m2vla doctor [--json]');
+    const { values } = parseFlags(argv, { json: { type: 'boolean' } });
+    if (values.help) {
+      console.log(USAGE);
       return 0;
     }
     let info;
@@ -29,7 +39,7 @@ export const doctorCommand = {
         '       or point LIBTORCH at a libtorch directory and run `npm run build:native`.');
       return e instanceof M2vlaError ? 1 : 2;
     }
-    if (argv.includes('--json')) {
+    if (values.json) {
       console.log(JSON.stringify(info, null, 2));
       return 0;
     }
@@ -41,7 +51,7 @@ export const doctorCommand = {
       `  found via:      ${info.libtorch.source}`,
       `  version:        ${info.libtorch.version} (addon compiled against ${info.torchVersion})`,
       `  build:          CUDA ${info.cuda ? 'on' : 'off'}, N-API ${info.napiVersion}`,
-      `  data-parallel:  ${info.distributed ? 'c10d Gloo' : 'not built (apt-get install libgloo-dev, then npm run build:native)'}`,
+      `  data-parallel:  ${info.distributed ? 'c10d Gloo (m2vla train --nproc N)' : GLOO_HINT}`,
       ...gpuLines(info),
       `  torch threads:  ${info.threads}`,
       `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}`,

@@ -1,17 +1,20 @@
 /** `m2vla serve`: the policy over openpi's websocket protocol and VLA-Adapter's POST /act, until SIGTERM/SIGINT. */
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { ConfigError } from '../errors.js';
+import type { NativeDevice } from '../native/binding.js';
 import { demoRunDir, loadPolicy } from '../policy.js';
 import { PRESETS, type ObservationKeys, type PresetName } from '../server/observations.js';
 import { createServer, SERVER_DEFAULTS as D } from '../server/server.js';
+import { choiceFlag, numberFlag, parseFlags, UsageError } from './args.js';
+import { pullProgress } from './pull.js';
 
-const USAGE = `usage: m2vla serve [--run <dir>] [--host 127.0.0.1] [--port 8000] [--preset libero|droid|vla-adapter]
-                   [--keys <json>] [--api-key-file F] [--allow-origin O]... [--max-batch ${D.maxBatch}] [--max-wait-ms ${D.maxWaitMs}]
-                   [--queue ${D.maxQueue}] [--max-frame-mb ${D.maxFrameBytes >> 20}] [--max-prompt-tokens ${D.maxPromptTokens}]
-                   [--max-image-pixels ${D.maxImagePixels}] [--max-connections ${D.maxConnections}]
-                   [--frame-timeout-s ${D.frameTimeoutMs / 1000}] [--idle-timeout-s ${D.idleTimeoutMs / 1000}] [--quiet]
-                   [--dtype float32|bfloat16] [--threads N] [--unnorm-key K] [--center-crop]
+const USAGE = `usage: m2vla serve [--run <dir | hf://owner/repo[/folder]>] [--host 127.0.0.1] [--port 8000]
+                   [--preset libero|droid|vla-adapter] [--keys <json>] [--api-key-file F] [--allow-origin O]...
+                   [--max-batch ${D.maxBatch}] [--max-wait-ms ${D.maxWaitMs}] [--max-queue ${D.maxQueue}] [--max-frame-mb ${D.maxFrameBytes >> 20}]
+                   [--max-prompt-tokens ${D.maxPromptTokens}] [--max-image-pixels ${D.maxImagePixels}]
+                   [--max-connections ${D.maxConnections}] [--frame-timeout-s ${D.frameTimeoutMs / 1000}] [--idle-timeout-s ${D.idleTimeoutMs / 1000}]
+                   [--quiet] [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|float16] [--threads N]
+                   [--unnorm-key K] [--center-crop]
 Serves the policy (the embedded demo model without --run) on one port:
   ws://host:port/<any path>  openpi's websocket protocol (msgpack + numpy arrays), observation keys from --preset
   POST /act                  VLA-Adapter's JSON (json_numpy) {instruction, full_image, wrist_image, state}
@@ -31,15 +34,12 @@ Bounds, each checked before any work, each refusal an error to that client only:
   --max-connections    open connections, HTTP and websocket (more get 503)
   --frame-timeout-s    a message or HTTP request must arrive in full within this time of its first byte
   --idle-timeout-s     a websocket with no request in flight that sends nothing this long is closed
-  --queue              requests waiting; beyond it a client gets a busy error (close 1013 / HTTP 503) instead of waiting
+  --max-queue          requests waiting; beyond it a client gets a busy error (close 1013 / HTTP 503) instead of waiting
 Requests from all clients are batched (up to --max-batch per forward). Each request is logged on stderr (client,
 request, outcome, latency, batch size) unless --quiet. SIGTERM/SIGINT: finish the requests received, then close.`;
 
-function int(name: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new ConfigError(`--${name}: expected an integer >= ${min}, got '${v}'`);
-  return n;
+function int(name: string, v: string | boolean | string[] | undefined, min: number): number | undefined {
+  return numberFlag(v, name, { integer: true, min });
 }
 
 function parseKeys(json: string): ObservationKeys {
@@ -47,12 +47,12 @@ function parseKeys(json: string): ObservationKeys {
   try {
     k = JSON.parse(json);
   } catch (e) {
-    throw new ConfigError(`--keys: not JSON (${(e as Error).message})`);
+    throw new UsageError(`--keys: not JSON (${(e as Error).message})`);
   }
   const str = (x: unknown) => typeof x === 'string';
   if (!k || !str(k.primary) || !str(k.prompt) || (k.wrist !== undefined && !str(k.wrist)) ||
     !(str(k.state) || (Array.isArray(k.state) && k.state.length > 0 && k.state.every(str))))
-    throw new ConfigError('--keys: expected {"primary": key, "wrist"?: key, "state": key or [keys], "prompt": key}');
+    throw new UsageError('--keys: expected {"primary": key, "wrist"?: key, "state": key or [keys], "prompt": key}');
   return k as ObservationKeys;
 }
 
@@ -75,25 +75,25 @@ function apiKey(onCommandLine: string | undefined, file: string | undefined): st
 
 export const serveCommand = {
   summary: 'serve the policy over websocket (openpi protocol) and HTTP (VLA-Adapter POST /act)',
+  usage: USAGE,
   async run(argv: string[]): Promise<number> {
-    const { values } = parseArgs({
-      args: argv, strict: true,
-      options: {
-        run: { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
-        preset: { type: 'string', default: 'libero' }, keys: { type: 'string' }, 'api-key': { type: 'string' },
-        'api-key-file': { type: 'string' }, 'allow-origin': { type: 'string', multiple: true }, quiet: { type: 'boolean' },
-        'max-batch': { type: 'string' }, 'max-wait-ms': { type: 'string' }, queue: { type: 'string' },
-        'max-frame-mb': { type: 'string' }, 'max-prompt-tokens': { type: 'string' }, 'max-image-pixels': { type: 'string' },
-        'max-connections': { type: 'string' }, 'frame-timeout-s': { type: 'string' }, 'idle-timeout-s': { type: 'string' }, dtype: { type: 'string', default: 'float32' }, threads: { type: 'string' },
-        'unnorm-key': { type: 'string' }, 'center-crop': { type: 'boolean' }, help: { type: 'boolean' },
-      },
+    const { values: v } = parseFlags(argv, {
+      run: { type: 'string' }, host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '8000' },
+      preset: { type: 'string', default: 'libero' }, keys: { type: 'string' }, 'api-key': { type: 'string' },
+      'api-key-file': { type: 'string' }, 'allow-origin': { type: 'string', multiple: true }, quiet: { type: 'boolean' },
+      'max-batch': { type: 'string' }, 'max-wait-ms': { type: 'string' }, 'max-queue': { type: 'string', aliases: ['queue'] },
+      'max-frame-mb': { type: 'string' }, 'max-prompt-tokens': { type: 'string' }, 'max-image-pixels': { type: 'string' },
+      'max-connections': { type: 'string' }, 'frame-timeout-s': { type: 'string' }, 'idle-timeout-s': { type: 'string' },
+      device: { type: 'string', default: 'cpu' }, dtype: { type: 'string', default: 'auto' },
+      threads: { type: 'string' }, 'unnorm-key': { type: 'string' }, 'center-crop': { type: 'boolean' },
     });
+    const values = v as Record<string, string | undefined> & { 'center-crop'?: boolean; help?: boolean; quiet?: boolean; 'allow-origin'?: string[] };
     if (values.help) {
       console.log(USAGE);
       return 0;
     }
-    if (!(values.preset in PRESETS)) throw new ConfigError(`--preset: expected one of ${Object.keys(PRESETS).join(', ')}, got '${values.preset}'`);
-    if (values.dtype !== 'float32' && values.dtype !== 'bfloat16') throw new ConfigError(`--dtype: expected float32 or bfloat16, got '${values.dtype}'`);
+    choiceFlag(values.preset, 'preset', Object.keys(PRESETS));
+    const dtype = choiceFlag(values.dtype, 'dtype', ['auto', 'float32', 'bfloat16', 'float16'] as const);
     const seconds = (name: 'frame-timeout-s' | 'idle-timeout-s') => {
       const v = int(name, values[name], 1);
       return v === undefined ? undefined : v * 1000;
@@ -110,14 +110,14 @@ export const serveCommand = {
       frameTimeoutMs: seconds('frame-timeout-s'), idleTimeoutMs: seconds('idle-timeout-s'),
       accessLog: values.quiet ? undefined : log,
       maxBatch: int('max-batch', values['max-batch'], 1), maxWaitMs: int('max-wait-ms', values['max-wait-ms'], 0),
-      maxQueue: int('queue', values.queue, 1),
+      maxQueue: int('max-queue', values['max-queue'], 1),
       maxFrameBytes: values['max-frame-mb'] === undefined ? undefined : int('max-frame-mb', values['max-frame-mb'], 1)! * 2 ** 20,
       log,
     };
     const runDir = values.run ?? demoRunDir();
     await using policy = await loadPolicy(runDir, {
-      dtype: values.dtype, threads: int('threads', values.threads, 1), unnormKey: values['unnorm-key'],
-      centerCrop: values['center-crop'],
+      device: values.device as NativeDevice, dtype, threads: int('threads', values.threads, 1), unnormKey: values['unnorm-key'],
+      centerCrop: values['center-crop'], hub: { onProgress: pullProgress() },
     });
     const server = await createServer(policy, options);
     const where = `${server.host}:${server.port}`;

@@ -7,52 +7,58 @@
  * `m2vla train` once per process with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Rank 0
  * prints the progress and writes --out.
  */
-import { parseArgs } from 'node:util';
 import { InputError } from '../errors.js';
+import { resolveRunDir } from '../hub.js';
 import { distributedFromEnv, train, type TrainOptions, type TrainProgress } from '../train.js';
+import { choiceFlag, numberFlag, parseFlags, requiredFlag } from './args.js';
 import { launch } from './launch.js';
+import { pullProgress } from './pull.js';
 
-const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --steps N --batch B --lr X [options]
+const USAGE = `usage: m2vla train --data <path> --init <runDir> --out <dir> --steps N --batch-size B --lr X [options]
 
   --data <path>           LIBERO .hdf5 file or directory, or a LeRobot dataset root
-  --init <runDir>         run directory to start from (config, tokenizer, model, head checkpoints)
+  --init <runDir>         run directory to start from (config, tokenizer, model, head checkpoints), or
+                          hf://owner/repo[/folder] (pulled first, see m2vla pull)
   --out <dir>             metrics.jsonl, checkpoints/, and the trained run directory
   --steps N               optimizer steps in all
-  --batch B               samples per micro-batch
+  --batch-size B          samples per micro-batch (per process with --nproc); also --batch
   --lr X                  base learning rate
   --objective l1|denoise  default l1 (the released code's L1 regression)
   --ablation no-mol|no-msm  the paper's ablation: one cross-attention to the last layer per head block (no-mol),
                           or no MSM retrieval/bank (no-msm); default: the full model
-  --resume                continue the run in --out from its latest checkpoint
+  --resume                continue the run in --out from its latest checkpoint (prints the step; a changed --steps,
+                          --lr, --warmup or schedule is applied from there and said so; a changed --batch-size,
+                          --accum, --seed, --objective, --bf16 or data is refused)
   --accum K               micro-batches per optimizer step (default 1)
   --warmup W              warmup steps, 10% -> 100% of lr (default 0)
   --schedule cosine|step  default cosine; step multiplies the rate by 0.1 at --decay-at
   --decay-at S[,S...]     step schedule milestones (default steps/2)
   --seed S                default 0
   --bf16                  VLM in bfloat16, head under bfloat16 autocast
-  --image-aug             augment the frames as the reference's image_aug (90% random crop, brightness 0.2,
+  --image-augmentation    augment the frames as the reference's image_aug (90% random crop, brightness 0.2,
                           contrast and saturation 0.8-1.2, hue 0.05)
-  --clip N                clip the global gradient norm to N (default: no clipping)
-  --save-every N          checkpoint every N steps (default 1000, and always at the end)
+                          (also --image-aug)
+  --clip-norm N           clip the global gradient norm to N (default: no clipping; also --clip)
+  --checkpoint-every N    checkpoint every N steps (default 1000, and always at the end; also --save-every);
+                          m2vla export <out> makes the latest a run directory
+  --keep-checkpoints      keep every checkpoint, not only the latest (m2vla export <out> --step N)
   --threads N             torch threads (with --nproc: the cores shared out by default)
-  --nproc N               data-parallel: N processes on this machine, --batch samples each (global batch N x B)
+  --nproc N               data-parallel: N processes on this machine, --batch-size samples each (global batch N x B)
   --dist-timeout S        data-parallel: seconds a process waits for the others (rendezvous, each collective)
                           before failing (default 300)
 
   Several machines: run m2vla train once per process with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set
   (torchrun's variables; rank 0 hosts the rendezvous); GLOO_SOCKET_IFNAME picks the network interface.`;
 
-function number(value: string | undefined, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new InputError(`--${name}: expected a number, got '${value}'`);
-  return n;
-}
-
-function required<T>(value: T | undefined, name: string): T {
-  if (value === undefined) throw new InputError(`--${name} is required\n\n${USAGE}`);
-  return value;
-}
+const FLAGS = {
+  data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
+  'batch-size': { type: 'string', aliases: ['batch'] }, lr: { type: 'string' }, objective: { type: 'string' },
+  resume: { type: 'boolean' }, ablation: { type: 'string' }, accum: { type: 'string' }, warmup: { type: 'string' },
+  schedule: { type: 'string' }, 'decay-at': { type: 'string' }, seed: { type: 'string' }, bf16: { type: 'boolean' },
+  'image-augmentation': { type: 'boolean', aliases: ['image-aug'] }, 'clip-norm': { type: 'string', aliases: ['clip'] },
+  'checkpoint-every': { type: 'string', aliases: ['save-every'] }, 'keep-checkpoints': { type: 'boolean' }, threads: { type: 'string' }, nproc: { type: 'string' },
+  'dist-timeout': { type: 'string' },
+} as const;
 
 function duration(ms: number): string {
   const s = Math.round(ms / 1000);
@@ -87,34 +93,26 @@ function progressPrinter(total: number, tty: boolean) {
 
 export const trainCommand = {
   summary: 'train the action head (and action queries) on a frozen VLM',
+  usage: USAGE,
   async run(argv: string[]): Promise<number> {
-    if (argv.includes('--help') || argv.includes('-h')) {
+    const { values } = parseFlags(argv, FLAGS);
+    const v = values as Record<string, string | undefined> & {
+      resume?: boolean; bf16?: boolean; 'image-augmentation'?: boolean; 'keep-checkpoints'?: boolean; help?: boolean;
+    };
+    if (v.help) {
       console.log(USAGE);
       return 0;
     }
-    let v;
-    try {
-      ({ values: v } = parseArgs({
-        args: argv,
-        options: {
-          data: { type: 'string' }, init: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' },
-          batch: { type: 'string' }, lr: { type: 'string' }, objective: { type: 'string' }, resume: { type: 'boolean' }, ablation: { type: 'string' },
-          accum: { type: 'string' }, warmup: { type: 'string' }, schedule: { type: 'string' }, 'decay-at': { type: 'string' },
-          seed: { type: 'string' }, bf16: { type: 'boolean' }, 'image-aug': { type: 'boolean' }, clip: { type: 'string' },
-          'save-every': { type: 'string' }, threads: { type: 'string' }, nproc: { type: 'string' }, 'dist-timeout': { type: 'string' },
-        },
-        strict: true,
-      }));
-    } catch (e) {
-      throw new InputError(`${(e as Error).message}\n\n${USAGE}`);
-    }
-    const nproc = number(v.nproc, 'nproc') ?? 1;
-    if (!Number.isInteger(nproc) || nproc < 1) throw new InputError(`--nproc: expected a positive integer, got ${v.nproc}`);
-    const timeout = number(v['dist-timeout'], 'dist-timeout');
+    const int = (name: keyof typeof FLAGS, min: number) => numberFlag(v[name], name, { integer: true, min });
+    const num = (name: keyof typeof FLAGS) => numberFlag(v[name], name);
+    const nproc = int('nproc', 1) ?? 1;
+    const timeout = num('dist-timeout');
     if (timeout !== undefined && !(timeout > 0)) throw new InputError(`--dist-timeout: expected a positive number of seconds, got ${timeout}`);
     if (nproc > 1) {
       if (process.env.WORLD_SIZE !== undefined) throw new InputError('--nproc starts the processes itself: unset WORLD_SIZE, or drop --nproc');
-      return launch({ nproc, argv: argv.filter((a, i) => !(a === '--nproc' || argv[i - 1] === '--nproc' || a.startsWith('--nproc='))) });
+      const init = v.init && await resolveRunDir(v.init, { onProgress: pullProgress() });  // pulled once, not per process
+      const args = argv.filter((a, i) => !(a === '--nproc' || argv[i - 1] === '--nproc' || a.startsWith('--nproc=')));
+      return launch({ nproc, argv: init && init !== v.init ? [...args, '--init', init] : args });
     }
     const distributed = distributedFromEnv(process.env, timeout === undefined ? undefined : Math.round(timeout * 1000));
     const rank = distributed?.rank ?? 0;
@@ -123,15 +121,18 @@ export const trainCommand = {
       process.on('disconnect', () => process.exit(1));
       process.channel.unref();
     }
-    const steps = required(number(v.steps, 'steps'), 'steps');
+    for (const name of ['data', 'init', 'out', 'steps', 'batch-size', 'lr'] as const) requiredFlag(v[name], name);
+    const steps = int('steps', 1)!;
+    const init = await resolveRunDir(v.init!, { onProgress: rank === 0 ? pullProgress() : undefined });
     const options: TrainOptions = {
-      data: required(v.data, 'data'), init: required(v.init, 'init'), out: required(v.out, 'out'), steps,
-      batchSize: required(number(v.batch, 'batch'), 'batch'), lr: required(number(v.lr, 'lr'), 'lr'),
-      objective: v.objective as TrainOptions['objective'], ablation: v.ablation as TrainOptions['ablation'], resume: v.resume, accum: number(v.accum, 'accum'),
-      warmup: number(v.warmup, 'warmup'), schedule: v.schedule as TrainOptions['schedule'],
-      decayAt: v['decay-at']?.split(',').map((s) => required(number(s, 'decay-at'), 'decay-at')),
-      seed: number(v.seed, 'seed'), bf16: v.bf16, imageAugmentation: v['image-aug'], clipNorm: number(v.clip, 'clip'),
-      checkpointEvery: number(v['save-every'], 'save-every'), threads: number(v.threads, 'threads'), distributed,
+      data: v.data!, init, out: v.out!, steps, batchSize: int('batch-size', 1)!, lr: num('lr')!,
+      objective: choiceFlag(v.objective, 'objective', ['l1', 'denoise'] as const),
+      ablation: choiceFlag(v.ablation, 'ablation', ['none', 'no-mol', 'no-msm'] as const), resume: v.resume,
+      accum: int('accum', 1), warmup: int('warmup', 0), schedule: choiceFlag(v.schedule, 'schedule', ['cosine', 'step'] as const),
+      decayAt: v['decay-at']?.split(',').map((s) => numberFlag(s, 'decay-at', { integer: true, min: 0 })!),
+      seed: int('seed', 0), bf16: v.bf16, imageAugmentation: v['image-augmentation'], clipNorm: num('clip-norm'),
+      checkpointEvery: int('checkpoint-every', 1), keepCheckpoints: v['keep-checkpoints'], threads: int('threads', 1), distributed,
+      onStatus: rank === 0 ? (line) => console.error(`m2vla train: ${line}`) : undefined,
     };
 
     const controller = new AbortController();

@@ -31,6 +31,7 @@ import {
   checkFinite, checkModelDim, EpisodeDataset, intOption, invertGripper, type Dataset, type DatasetOptions, type Episode, type Frames,
 } from './dataset.js';
 import { decodeVideoFrame, ffmpegAvailable } from './video.js';
+import { checkOptions, optionKeys } from '../options.js';
 
 export interface LeRobotOptions extends DatasetOptions {
   /** Camera feature keys; `wrist: null` reads no wrist camera. */
@@ -309,6 +310,9 @@ class LeRobotDataset extends EpisodeDataset {
 
 /** Opens a LeRobot dataset directory; metadata, low-dimensional data and file presence are checked before this resolves. */
 export async function openLeRobot(root: string, options: LeRobotOptions = {}): Promise<Dataset> {
+  checkOptions(options, optionKeys<LeRobotOptions>({
+    chunk: true, episodeEnd: true, actionDim: true, proprioDim: true, flip: true, name: true, primary: true, wrist: true, stateKey: true, actionKey: true, invertGripper: true, ffmpeg: true,
+  }), 'openLeRobot');
   const infoFile = path.join(root, 'meta/info.json');
   const info = readMeta(infoFile);
   const version = String(info.codebase_version ?? '');

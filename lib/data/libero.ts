@@ -23,6 +23,7 @@ import { InputError, ShapeError } from '../errors.js';
 import {
   checkFinite, checkModelDim, EpisodeDataset, invertGripper, type Dataset, type DatasetOptions, type Episode, type Frames,
 } from './dataset.js';
+import { checkOptions, optionKeys } from '../options.js';
 
 export interface LiberoOptions extends DatasetOptions {
   /** Read the wrist camera (eye_in_hand) too; default true. */
@@ -168,6 +169,7 @@ function fileInstruction(file: string, data: H5Group): string {
 
 /** Opens a LIBERO HDF5 file or a directory of them (a suite); every demo is checked before this resolves. */
 export async function openLibero(file: string, options: LiberoOptions = {}): Promise<Dataset> {
+  checkOptions(options, optionKeys<LiberoOptions>({ chunk: true, episodeEnd: true, actionDim: true, proprioDim: true, flip: true, name: true, wrist: true, invertGripper: true }), 'openLibero');
   const h5wasm = await loadH5wasm();
   const files: H5File[] = [];
   try {

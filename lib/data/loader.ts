@@ -11,6 +11,7 @@
 import { InputError } from '../errors.js';
 import type { RawImage } from '../images.js';
 import { intOption, type Dataset, type Sample } from './dataset.js';
+import { checkOptions, optionKeys } from '../options.js';
 
 export interface LoaderPosition {
   epoch: number;
@@ -98,6 +99,9 @@ export class BatchLoader {
   private order?: { epoch: number; indices: Uint32Array };
 
   constructor(readonly dataset: Dataset, options: BatchLoaderOptions) {
+    checkOptions(options, optionKeys<BatchLoaderOptions>({
+      batchSize: true, seed: true, shuffle: true, rank: true, worldSize: true, position: true, concurrency: true,
+    }), 'BatchLoader');
     this.batchSize = intOption(options.batchSize, 'batchSize');
     this.seed = intOption(options.seed ?? 0, 'seed', 0);
     if (this.seed > 0xffffffff) throw new InputError(`seed must be a uint32, got ${this.seed}`);

@@ -23,6 +23,7 @@ import { parseJsonNumpy, toJsonNumpy } from './json-numpy.js';
 import { NdArray } from './ndarray.js';
 import { packOpenpi, unpackOpenpi } from './openpi.js';
 import { observationReader, PRESETS, resolveKeys, type ObservationKeys, type PresetName } from './observations.js';
+import { checkOptions, optionKeys } from '../options.js';
 
 /** A Policy, or a wrapper with the same act() and metadata. */
 export type ServedPolicy = Pick<Policy, 'act' | 'metadata'>;
@@ -119,6 +120,11 @@ function sameKey(header: string | undefined, apiKey: string): boolean {
 }
 
 export async function createServer(policy: ServedPolicy, options: ServerOptions = {}): Promise<PolicyServer> {
+  checkOptions(options, optionKeys<ServerOptions>({
+    host: true, port: true, keys: true, apiKey: true, maxBatch: true, maxWaitMs: true, maxQueue: true, maxFrameBytes: true,
+    maxPromptTokens: true, maxImagePixels: true, maxConnections: true, frameTimeoutMs: true, idleTimeoutMs: true,
+    allowOrigins: true, log: true, accessLog: true,
+  }), 'createServer');
   const o = { ...SERVER_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   const { host = '127.0.0.1', port = 8000, apiKey, maxFrameBytes, log = () => {}, accessLog } = o as typeof o & ServerOptions;
   for (const k of ['maxFrameBytes', 'maxPromptTokens', 'maxImagePixels', 'maxConnections', 'frameTimeoutMs', 'idleTimeoutMs'] as const) {

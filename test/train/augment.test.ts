@@ -178,7 +178,7 @@ describe('training with image augmentation', () => {
       new InputError('imageAugmentation.cropArea: expected an area fraction in (0, 1], got 0'));
     await expect(train(base({ imageAugmentation: 'yes' as unknown as boolean }))).rejects.toThrow(
       new InputError('imageAugmentation: expected a boolean or an object, got "yes"'));
-    await expect(train(base({ imageAugmentation: { crop: 0.9 } as ImageAugmentation }))).rejects.toThrow(/unknown option crop/);
+    await expect(train(base({ imageAugmentation: { crop: 0.9 } as ImageAugmentation }))).rejects.toThrow(/unknown option 'crop' \(did you mean 'cropArea'\?\)/);
     await expect(train(base({ imageAugmentation: { saturation: [0.8] } as unknown as ImageAugmentation }))).rejects.toThrow(
       new InputError('imageAugmentation.saturation: expected [lower, upper]'));
   });
