@@ -15,6 +15,7 @@ import { BENCH_DIR } from './harness.js';
 const SUITES: Record<string, { file: string; cost: string }> = {
   roofline: { file: 'roofline.ts', cost: 'seconds; analytical GPU projection, nothing heavy' },
   server: { file: 'server.bench.ts', cost: '~1 min, <1 GiB; the demo model under 32 websocket clients' },
+  soak: { file: 'soak.bench.ts', cost: '~3 min, ~1 GiB; 10,000 raw/PNG/JPEG requests to `m2vla serve`, its RSS, stalled frames' },
   ablation: { file: 'ablation.bench.ts', cost: '~3 min, ~3 GiB; the full-size head in each ablation layout' },
   backbone: { file: 'backbone.bench.ts', cost: '~10 min, ~9 GiB, 3.3 GB on disk; full-size VLM forward, fp32 + bf16 (+ PyTorch eager with M2VLA_PYREF)' },
   policy: { file: 'policy.bench.ts', cost: '~10 min, ~10 GiB, 3.3 GB on disk; full-size act(), fp32 + bf16 (+ eager); --device cuda on a GPU' },
