@@ -14,7 +14,9 @@ Projector::Projector(const Weights& sd, int64_t vision_dim, int64_t llm_dim)
       fc2(Linear::load(sd, "projector.fc2", llm_dim, 4 * vision_dim)),
       fc3(Linear::load(sd, "projector.fc3", llm_dim, llm_dim)) {}
 
-at::Tensor Projector::operator()(const at::Tensor& x) const { return fc3(at::gelu(fc2(at::gelu(fc1(x))))); }
+at::Tensor Projector::operator()(const at::Tensor& x) const {
+  return fc3(fc2(fc1(x, Linear::Act::Gelu), Linear::Act::Gelu));
+}
 
 Backbone::Backbone(const BackboneConfig& cfg, const Weights& sd)
     : cfg_(cfg),
@@ -141,9 +143,9 @@ at::Tensor Backbone::hidden_states(const at::Tensor& pixel_values, const at::Ten
 }
 
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype,
-                                              c10::Device device) {
+                                              c10::Device device, LinearKernel linear) {
   io::StateDict sd = io::load_state_dict(path);
-  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device});
+  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device, linear});
 }
 
 }  // namespace m2vla::model

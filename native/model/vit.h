@@ -29,12 +29,12 @@ class Vit {
   struct Block {
     LayerNorm norm1;
     Linear qkv, proj;
-    std::optional<at::Tensor> ls1;  // LayerScale [dim]
+    std::optional<at::Tensor> ls1;  // LayerScale [dim], unless folded into proj (inference kernels)
     LayerNorm norm2;
     Linear fc1, fc2;
     std::optional<at::Tensor> ls2;
   };
-  at::Tensor attention(const Block& b, const at::Tensor& x) const;
+  at::Tensor attention(const Block& b, const at::Tensor& x) const;  // before proj
   at::Tensor embed(const at::Tensor& images) const;
 
   VitConfig cfg_;
