@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- [suite ...] [flags]`: runs bench/<suite>.bench.ts (or bench/roofline.ts), one process per suite.
- * Suites: ablation, backbone, policy, roofline, server, train, train-ddp (default: all). Flags pass through (--iters, --dtypes, --threads, --no-eager).
+ * Suites: ablation, backbone, cpu, policy, realtime, roofline, server, train, train-ddp (default: all). Flags pass through (--iters, --dtypes, --threads, --no-eager).
  * `--device cuda[:N]` runs the policy suite on the GPU (a CUDA build and a GPU); without one the roofline projection is
  * printed instead, labelled as such.
  */
@@ -10,7 +10,7 @@ import { runtimeInfo } from '../lib/index.js';
 import { BENCH_DIR } from './harness.js';
 
 const SUITES: Record<string, string> = {
-  ablation: 'ablation.bench.ts', backbone: 'backbone.bench.ts', policy: 'policy.bench.ts', roofline: 'roofline.ts',
+  ablation: 'ablation.bench.ts', backbone: 'backbone.bench.ts', cpu: 'cpu.bench.ts', policy: 'policy.bench.ts', realtime: 'realtime.bench.ts', roofline: 'roofline.ts',
   server: 'server.bench.ts', train: 'train.bench.ts', 'train-ddp': 'train-ddp.bench.ts',
 };
 const argv = process.argv.slice(2);
