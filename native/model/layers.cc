@@ -130,13 +130,8 @@ at::Tensor Weights::take(const std::string& name, const std::vector<int64_t>& sh
   return dict.get(name, shape).to(device, dtype);
 }
 
-Linear Linear::load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias, const at::Tensor& row_scale) {
-  at::Tensor w = sd.take(name + ".weight", {out, in}), b = bias ? sd.get(name + ".bias", {out}) : at::Tensor();
-  if (!row_scale.defined()) return make(w, b, sd.linear);
-  const at::Tensor s = row_scale.to(at::kFloat);
-  Linear l = make((w.to(at::kFloat) * s.unsqueeze(1)).to(sd.dtype), b.defined() ? (b.to(at::kFloat) * s).to(sd.dtype) : b, sd.linear);
-  page_out(w);
-  return l;
+Linear Linear::load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias) {
+  return make(sd.take(name + ".weight", {out, in}), bias ? sd.get(name + ".bias", {out}) : at::Tensor(), sd.linear);
 }
 
 Linear Linear::load_stacked(const Weights& sd, const std::vector<std::string>& names, const std::vector<int64_t>& outs,

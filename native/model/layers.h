@@ -54,10 +54,8 @@ struct Linear {
   at::Tensor zero_points;  // Int8: [out] int64 zeros (symmetric weights)
   LinearKernel kernel = LinearKernel::Aten;
 
-  // `<name>.weight` [out, in] and, with `bias`, `<name>.bias` [out]; with `row_scale` [out], its outputs multiplied by
-  // it (a LayerScale folded in, computed in float32 before the weight is prepared).
-  static Linear load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias = true,
-                     const at::Tensor& row_scale = {});
+  // `<name>.weight` [out, in] and, with `bias`, `<name>.bias` [out].
+  static Linear load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias = true);
   // Projections of one input stacked along their outputs, one GEMM for all (q/k/v): `<name>.weight` [outs[i], in] each.
   static Linear load_stacked(const Weights& sd, const std::vector<std::string>& names, const std::vector<int64_t>& outs,
                              int64_t in, bool bias);

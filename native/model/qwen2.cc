@@ -22,11 +22,9 @@ at::Tensor apply_rope(const at::Tensor& x, const Rope& r) { return x * r.cos + r
 
 }  // namespace
 
-at::Tensor RmsNorm::operator()(const at::Tensor& x) const {
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * normed.to(x.scalar_type());
-}
+// ATen's fused kernel (one pass, float32 inside) where the op-by-op HF form makes six passes and a float32 copy;
+// in bfloat16 it rounds once, after the scale, where HF rounds before and after it.
+at::Tensor RmsNorm::operator()(const at::Tensor& x) const { return at::rms_norm(x, {weight.size(0)}, weight, eps); }
 
 Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix) : cfg_(cfg) {
   const int64_t d = cfg.hidden_size, hd = cfg.head_dim, q_out = cfg.num_heads * hd, kv_out = cfg.num_kv_heads * hd;

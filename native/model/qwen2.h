@@ -12,7 +12,7 @@
 
 namespace m2vla::model {
 
-// HF Qwen2RMSNorm: normalise in float32, cast back to the input dtype, then scale (in the input dtype).
+// HF Qwen2RMSNorm: x * rsqrt(mean(x²) + eps) * weight, normalised in float32.
 struct RmsNorm {
   at::Tensor weight;
   double eps;

@@ -29,7 +29,7 @@ class Vit {
   struct Block {
     LayerNorm norm1;
     Linear qkv, proj;
-    std::optional<at::Tensor> ls1;  // LayerScale [dim], unless folded into proj (inference kernels)
+    std::optional<at::Tensor> ls1;  // LayerScale [dim]
     LayerNorm norm2;
     Linear fc1, fc2;
     std::optional<at::Tensor> ls2;

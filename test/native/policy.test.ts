@@ -98,9 +98,9 @@ describe('loadPolicy(fixture A).act() from raw camera images', () => {
 
 describe.runIf(runtimeInfo().cpuDtype.int8)("dtype 'int8' and 'bfloat16' against float32 on fixture A", () => {
   // The normalized actions (in [-1, 1]) of every case and sample against the float32 policy. Measured on fixture A
-  // (2026-12-01, AMX machine): bfloat16 max 0.042 / mean 0.012, int8 max ~0.1 / mean ~0.03 (per-tensor activation
-  // scales on a tiny random model, whose activations have a wide range). Bounds: about twice the measured worst.
-  const BOUND = { bfloat16: { max: 0.1, mean: 0.03 }, int8: { max: 0.2, mean: 0.06 } };
+  // (2026-12-01, AMX machine): bfloat16 max 0.05-0.08 / mean 0.012, int8 max 0.14 / mean 0.024 (one activation scale
+  // per tensor on a tiny random model). Bounds: about twice the measured worst.
+  const BOUND = { bfloat16: { max: 0.15, mean: 0.03 }, int8: { max: 0.3, mean: 0.05 } };
   const measured: string[] = [];
   afterAll(() => console.log(`normalized-action error vs float32 (fixture A):\n${measured.join('\n')}`));
 
