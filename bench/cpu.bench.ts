@@ -2,8 +2,10 @@
  * Full-size act() on this CPU against PyTorch, in one run (the numbers of docs/benchmarks.md): the CPU model and its
  * matrix-engine flags, the 2048³ GEMM peak per dtype, m2vla act() p50 per stage for each dtype (each in its own
  * process, so its peak RSS is its own), and the VLM in PyTorch (transformers + timm, same threads) eager with the
- * LM-head logits (as released), eager without them, and torch.compile (Inductor, freezing) without them.
- *   npm run bench -- cpu [--iters 10] [--dtypes bfloat16,int8] [--threads 2] [--no-eager] [--no-compile]
+ * LM-head logits (as released), eager without them, and torch.compile (Inductor, freezing) without them; and the
+ * error of each dtype's normalized actions against float32 on the same observation (float32 runs 2 timed acts: it
+ * is the slow reference on an AMX machine).
+ *   npm run bench -- cpu [--iters 10] [--dtypes float32,bfloat16,int8] [--threads 2] [--no-eager] [--no-compile]
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -26,15 +28,18 @@ async function child(dtype: string) {
   const obs = { images: { primary: image(7), wrist: image(13) }, inputIds: Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919) % 151900)),
     state: Array.from({ length: 8 }, (_, i) => Math.sin(i) * 0.3) };
   const timings: Array<Record<string, number>> = [];
-  for (let i = 0; i < iters + 1; i++) {
+  let normalized: number[] = [];
+  for (let i = 0; i < (dtype === 'float32' ? Math.min(iters, 2) : iters) + 1; i++) {
     const t = performance.now();
     const out = await policy.act(obs);
     if (i > 0) timings.push({ ...out.timing, wall: performance.now() - t });  // the first act() is the warm-up
+    normalized = Array.from(out.normalized.data);
   }
   const p50 = (k: string) => stats(timings.map((t) => t[k])).p50;
   console.log(JSON.stringify({
     dtype: policy.metadata.dtype, reason: policy.metadata.dtypeReason, loadMs, act: stats(timings.map((t) => t.wall)),
     stages: Object.fromEntries(STAGES.map((k) => [k, p50(k)])), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    normalized,
   }));
   policy.dispose();
 }
@@ -55,7 +60,7 @@ if (argv.includes('--child')) {
   const gemm: Record<string, number> = {};
   for (const dtype of ['float32', 'bfloat16'] as const) gemm[dtype] = (await measureGemmPeak({ n: 2048, iters: 8, dtype, threads })).gflops;
   const m2vla = [];
-  for (const dtype of flag('dtypes', 'bfloat16,int8').split(',')) {
+  for (const dtype of flag('dtypes', 'float32,bfloat16,int8').split(',')) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--dtype', dtype, ...argv],
       { encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'inherit'] });
     const line = r.stdout.trim().split('\n').pop() ?? '';
@@ -69,10 +74,16 @@ if (argv.includes('--child')) {
   type Stages = { vision: number; projector: number; llm: number; total: number; compile_s?: number };
   const ref = eager as unknown as Record<string, Stages>;
   const base = ref.eager_logits?.total;
+  const f32 = m2vla.find((r) => r.dtype === 'float32')?.normalized as number[] | undefined;
+  for (const r of m2vla) {
+    const d = f32 ? r.normalized.map((v: number, i: number) => Math.abs(v - f32[i])) : [];
+    r.errorVsFloat32 = f32 ? { max: Math.max(...d), mean: d.reduce((a: number, b: number) => a + b, 0) / d.length } : null;
+  }
   const rows: Array<Record<string, string | number>> = m2vla.map((r) => ({
     engine: `m2vla act() ${r.dtype}`, vision: fmt(r.stages.vision), projector: fmt(r.stages.projector), llm: fmt(r.stages.llm),
     'head+retrieval': fmt(r.stages.head + r.stages.retrieval), total: fmt(r.act.p50), p99: fmt(r.act.p99),
     'vs eager+logits': base ? `${(base / r.act.p50).toFixed(2)}×` : '-', 'peak MiB': r.peakRssMiB,
+    'max|Δ| vs f32': r.errorVsFloat32 ? r.errorVsFloat32.max.toFixed(4) : '-', 'mean|Δ| vs f32': r.errorVsFloat32 ? r.errorVsFloat32.mean.toFixed(4) : '-',
   }));
   for (const [key, label] of [['eager_logits', 'PyTorch eager, LM-head logits'], ['eager', 'PyTorch eager, no logits'],
     ['compile', 'torch.compile, no logits']] as const) {
@@ -80,7 +91,8 @@ if (argv.includes('--child')) {
     if (!s) continue;
     rows.push({ engine: label + (s.compile_s ? ` (compile ${s.compile_s.toFixed(0)} s)` : ''), vision: fmt(s.vision),
       projector: fmt(s.projector), llm: fmt(s.llm), 'head+retrieval': '-', total: fmt(s.total), p99: '-',
-      'vs eager+logits': base ? `${(base / s.total).toFixed(2)}×` : '-', 'peak MiB': key === 'eager_logits' ? Math.round((ref as never as { peak_gib: number }).peak_gib * 1024) : '-' });
+      'vs eager+logits': base ? `${(base / s.total).toFixed(2)}×` : '-', 'peak MiB': key === 'eager_logits' ? Math.round((ref as never as { peak_gib: number }).peak_gib * 1024) : '-',
+      'max|Δ| vs f32': '-', 'mean|Δ| vs f32': '-' });
   }
   console.log(`\nCPU: ${cpu.model}, ${os.cpus().length} cores; flags: ${cpu.flags.join(' ')}`);
   console.log(`2048³ GEMM peak, ${threads} threads: float32 ${gemm.float32.toFixed(0)} GFLOP/s, bfloat16 ${gemm.bfloat16.toFixed(0)} GFLOP/s`);
