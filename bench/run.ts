@@ -18,6 +18,8 @@ const SUITES: Record<string, { file: string; cost: string }> = {
   soak: { file: 'soak.bench.ts', cost: '~3 min, ~1 GiB; 10,000 raw/PNG/JPEG requests to `m2vla serve`, its RSS, stalled frames' },
   ablation: { file: 'ablation.bench.ts', cost: '~3 min, ~3 GiB; the full-size head in each ablation layout' },
   backbone: { file: 'backbone.bench.ts', cost: '~10 min, ~9 GiB, 3.3 GB on disk; full-size VLM forward, fp32 + bf16 (+ PyTorch eager with M2VLA_PYREF)' },
+  cpu: { file: 'cpu.bench.ts', cost: '~10-15 min idle, ~8 GiB, 3.3 GB on disk; full-size act() per dtype (fp32, bf16, int8) vs PyTorch eager (+logits) and torch.compile, GEMM peak, CPU flags' },
+  realtime: { file: 'realtime.bench.ts', cost: '~3 min, ~4 GiB, 3.3 GB on disk; PolicyRunner at 20 Hz on the full-size model, bf16 and int8' },
   policy: { file: 'policy.bench.ts', cost: '~10 min, ~10 GiB, 3.3 GB on disk; full-size act(), fp32 + bf16 (+ eager); --device cuda on a GPU' },
   train: { file: 'train.bench.ts', cost: '~45 min, up to ~17 GiB, 3.3 GB on disk; full-size training steps (+ eager)' },
   'train-ddp': { file: 'train-ddp.bench.ts', cost: '~20 min, ~8 GiB; data-parallel over loopback (needs the Gloo build, see m2vla doctor)' },

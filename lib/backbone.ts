@@ -16,7 +16,10 @@ import { PromptTokenizer } from './tokenizer.js';
 import { checkOptions, optionKeys } from './options.js';
 
 export interface BackboneOptions {
-  /** Weights and computation dtype (RMSNorm and softmax still run in float32; float16 on CUDA only). Default float32. */
+  /**
+   * Weights and computation dtype (float16 on CUDA only; int8 = W8A8 linears, the rest bfloat16, on a CPU with
+   * AVX512-VNNI or AMX-INT8). Default float32.
+   */
   dtype?: ModelDtype;
   /** Where the weights live and forward() runs ('cuda:N' needs a CUDA build). Default 'cpu'. */
   device?: NativeDevice;

@@ -30,8 +30,11 @@ export interface PolicyOptions {
    */
   device?: NativeDevice;
   /**
-   * Weights and computation dtype of the VLM and the head. 'auto' (default): float32 on the CPU, bfloat16 on GPUs of
-   * compute capability >= 8.0, float16 below. float16 is for GPUs only (ConfigError on the CPU).
+   * Weights and computation dtype of the VLM and the head. 'auto' (default): on the CPU bfloat16 where it has AMX-BF16
+   * and float32 elsewhere; bfloat16 on GPUs of compute capability >= 8.0, float16 below (`metadata.dtypeReason` says
+   * which rule applied). float16 is for GPUs only (ConfigError on the CPU). 'int8' (CPU with AVX512-VNNI or AMX-INT8,
+   * never chosen by 'auto'): the VLM's linears in W8A8 int8 with per-channel weight scales computed at load, the rest
+   * of the VLM and the head in bfloat16 (docs/benchmarks.md states its error).
    */
   dtype?: 'auto' | ModelDtype;
   /** Torch threads for this policy's jobs (default: libtorch's choice). */
@@ -111,8 +114,9 @@ export interface PolicyMetadata {
   /** The device the models are on ('cpu', 'cuda:0') and its name ('CPU' or the GPU's). */
   device: string;
   deviceName: string;
-  /** The resolved computation dtype ('auto' decided). */
+  /** The resolved computation dtype ('auto' decided), and why ('auto: this CPU has AMX-BF16, ...' or 'asked for'). */
   dtype: ModelDtype;
+  dtypeReason: string;
   /**
    * Which implementation of the head's custom kernels act() runs: 'cpu-fused' (the fused CPU loops), 'cuda-kernels'
    * (native/cuda, each passed its self-check on this GPU at load) or 'libtorch-ops' (plain ops on the GPU: a kernel
@@ -139,7 +143,7 @@ export class Policy implements AsyncDisposable {
     this.metadata = {
       chunk: d.chunk, actionDim: d.actionDim, proprioDim: d.proprioDim, numImages: backbone.config.numImages,
       imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
-      device: placement.device, deviceName: placement.name, dtype: placement.dtype, kernels,
+      device: placement.device, deviceName: placement.name, dtype: placement.dtype, dtypeReason: placement.reason, kernels,
       objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize, bankCapacity: d.bankCapacity,
       ablation: head.ablation,
     };
@@ -288,7 +292,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   const backbone = await loadBackbone(runDir, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
   try {
     const head = await loadHead(runDir, {
-      ...on, unnormKey: options.unnormKey,
+      ...on, dtype: placement.dtype === 'int8' ? 'bfloat16' : placement.dtype, unnormKey: options.unnormKey,
       head: {
         ...(options.objective && { objective: options.objective }), ...(options.denoise && { denoise: options.denoise }),
         ...(options.ablation !== undefined && { ablation: options.ablation }),
@@ -314,7 +318,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
 }
 
 const DEVICE = /^(cpu|cuda(:\d{1,3})?)$/;
-const DTYPES = ['auto', 'float32', 'bfloat16', 'float16'];
+const DTYPES = ['auto', 'float32', 'bfloat16', 'float16', 'int8'];
 
 /** The checked device and dtype (InputError for a malformed string; ConfigError for what this build or GPU cannot run). */
 function resolvePlacement(options: PolicyOptions): NativePlacement {

@@ -1,5 +1,7 @@
 #include "device.h"
 
+#include <ATen/cpu/Utils.h>
+
 #include <regex>
 
 #include "error.h"
@@ -17,27 +19,57 @@ namespace {
 
 c10::ScalarType parse_dtype(const std::string& dtype) {
   if (dtype == "float32") return c10::kFloat;
-  if (dtype == "bfloat16") return c10::kBFloat16;
+  if (dtype == "bfloat16" || dtype == "int8") return c10::kBFloat16;
   if (dtype == "float16") return c10::kHalf;
-  fail(ErrorCode::Input, "dtype: expected 'auto', 'float32', 'bfloat16' or 'float16', got '", dtype, "'");
+  fail(ErrorCode::Input, "dtype: expected 'auto', 'float32', 'bfloat16', 'float16' or 'int8', got '", dtype, "'");
+}
+
+bool capability(const std::unordered_map<std::string, c10::IValue>& caps, const char* name) {
+  auto it = caps.find(name);
+  return it != caps.end() && it->second.isBool() && it->second.toBool();
 }
 
 }  // namespace
 
-Placement resolve_placement(const std::string& device, const std::string& dtype) {
+CpuMatrixFeatures cpu_matrix_features() {
+  static const CpuMatrixFeatures features = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    // init_amx() asks the kernel for the AMX tile state (arch_prctl), as oneDNN does: CPUID alone is not enough.
+    const bool amx = (capability(caps, "amx_bf16") || capability(caps, "amx_int8")) && at::cpu::init_amx();
+    return CpuMatrixFeatures{amx && capability(caps, "amx_bf16"), amx && capability(caps, "amx_int8"),
+                             capability(caps, "avx512_bf16"), capability(caps, "avx512_vnni")};
+  }();
+  return features;
+}
+
+Placement resolve_placement(const std::string& device, const std::string& dtype, const CpuMatrixFeatures& cpu) {
   static const std::regex kDevice("cpu|cuda(:[0-9]{1,3})?");
   if (!std::regex_match(device, kDevice))
     fail(ErrorCode::Input, "device: expected 'cpu', 'cuda' or 'cuda:N', got '", device, "'");
   const bool automatic = dtype == "auto";
   Placement p;
+  p.reason = "asked for";
   if (device == "cpu") {
-    p.dtype = automatic ? c10::kFloat : parse_dtype(dtype);
+    if (automatic) {
+      p.dtype = cpu.amx_bf16 ? c10::kBFloat16 : c10::kFloat;
+      p.reason = cpu.amx_bf16 ? "auto: this CPU has AMX-BF16, where bfloat16 matmuls run several times faster than float32"
+                              : "auto: this CPU has no AMX-BF16, and without it bfloat16 matmuls are slower than float32";
+      return p;
+    }
+    p.dtype = parse_dtype(dtype);
     if (p.dtype == c10::kHalf)
-      fail(ErrorCode::Config, "dtype 'float16' is for CUDA devices; on the CPU use 'float32' or 'bfloat16' (or 'auto')");
+      fail(ErrorCode::Config, "dtype 'float16' is for CUDA devices; on the CPU use 'float32', 'bfloat16' or 'int8' (or 'auto')");
+    p.int8 = dtype == "int8";
+    if (p.int8 && !cpu.avx512_vnni && !cpu.amx_int8)
+      fail(ErrorCode::Config, "dtype 'int8' needs a CPU with AVX512-VNNI or AMX-INT8 (oneDNN's int8 matmuls); this one has ",
+           "neither: use 'bfloat16', 'float32' or 'auto'");
     return p;
   }
   const int index = device.size() > 4 ? std::stoi(device.substr(5)) : 0;
   if (!automatic) parse_dtype(dtype);  // a bad string is E_INPUT whatever the build
+  if (dtype == "int8")
+    fail(ErrorCode::Config, "dtype 'int8' runs on the CPU only (oneDNN's int8 kernels); on device '", device,
+         "' use 'bfloat16', 'float16' or 'auto'");
 #ifndef M2VLA_WITH_CUDA
   (void)index;
   fail(ErrorCode::Config, "device '", device, "': this m2vla addon is a CPU-only build (compiled without M2VLA_CUDA), ",
@@ -48,6 +80,7 @@ Placement resolve_placement(const std::string& device, const std::string& dtype)
   p.name = gpu.name;
   p.capability = gpu.major * 10 + gpu.minor;
   p.dtype = automatic ? (p.capability >= 80 ? c10::kBFloat16 : c10::kHalf) : parse_dtype(dtype);
+  if (automatic) p.reason = p.capability >= 80 ? "auto: compute capability 8.0 or newer" : "auto: compute capability below 8.0";
   if (p.dtype == c10::kBFloat16 && p.capability < 80)
     fail(ErrorCode::Config, "dtype 'bfloat16' needs compute capability 8.0 or newer; ", gpu.name, " (", device, ") is ",
          gpu.major, ".", gpu.minor, ": use 'float16' or 'auto'");

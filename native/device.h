@@ -11,15 +11,27 @@ namespace m2vla {
 
 struct Placement {
   c10::Device device{c10::kCPU};
-  c10::ScalarType dtype = c10::kFloat;
+  c10::ScalarType dtype = c10::kFloat;  // of the activations and of every weight but int8 ones
+  bool int8 = false;         // dtype 'int8': the VLM's linears in W8A8 int8 (model/layers.h), the rest in bfloat16
   std::string name = "CPU";  // the GPU's name on CUDA
   int capability = 0;        // CUDA compute capability x 10 (86 = 8.6); 0 on the CPU
+  std::string reason;        // why this dtype: what 'auto' saw, or that it was asked for
 };
 
-// device: "cpu" | "cuda" | "cuda:N"; dtype: "auto" | "float32" | "bfloat16" | "float16". "auto" is float32 on the CPU,
-// bfloat16 on compute capability >= 8.0 and float16 below. float16 on the CPU is refused (E_CONFIG): libtorch's CPU
-// half-precision matmuls are slow and the CPU kernels of the head are float32/bfloat16 only.
-Placement resolve_placement(const std::string& device, const std::string& dtype);
+// The CPU's matrix engines as oneDNN can use them (AMX only where the kernel grants this process the tile state).
+struct CpuMatrixFeatures {
+  bool amx_bf16 = false, amx_int8 = false, avx512_bf16 = false, avx512_vnni = false;
+};
+CpuMatrixFeatures cpu_matrix_features();
+
+// device: "cpu" | "cuda" | "cuda:N"; dtype: "auto" | "float32" | "bfloat16" | "float16" | "int8".
+// "auto" on the CPU is bfloat16 where it has AMX-BF16 (bf16 GEMMs on AMX tiles run ~6x float32's) and float32
+// elsewhere (without AMX, bf16 GEMMs measured slower than float32); on CUDA bfloat16 on compute capability >= 8.0,
+// float16 below. float16 on the CPU is refused (E_CONFIG): libtorch's CPU half-precision matmuls are slow and the
+// CPU kernels of the head are float32/bfloat16 only. int8 needs the CPU and AVX512-VNNI or AMX-INT8 (E_CONFIG
+// otherwise). `cpu` is the CPU to decide for (this machine's by default; tests pass others).
+Placement resolve_placement(const std::string& device, const std::string& dtype,
+                            const CpuMatrixFeatures& cpu = cpu_matrix_features());
 
 // The build command a CUDA user runs, for error messages and `m2vla doctor`.
 extern const char* const kCudaBuildHint;

@@ -13,7 +13,10 @@ latent perturbation, backward, gradient clipping, AdamW; bfloat16 = VLM in bfloa
 It reads the micro-batch bench/train.bench.ts wrote (--batch-dir) and draws the perturbation from a generator seeded
 as m2vla's trainer is, so its first loss is m2vla's first loss on the same batch. It also reports peak RSS.
 
-usage: python3 eager.py <run_dir> [--mode backbone|policy|train] [--dtype float32|bfloat16] [--threads 2]
+--mode stages times the VLM per stage (vision, projector, LLM): eager with the LM-head logits, eager without them,
+and with --compile torch.compile (Inductor, freezing) without them, in one process.
+
+usage: python3 eager.py <run_dir> [--mode backbone|policy|train|stages] [--compile] [--dtype float32|bfloat16] [--threads 2]
                         [--iters 5] [--warmup 1] [--prompt-len 50] [--seed 0] [--dump out.safetensors]
                         [--batch-dir dir --lr 1e-4 --clip 1.0 --memory-sample-rate 0.2]
 Needs torch, timm, transformers, safetensors (bench/reference/requirements.txt).
@@ -25,8 +28,30 @@ import os
 import statistics
 import time
 
+import sys
+
 import torch
 import torch.nn.functional as F
+
+
+def tolerate_torchvision_without_ops():
+    """A torchvision whose compiled ops do not load with this torch (a CUDA wheel beside a CPU torch) fails at import,
+    registering fake kernels for two of them, and timm imports it. Define those two schemas so the import succeeds;
+    nothing here calls them."""
+    try:
+        import torchvision  # noqa: F401
+    except ModuleNotFoundError:
+        return
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        for op in ("nms", "qnms"):
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+
+
+tolerate_torchvision_without_ops()
 
 
 def load_run(run, dtype):
@@ -90,6 +115,73 @@ def vlm_forward(m, pixel_values, ids, with_logits):
     else:
         out = m["llm"].model(inputs_embeds=seq, output_hidden_states=True, use_cache=False)
     return out.hidden_states, patches
+
+
+def vlm_stages(m, with_logits, compiled=False):
+    """vlm_forward split into (vision, projector, llm) callables for per-stage timing; with `compiled`, each is
+    torch.compile'd (Inductor, freezing: weights are constants, as a deployment would compile them)."""
+    def vision(pv):
+        n_img = pv.shape[1] // 6
+        feats = []
+        for i in range(n_img):
+            img = pv[:, 6 * i:6 * i + 6]
+            d = m["dino"].get_intermediate_layers(img[:, :3], n={len(m["dino"].blocks) - 2})[0]
+            s = m["siglip"].get_intermediate_layers(img[:, 3:], n={len(m["siglip"].blocks) - 2})[0]
+            feats.append(torch.cat([d, s], dim=-1))
+        return torch.cat(feats, dim=1)
+
+    def projector(x):
+        p = m["proj"]
+        x = F.gelu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
+        x = F.gelu(F.linear(x, p["fc2.weight"], p["fc2.bias"]))
+        return F.linear(x, p["fc3.weight"], p["fc3.bias"])
+
+    def llm(patches, ids):
+        emb = m["llm"].model.embed_tokens
+        B = ids.shape[0]
+        stop = torch.full((B, 1), 2, dtype=torch.long)
+        aq = m["aq"].to(patches.dtype).unsqueeze(0).expand(B, -1, -1)
+        seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), aq, emb(stop)], dim=1)
+        net = m["llm"] if with_logits else m["llm"].model
+        return net(inputs_embeds=seq, output_hidden_states=True, use_cache=False).hidden_states
+
+    if not compiled:
+        return vision, projector, llm
+    import torch._inductor.config as inductor_config
+    inductor_config.freezing = True
+    return tuple(torch.compile(f) for f in (vision, projector, llm))
+
+
+def stages_main(a, m, dtype):
+    """Per-stage p50 (ms) of the VLM forward: eager with the LM-head logits (as released), eager without, and
+    (with --compile) torch.compile without logits, with its compile time. One JSON line."""
+    g = torch.Generator().manual_seed(a.seed)
+    _, _, _, n_img = sequence_dims(m)
+    pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dtype)
+    ids = torch.randint(3, m["llm"].config.vocab_size, (a.batch, a.prompt_len), generator=g)
+    variants = [("eager_logits", True, False), ("eager", False, False)] + ([("compile", False, True)] if a.compile else [])
+    out = {"engine": "pytorch", "torch": torch.__version__, "mode": "stages", "dtype": a.dtype, "threads": a.threads,
+           "iters": a.iters}
+    with torch.inference_mode():
+        for name, logits, compiled in variants:
+            vision, projector, llm = vlm_stages(m, logits, compiled)
+            t0 = time.perf_counter()
+            llm(projector(vision(pv)), ids)  # warm-up (the compile, for torch.compile)
+            first_ms = (time.perf_counter() - t0) * 1000
+            rows = {"vision": [], "projector": [], "llm": [], "total": []}
+            for _ in range(a.warmup - 1 + a.iters):
+                t = [time.perf_counter()]
+                x = vision(pv); t.append(time.perf_counter())
+                x = projector(x); t.append(time.perf_counter())
+                llm(x, ids); t.append(time.perf_counter())
+                for k, (u, v) in zip(("vision", "projector", "llm"), zip(t, t[1:])):
+                    rows[k].append((v - u) * 1000)
+                rows["total"].append((t[-1] - t[0]) * 1000)
+            out[name] = {k: statistics.median(v[a.warmup - 1:]) for k, v in rows.items()}
+            if compiled:
+                out[name]["compile_s"] = first_ms / 1000
+    out["peak_gib"] = rss("VmHWM") / 2**30
+    print(json.dumps(out))
 
 
 def rope(x):
@@ -282,7 +374,8 @@ def train_main(a):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
-    ap.add_argument("--mode", choices=["backbone", "policy", "train"], default="backbone")
+    ap.add_argument("--mode", choices=["backbone", "policy", "train", "stages"], default="backbone")
+    ap.add_argument("--compile", action="store_true", help="--mode stages: also time torch.compile (Inductor)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
@@ -302,6 +395,8 @@ def main():
     dtype = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
     t0 = time.perf_counter()
     m = load_run(a.run, dtype)
+    if a.mode == "stages":
+        return stages_main(a, m, dtype)
     head = load_head(a.run, dtype) if a.mode == "policy" else None
     load_ms = (time.perf_counter() - t0) * 1000
     g = torch.Generator().manual_seed(a.seed)

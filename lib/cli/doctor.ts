@@ -54,7 +54,10 @@ export const doctorCommand = {
       `  data-parallel:  ${info.distributed ? 'c10d Gloo (m2vla train --nproc N)' : GLOO_HINT}`,
       ...gpuLines(info),
       `  torch threads:  ${info.threads}`,
-      `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}`,
+      `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}, ` +
+        `AMX-INT8 ${yes(info.cpu['amx-int8'])}, AVX512-VNNI ${yes(info.cpu.avx512vnni)}, AMX usable ${yes(info.cpu.amxUsable)}`,
+      `  CPU dtype:      'auto' = ${info.cpuDtype.auto} (${info.cpuDtype.reason}); ` +
+        `'int8' ${info.cpuDtype.int8 ? 'available' : 'unavailable (needs AVX512-VNNI or AMX-INT8)'}`,
     ];
     if (!info.libtorch.version.startsWith(info.torchVersion)) {
       lines.push(`  WARNING: the addon was compiled against libtorch ${info.torchVersion} but ${info.libtorch.version} is loaded; ` +

@@ -34,19 +34,27 @@ export interface BuildInfo {
   cudaBuildHint?: string;
   threads: number;
   parallelInfo: string;
-  cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16', boolean>;
+  /** CPU features; amxUsable: the kernel granted this process the AMX tile state (oneDNN uses AMX). */
+  cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16' | 'amx-int8' | 'avx512vnni' | 'amxUsable', boolean>;
+  /** What dtype 'auto' picks on this CPU and why; whether dtype 'int8' can run here (AVX512-VNNI or AMX-INT8). */
+  cpuDtype: { auto: 'float32' | 'bfloat16'; reason: string; int8: boolean };
   napiVersion: number;
 }
 
 export type NativeDtype = 'float32' | 'bfloat16';
-/** What models can be loaded in: float16 only on a CUDA device. */
-export type ModelDtype = NativeDtype | 'float16';
+/**
+ * What models can be loaded in: float16 only on a CUDA device; int8 only on a CPU with AVX512-VNNI or AMX-INT8 (the
+ * VLM's linears in W8A8 int8, everything else in bfloat16).
+ */
+export type ModelDtype = NativeDtype | 'float16' | 'int8';
 export type NativeDevice = 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** Where loadPolicy puts the models, after 'auto' and the build and GPU checks. */
 export interface NativePlacement {
   device: string;
   dtype: ModelDtype;
+  /** Why this dtype: what 'auto' saw on this machine, or "asked for". */
+  reason: string;
   /** 'CPU' or the GPU's name. */
   name: string;
   /** CUDA compute capability (8.6), 0 on the CPU. */
@@ -377,7 +385,11 @@ export interface BindingModule {
     modelPath: string; config: BackboneConfig; dtype: ModelDtype; device?: NativeDevice; threads?: number;
   }): Promise<NativeBackbone>;
   /** E_INPUT for a bad string, E_CONFIG for what this build or GPU cannot run (a CPU-only build never probes). */
-  resolvePlacement(options: { device?: string; dtype?: string }): NativePlacement;
+  /** cpuFeatures: decide for another CPU than this one (tests of the rule). */
+  resolvePlacement(options: {
+    device?: string; dtype?: string;
+    cpuFeatures?: { amxBf16: boolean; amxInt8: boolean; avx512Bf16: boolean; avx512Vnni: boolean };
+  }): NativePlacement;
   /** CUDA builds only: peak bytes of libtorch's caching allocator on a GPU since the last reset. */
   gpuPeakMemory?(options: { device: string; reset: boolean }): number;
   loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;

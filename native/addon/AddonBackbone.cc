@@ -60,7 +60,10 @@ class LoadBackboneWorker : public TorchWorker {
         threads_(threads) {}
 
  protected:
-  void Run() override { model_ = model::load_backbone(path_, cfg_, placement_.dtype, placement_.device); }
+  void Run() override {
+    model_ = model::load_backbone(path_, cfg_, placement_.dtype, placement_.device,
+                                  model::inference_kernel(placement_.device, placement_.dtype, placement_.int8));
+  }
   Napi::Value Result(Napi::Env env) override {
     return ctor_->New({Napi::External<BackbonePtr>::New(env, &model_), Napi::Number::New(env, threads_)});
   }

@@ -66,7 +66,17 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("parallelInfo", at::get_parallel_info());
   auto cpu = Napi::Object::New(env);
   for (const char* f : {"avx2", "avx512f", "avx512bf16", "amx-bf16"}) cpu.Set(f, cpu_supports(f));
+  const CpuMatrixFeatures m = cpu_matrix_features();
+  cpu.Set("amx-int8", m.amx_int8);
+  cpu.Set("avx512vnni", m.avx512_vnni);
+  cpu.Set("amxUsable", m.amx_bf16 || m.amx_int8);  // the kernel granted the tile state (oneDNN will use AMX)
   out.Set("cpu", cpu);
+  const Placement automatic = resolve_placement("cpu", "auto");
+  auto dtype = Napi::Object::New(env);
+  dtype.Set("auto", automatic.dtype == at::kBFloat16 ? "bfloat16" : "float32");
+  dtype.Set("reason", automatic.reason);
+  dtype.Set("int8", m.avx512_vnni || m.amx_int8);
+  out.Set("cpuDtype", dtype);
   out.Set("napiVersion", NAPI_VERSION);
   return out;
 }
@@ -108,15 +118,24 @@ Napi::Value MeasureGemm(const Napi::CallbackInfo& info) {
   return (new GemmWorker(info.Env(), threads_option(opts), n, iters, st))->Start();
 }
 
-// resolvePlacement({device?, dtype?}) -> {device, dtype, name, capability}: what loadPolicy will load onto.
+// resolvePlacement({device?, dtype?, cpuFeatures?}) -> {device, dtype, reason, name, capability}: what loadPolicy will
+// load onto. cpuFeatures {amxBf16, amxInt8, avx512Bf16, avx512Vnni} decides for another CPU than this one (tests).
 Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "resolvePlacement: expected an options object");
-    const Placement p = placement_from_js(info[0].As<Napi::Object>());
+    const Napi::Object o = info[0].As<Napi::Object>();
+    CpuMatrixFeatures cpu = cpu_matrix_features();
+    if (o.Has("cpuFeatures")) {
+      const Napi::Object f = o.Get("cpuFeatures").As<Napi::Object>();
+      const auto flag = [&](const char* name) { return f.Get(name).ToBoolean().Value(); };
+      cpu = {flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni")};
+    }
+    const Placement p = placement_from_js(o, cpu);
     auto out = Napi::Object::New(env);
     out.Set("device", p.device.str());
-    out.Set("dtype", p.dtype == at::kFloat ? "float32" : p.dtype == at::kBFloat16 ? "bfloat16" : "float16");
+    out.Set("dtype", p.int8 ? "int8" : p.dtype == at::kFloat ? "float32" : p.dtype == at::kBFloat16 ? "bfloat16" : "float16");
+    out.Set("reason", p.reason);
     out.Set("name", p.name);
     out.Set("capability", p.capability / 10.0);
     return out;

@@ -117,10 +117,10 @@ head::HeadOptions head_options_from_js(const Napi::Object& o) {
   return opt;
 }
 
-Placement placement_from_js(const Napi::Object& o) {
+Placement placement_from_js(const Napi::Object& o, const CpuMatrixFeatures& cpu) {
   const std::string device = o.Get("device").IsUndefined() ? "cpu" : string_option(o, "device");
   const std::string dtype = o.Get("dtype").IsUndefined() ? "float32" : string_option(o, "dtype");
-  return resolve_placement(device, dtype);
+  return resolve_placement(device, dtype, cpu);
 }
 
 }  // namespace m2vla::addon

@@ -15,9 +15,9 @@ model::BackboneConfig backbone_config_from_js(const Napi::Value& v);
 // {config: NativeHeadConfig, dtype?, device?} of createHead (and the trainer's head options); E_INPUT naming the field.
 head::HeadOptions head_options_from_js(const Napi::Object& o);
 
-// {device?: 'cpu' | 'cuda[:N]' (default 'cpu'), dtype?: 'auto' | 'float32' | 'bfloat16' | 'float16' (default
+// {device?: 'cpu' | 'cuda[:N]' (default 'cpu'), dtype?: 'auto' | 'float32' | 'bfloat16' | 'float16' | 'int8' (default
 // 'float32')} resolved against this build and machine (device.h): E_INPUT for a bad string, E_CONFIG for a device
 // or dtype this build or GPU cannot run.
-Placement placement_from_js(const Napi::Object& o);
+Placement placement_from_js(const Napi::Object& o, const CpuMatrixFeatures& cpu = cpu_matrix_features());
 
 }  // namespace m2vla::addon

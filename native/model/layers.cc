@@ -1,24 +1,212 @@
 #include "model/layers.h"
 
-#include <ATen/ops/layer_norm.h>
-#include <ATen/ops/linear.h>
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "model/quantize.h"
 
 namespace m2vla::model {
+namespace {
 
-at::Tensor Weights::get(const std::string& name) const { return dict.get(name).to(device, dtype); }
+// oneDNN's CPU ops as libtorch_cpu registers them (the ones Inductor's CPU path calls), reached through the
+// dispatcher: they have no C++ API in ATen's headers. Schemas (torch 2.13):
+//   mkldnn::_reorder_linear_weight(Tensor self, int? batch_size=None) -> Tensor
+//   mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm) -> Tensor
+//   mkldnn::_linear_pointwise.binary(Tensor X, Tensor other, Tensor W, Tensor? B, str attr) -> Tensor
+//   onednn::qlinear_prepack(Tensor weight, int[]? x_shape) -> Tensor
+//   onednn::qlinear_pointwise(Tensor qx, float x_scale, int x_zero_point, Tensor qw, Tensor w_scale,
+//       Tensor w_zero_point, Tensor? bias, float output_scale, int output_zero_point, ScalarType? output_dtype,
+//       str post_op_name, Scalar?[] post_op_args, str post_op_algorithm) -> Tensor
+//   onednn::qlinear_pointwise.binary(..., Tensor w_zero_point, Tensor? other, Tensor? bias, float output_scale,
+//       int output_zero_point, ScalarType? output_dtype, float other_scale, int other_zp, str binary_post_op,
+//       float binary_alpha, str unary_post_op, Scalar?[] unary_post_op_args, str unary_post_op_algorithm) -> Tensor
+using Scalars = c10::List<std::optional<at::Scalar>>;
+using Str = c10::string_view;
+
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> op(const char* name, const char* overload) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload).typed<Signature>();
+}
+
+const auto& reorder_op() {
+  static const auto h = op<at::Tensor(const at::Tensor&, std::optional<int64_t>)>("mkldnn::_reorder_linear_weight", "");
+  return h;
+}
+const auto& pointwise_op() {
+  static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, Str, Scalars,
+                                      std::optional<Str>)>("mkldnn::_linear_pointwise", "");
+  return h;
+}
+const auto& binary_op() {
+  static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                      Str)>("mkldnn::_linear_pointwise", "binary");
+  return h;
+}
+const auto& qprepack_op() {
+  static const auto h = op<at::Tensor(at::Tensor, std::optional<c10::List<int64_t>>)>("onednn::qlinear_prepack", "");
+  return h;
+}
+const auto& qlinear_op() {
+  static const auto h = op<at::Tensor(at::Tensor, double, int64_t, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>,
+                                      double, int64_t, std::optional<at::ScalarType>, Str, Scalars, Str)>(
+      "onednn::qlinear_pointwise", "");
+  return h;
+}
+const auto& qlinear_binary_op() {
+  static const auto h = op<at::Tensor(at::Tensor, double, int64_t, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>,
+                                      std::optional<at::Tensor>, double, int64_t, std::optional<at::ScalarType>, double, int64_t,
+                                      Str, double, Str, Scalars, Str)>("onednn::qlinear_pointwise", "binary");
+  return h;
+}
+
+std::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; }
+
+// A repacked weight's source (a view of the mapped checkpoint when the dtype matched) is never read again: the kernel
+// may reclaim its pages now, so the load's peak resident set holds one copy of the model instead of two. MADV_PAGEOUT
+// only drops clean file-backed pages (anonymous memory, with no swap, stays): harmless for a tensor that is a copy.
+void page_out(const at::Tensor& t) {
+#ifdef MADV_PAGEOUT
+  const long page = sysconf(_SC_PAGESIZE);
+  const auto begin = (reinterpret_cast<uintptr_t>(t.const_data_ptr()) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(t.const_data_ptr()) + t.nbytes()) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+#endif
+}
+
+const char* act_name(Linear::Act act) { return act == Linear::Act::Gelu ? "gelu" : act == Linear::Act::Silu ? "swish" : "none"; }
+
+at::Tensor activate(at::Tensor y, Linear::Act act) {
+  // In place unless autograd records: the backward of GELU/SiLU needs their input.
+  const bool grad = at::GradMode::is_enabled();
+  if (act == Linear::Act::Gelu) return grad ? at::gelu(y) : at::gelu_(y);
+  if (act == Linear::Act::Silu) return grad ? at::silu(y) : at::silu_(y);
+  return y;
+}
+
+at::Tensor as_rows(const at::Tensor& x) { return x.reshape({-1, x.size(-1)}); }
+
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t out) {
+  std::vector<int64_t> s(x.sizes().begin(), x.sizes().end());
+  s.back() = out;
+  return s;
+}
+
+}  // namespace
+
+namespace {
+
+// The inference kernels own every tensor the model keeps (a copy where the dtype already matched), so the file's
+// mapping, whose every page the repacking read, is unmapped after load instead of staying in the resident set.
+at::Tensor own(const at::Tensor& stored, at::Tensor taken, LinearKernel linear) {
+  if (linear == LinearKernel::Aten || !taken.is_alias_of(stored)) return taken;
+  at::Tensor copy = taken.clone();
+  page_out(stored);
+  return copy;
+}
+
+}  // namespace
+
+LinearKernel inference_kernel(c10::Device device, at::ScalarType dtype, bool int8) {
+  if (int8) return LinearKernel::Int8;
+  return device.is_cpu() && dtype == at::kBFloat16 ? LinearKernel::Onednn : LinearKernel::Aten;
+}
+
+at::Tensor Weights::get(const std::string& name) const {
+  const at::Tensor& t = dict.get(name);
+  return own(t, t.to(device, dtype), linear);
+}
 
 at::Tensor Weights::get(const std::string& name, const std::vector<int64_t>& shape) const {
+  const at::Tensor& t = dict.get(name, shape);
+  return own(t, t.to(device, dtype), linear);
+}
+
+at::Tensor Weights::take(const std::string& name, const std::vector<int64_t>& shape) const {
   return dict.get(name, shape).to(device, dtype);
 }
 
 Linear Linear::load(const Weights& sd, const std::string& name, int64_t out, int64_t in, bool bias) {
-  Linear l;
-  l.weight = sd.get(name + ".weight", {out, in});
-  if (bias) l.bias = sd.get(name + ".bias", {out});
+  return make(sd.take(name + ".weight", {out, in}), bias ? sd.get(name + ".bias", {out}) : at::Tensor(), sd.linear);
+}
+
+Linear Linear::load_stacked(const Weights& sd, const std::vector<std::string>& names, const std::vector<int64_t>& outs,
+                            int64_t in, bool bias) {
+  std::vector<at::Tensor> w, b;
+  for (size_t i = 0; i < names.size(); ++i) {
+    w.push_back(sd.take(names[i] + ".weight", {outs[i], in}));
+    if (bias) b.push_back(sd.get(names[i] + ".bias", {outs[i]}));
+  }
+  Linear l = make(at::cat(w), bias ? at::cat(b) : at::Tensor(), sd.linear);
+  for (const at::Tensor& t : w) page_out(t);
   return l;
 }
 
-at::Tensor Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+Linear Linear::make(at::Tensor weight, at::Tensor bias, LinearKernel kernel) {
+  Linear l{std::move(weight), std::move(bias), at::Tensor(), at::Tensor(), kernel};
+  if (kernel != LinearKernel::Aten && !l.weight.is_cpu())
+    fail(ErrorCode::Config, "the oneDNN and int8 linear kernels run on the CPU, the weights are on ", l.weight.device().str());
+  if (kernel == LinearKernel::Aten) return l;
+  const at::Tensor source = l.weight;
+  if (kernel == LinearKernel::Onednn) {
+    l.weight = reorder_op().call(source.contiguous(), std::nullopt);
+  } else {
+    // Symmetric per output channel: w ≈ scale[o] * q[o, i], q in [-127, 127].
+    at::Tensor w = source.to(at::kFloat);
+    l.scale = (w.abs().amax(1) / 127.0).clamp_min(1e-12);
+    at::Tensor q = (w / l.scale.unsqueeze(1)).round_().clamp_(-127, 127).to(at::kChar);
+    l.weight = qprepack_op().call(q, std::nullopt);
+    l.zero_points = at::zeros_like(l.scale, at::kLong);
+  }
+  page_out(source);
+  return l;
+}
+
+at::Tensor Linear::operator()(const at::Tensor& x, Act act) const {
+  switch (kernel) {
+    case LinearKernel::Aten:
+      return activate(at::linear(x, weight, bias), act);
+    case LinearKernel::Onednn:
+      return pointwise_op().call(x, weight, opt(bias), act_name(act), Scalars(),
+                                 act == Act::Gelu ? std::optional<Str>("none") : std::nullopt);
+    case LinearKernel::Int8: {
+      const QuantizedActivations q = quantize_activations(as_rows(x).contiguous());
+      at::Tensor y = qlinear_op().call(q.values, q.scale, q.zero_point, weight, scale, zero_points,
+                                       opt(bias), 1.0, 0, x.scalar_type(), act_name(act), Scalars(), act == Act::Gelu ? "none" : "");
+      return y.view(out_shape(x, scale.size(0)));
+    }
+  }
+  fail(ErrorCode::Native, "Linear: unknown kernel");
+}
+
+at::Tensor Linear::plus(const at::Tensor& x, const at::Tensor& residual) const {
+  switch (kernel) {
+    case LinearKernel::Aten:
+      if (bias.defined()) return at::linear(x, weight, bias) + residual;
+      // residual + x @ weight^T as one GEMM (beta = 1)
+      return at::addmm(as_rows(residual), as_rows(x), weight.t()).view(residual.sizes());
+    case LinearKernel::Onednn:
+      return binary_op().call(x, residual, weight, opt(bias), "add");
+    case LinearKernel::Int8: {
+      const QuantizedActivations q = quantize_activations(as_rows(x).contiguous());
+      at::Tensor y = qlinear_binary_op().call(q.values, q.scale, q.zero_point, weight, scale, zero_points,
+                                              as_rows(residual).contiguous(), opt(bias), 1.0, 0, x.scalar_type(), 1.0, 0, "add",
+                                              1.0, "none", Scalars(), "");
+      return y.view(residual.sizes());
+    }
+  }
+  fail(ErrorCode::Native, "Linear: unknown kernel");
+}
+
+at::Tensor Linear::times(const at::Tensor& x, const at::Tensor& other) const {
+  if (kernel == LinearKernel::Onednn) return binary_op().call(x, other, weight, opt(bias), "mul");
+  at::Tensor y = (*this)(x);
+  return at::GradMode::is_enabled() ? y * other : y.mul_(other);
+}
 
 LayerNorm LayerNorm::load(const Weights& sd, const std::string& name, int64_t dim, double eps) {
   return {sd.get(name + ".weight", {dim}), sd.get(name + ".bias", {dim}), eps};

@@ -14,14 +14,28 @@ Projector::Projector(const Weights& sd, int64_t vision_dim, int64_t llm_dim)
       fc2(Linear::load(sd, "projector.fc2", llm_dim, 4 * vision_dim)),
       fc3(Linear::load(sd, "projector.fc3", llm_dim, llm_dim)) {}
 
-at::Tensor Projector::operator()(const at::Tensor& x) const { return fc3(at::gelu(fc2(at::gelu(fc1(x))))); }
+at::Tensor Projector::operator()(const at::Tensor& x) const {
+  return fc3(fc2(fc1(x, Linear::Act::Gelu), Linear::Act::Gelu));
+}
+
+namespace {
+
+// The projector stays in bfloat16 under int8: its input joins the DINOv2 and SigLIP features, whose scales differ, so
+// one activation scale per tensor fits neither (on fixture A, int8 there alone doubled the policy's mean error vs
+// float32), and it is ~2% of the FLOPs.
+Weights projector_weights(const Weights& sd) {
+  if (sd.linear != LinearKernel::Int8) return sd;
+  return Weights{sd.dict, sd.dtype, sd.device, LinearKernel::Onednn};
+}
+
+}  // namespace
 
 Backbone::Backbone(const BackboneConfig& cfg, const Weights& sd)
     : cfg_(cfg),
       dtype_(sd.dtype),
       featurizer_(cfg.featurizer, sd, "vision_backbone.featurizer.", cfg.image_size),
       fused_featurizer_(cfg.fused_featurizer, sd, "vision_backbone.fused_featurizer.", cfg.image_size),
-      projector_(sd, cfg.featurizer.embed_dim + cfg.fused_featurizer.embed_dim, cfg.llm.hidden_size),
+      projector_(projector_weights(sd), cfg.featurizer.embed_dim + cfg.fused_featurizer.embed_dim, cfg.llm.hidden_size),
       llm_(cfg.llm, sd, "language_model.model."),
       action_queries_(sd.get("action_queries.weight", {cfg.num_action_queries, cfg.llm.hidden_size})) {
   if (cfg.featurizer.patch_size != cfg.fused_featurizer.patch_size)
@@ -141,9 +155,9 @@ at::Tensor Backbone::hidden_states(const at::Tensor& pixel_values, const at::Ten
 }
 
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype,
-                                              c10::Device device) {
+                                              c10::Device device, LinearKernel linear) {
   io::StateDict sd = io::load_state_dict(path);
-  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device});
+  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device, linear});
 }
 
 }  // namespace m2vla::model

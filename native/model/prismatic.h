@@ -82,8 +82,9 @@ class Backbone {
 };
 
 // Reads the VLM checkpoint (model.safetensors, a sharded index, or a torch.save zip) and builds the backbone with
-// the tensors it uses converted to `dtype` and placed on `device` (each copied once); errors are E_CHECKPOINT / E_CONFIG.
+// the tensors it uses converted to `dtype` and placed on `device` (each copied once), its linears prepared for
+// `linear`; errors are E_CHECKPOINT / E_CONFIG. The file's mapping is released once every weight is repacked.
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype,
-                                              c10::Device device = c10::kCPU);
+                                              c10::Device device = c10::kCPU, LinearKernel linear = LinearKernel::Aten);
 
 }  // namespace m2vla::model

@@ -20,23 +20,11 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 at::Tensor apply_rope(const at::Tensor& x, const Rope& r) { return x * r.cos + rotate_half(x) * r.sin; }
 
-// residual + x @ weight^T as one GEMM (beta = 1), written into `out` when given: o_proj and down_proj have no bias.
-at::Tensor residual_linear(const at::Tensor& residual, const at::Tensor& x, const Linear& l, at::Tensor out = {}) {
-  const int64_t d = residual.size(-1);
-  at::Tensor r2 = residual.reshape({-1, d}), x2 = x.reshape({-1, x.size(-1)});
-  if (!out.defined()) return at::addmm(r2, x2, l.weight.t()).view(residual.sizes());
-  at::Tensor out2 = out.view({-1, d});
-  at::addmm_out(out2, r2, x2, l.weight.t());
-  return out;
-}
-
 }  // namespace
 
-at::Tensor RmsNorm::operator()(const at::Tensor& x) const {
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * normed.to(x.scalar_type());
-}
+// ATen's fused kernel (one pass, float32 inside) where the op-by-op HF form makes six passes and a float32 copy;
+// in bfloat16 it rounds once, after the scale, where HF rounds before and after it.
+at::Tensor RmsNorm::operator()(const at::Tensor& x) const { return at::rms_norm(x, {weight.size(0)}, weight, eps); }
 
 Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix) : cfg_(cfg) {
   const int64_t d = cfg.hidden_size, hd = cfg.head_dim, q_out = cfg.num_heads * hd, kv_out = cfg.num_kv_heads * hd;
@@ -52,18 +40,18 @@ Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix)
 
   for (int64_t i = 0; i < cfg.num_layers; ++i) {
     const std::string p = prefix + "layers." + std::to_string(i) + ".";
-    Linear q = Linear::load(sd, p + "self_attn.q_proj", q_out, d);
-    Linear k = Linear::load(sd, p + "self_attn.k_proj", kv_out, d);
-    Linear v = Linear::load(sd, p + "self_attn.v_proj", kv_out, d);
-    Linear gate = Linear::load(sd, p + "mlp.gate_proj", cfg.intermediate_size, d, /*bias=*/false);
-    Linear up = Linear::load(sd, p + "mlp.up_proj", cfg.intermediate_size, d, /*bias=*/false);
+    const std::string gate = p + "mlp.gate_proj", up = p + "mlp.up_proj";
+    const int64_t inter = cfg.intermediate_size;
+    const bool split = sd.linear == LinearKernel::Onednn;  // see Layer::gate
     layers_.push_back(Layer{
         load_rms(sd, p + "input_layernorm", d, cfg.rms_norm_eps),
-        Linear{at::cat({q.weight, k.weight, v.weight}), at::cat({q.bias, k.bias, v.bias})},
+        Linear::load_stacked(sd, {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"}, {q_out, kv_out, kv_out},
+                             d, /*bias=*/true),
         Linear::load(sd, p + "self_attn.o_proj", d, q_out, /*bias=*/false),
         load_rms(sd, p + "post_attention_layernorm", d, cfg.rms_norm_eps),
-        Linear{at::cat({gate.weight, up.weight}), at::Tensor()},
-        Linear::load(sd, p + "mlp.down_proj", d, cfg.intermediate_size, /*bias=*/false),
+        split ? Linear::load(sd, gate, inter, d, false) : Linear::load_stacked(sd, {gate, up}, {inter, inter}, d, false),
+        split ? Linear::load(sd, up, inter, d, false) : Linear(),
+        Linear::load(sd, p + "mlp.down_proj", d, inter, /*bias=*/false),
     });
   }
   norm_ = load_rms(sd, prefix + "norm", d, cfg.rms_norm_eps);
@@ -109,15 +97,16 @@ at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, const
 
 // In place in the gate half of the fused projection's output, unless autograd needs the gate for the backward.
 at::Tensor Qwen2::mlp_activation(const Layer& l, const at::Tensor& x) const {
-  auto gate_up = l.gate_up(x).chunk(2, -1);
+  if (l.up.weight.defined()) return l.up.times(x, l.gate(x, Linear::Act::Silu));
+  auto gate_up = l.gate(x).chunk(2, -1);
   if (at::GradMode::is_enabled()) return at::silu(gate_up[0]) * gate_up[1];
   return at::silu_(gate_up[0]).mul_(gate_up[1]);
 }
 
-at::Tensor Qwen2::layer(int64_t i, const at::Tensor& x, const Rope& r, const History& history, at::Tensor out) const {
+at::Tensor Qwen2::layer(int64_t i, const at::Tensor& x, const Rope& r, const History& history) const {
   const Layer& l = layers_[i];
-  at::Tensor h = residual_linear(x, attention(i, l.input_norm(x), r, history), l.o_proj);
-  return residual_linear(h, mlp_activation(l, l.post_attention_norm(h)), l.down, out);
+  at::Tensor h = l.o_proj.plus(attention(i, l.input_norm(x), r, history), x);
+  return l.down.plus(mlp_activation(l, l.post_attention_norm(h)), h);
 }
 
 at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds, KvCache* cache) const {
@@ -130,11 +119,14 @@ at::Tensor Qwen2::hidden_states(const at::Tensor& inputs_embeds, KvCache* cache)
   if (at::GradMode::is_enabled()) {
     hs = stacked_hidden_states(inputs_embeds, r, history);  // autograd cannot record out= ops
   } else {
-    // Each layer writes its output straight into its slot of the result: no stacking copy at the end.
+    // Each layer's output is copied into its slot of the result as it comes: no stack of them all at the end.
     hs = at::empty({n + 1, b, t, cfg_.hidden_size}, inputs_embeds.options());
     hs[0].copy_(inputs_embeds);
-    at::Tensor x = hs[0];
-    for (int64_t i = 0; i < n; ++i) x = layer(i, x, r, history, i + 1 < n ? hs[i + 1] : at::Tensor());
+    at::Tensor x = inputs_embeds;
+    for (int64_t i = 0; i < n; ++i) {
+      x = layer(i, x, r, history);
+      if (i + 1 < n) hs[i + 1].copy_(x);
+    }
     hs[n].copy_(norm_(x));
   }
   if (cache) cache->length = t;

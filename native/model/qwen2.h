@@ -12,7 +12,7 @@
 
 namespace m2vla::model {
 
-// HF Qwen2RMSNorm: normalise in float32, cast back to the input dtype, then scale (in the input dtype).
+// HF Qwen2RMSNorm: x * rsqrt(mean(x²) + eps) * weight, normalised in float32.
 struct RmsNorm {
   at::Tensor weight;
   double eps;
@@ -72,13 +72,15 @@ class Qwen2 {
     Linear qkv;  // q_proj, k_proj, v_proj fused into one GEMM: [(heads + 2*kv_heads) * head_dim, hidden]
     Linear o_proj;
     RmsNorm post_attention_norm;
-    Linear gate_up;  // gate_proj and up_proj fused: [2 * intermediate, hidden]
+    // Onednn: gate_proj with the SiLU fused, then up_proj with the product fused (no pass over the [T, intermediate]
+    // activations outside a GEMM). Otherwise gate holds gate_proj and up_proj stacked (one GEMM) and up is empty.
+    Linear gate, up;
     Linear down;
   };
   Rope rope(int64_t start, int64_t length, at::ScalarType dtype) const;
-  // One decoder layer, written into `out` when given (never under autograd). With an `append` cache, the new
-  // keys/values are stored at positions cache->length.. and the queries attend to everything cached so far.
-  at::Tensor layer(int64_t i, const at::Tensor& x, const Rope& rope, const History& history, at::Tensor out = {}) const;
+  // One decoder layer. With an `append` cache, the new keys/values are stored at positions cache->length.. and the
+  // queries attend to everything cached so far.
+  at::Tensor layer(int64_t i, const at::Tensor& x, const Rope& rope, const History& history) const;
   // Attention output before o_proj (heads merged): o_proj is fused with the residual add.
   at::Tensor attention(int64_t i, const at::Tensor& x, const Rope& rope, const History& history) const;
   // Every layer's output in fresh tensors, stacked (the out= writes of hidden_states() are not differentiable).

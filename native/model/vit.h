@@ -34,7 +34,7 @@ class Vit {
     Linear fc1, fc2;
     std::optional<at::Tensor> ls2;
   };
-  at::Tensor attention(const Block& b, const at::Tensor& x) const;
+  at::Tensor attention(const Block& b, const at::Tensor& x) const;  // before proj
   at::Tensor embed(const at::Tensor& images) const;
 
   VitConfig cfg_;

@@ -29,13 +29,13 @@ function observation(c: string) {
 
 beforeAll(async () => {
   cases = await loadCases();
-  policy = await loadPolicy(FIXTURE_A, { device: 'cpu', dtype: 'auto' });
+  policy = await loadPolicy(FIXTURE_A, { device: 'cpu', dtype: 'float32' });
 });
 afterAll(() => policy?.dispose());
 
 describe('loadPolicy({ device, dtype })', () => {
-  it("device 'cpu' + dtype 'auto' = float32 on the fused CPU kernels, no self-check, no warning", () => {
-    expect(policy.metadata).toMatchObject({ device: 'cpu', deviceName: 'CPU', dtype: 'float32' });
+  it("device 'cpu' + dtype 'float32' on the fused CPU kernels, no self-check, no warning", () => {
+    expect(policy.metadata).toMatchObject({ device: 'cpu', deviceName: 'CPU', dtype: 'float32', dtypeReason: 'asked for' });
     expect(policy.metadata.kernels).toEqual({ device: 'cpu', path: 'cpu-fused', checks: [], warnings: [] });
   });
 
@@ -55,7 +55,7 @@ describe('loadPolicy({ device, dtype })', () => {
   it.each([
     [{ device: 'gpu' }, /device: expected 'cpu', 'cuda' or 'cuda:N', got "gpu"/],
     [{ device: 'cuda:x' }, /device: expected .* got "cuda:x"/],
-    [{ dtype: 'fp16' }, /dtype: expected one of 'auto', 'float32', 'bfloat16', 'float16', got "fp16"/],
+    [{ dtype: 'fp16' }, /dtype: expected one of 'auto', 'float32', 'bfloat16', 'float16', 'int8', got "fp16"/],
   ])('%o -> InputError', async (options, message) => {
     const err = await loadPolicy(FIXTURE_A, options as never).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
@@ -65,7 +65,7 @@ describe('loadPolicy({ device, dtype })', () => {
   it('float16 on the CPU -> ConfigError (float16 is for GPUs)', async () => {
     const err = await loadPolicy(FIXTURE_A, { dtype: 'float16' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
-    expect((err as Error).message).toMatch(/dtype 'float16' is for CUDA devices; on the CPU use 'float32' or 'bfloat16'/);
+    expect((err as Error).message).toMatch(/dtype 'float16' is for CUDA devices; on the CPU use 'float32', 'bfloat16' or 'int8'/);
   });
 
   it.skipIf(info.cuda)("a CPU-only build refuses 'cuda:0' with a ConfigError that says how to build with CUDA", async () => {
@@ -83,6 +83,37 @@ describe('loadPolicy({ device, dtype })', () => {
   });
 });
 
+describe("dtype 'auto' and 'int8' on the CPU", () => {
+  const none = { amxBf16: false, amxInt8: false, avx512Bf16: false, avx512Vnni: false };
+  const resolve = (dtype: string, cpuFeatures = none, device = 'cpu') => getBinding().resolvePlacement({ device, dtype, cpuFeatures });
+
+  it('auto is bfloat16 exactly where the CPU has AMX-BF16, and says why', () => {
+    expect(resolve('auto', { ...none, amxBf16: true, amxInt8: true })).toMatchObject({ dtype: 'bfloat16', reason: expect.stringMatching(/^auto: this CPU has AMX-BF16/) });
+    // AVX512-BF16 alone (no AMX tiles) measured slower in bfloat16 than float32: auto stays float32.
+    expect(resolve('auto', { ...none, avx512Bf16: true, avx512Vnni: true })).toMatchObject({ dtype: 'float32', reason: expect.stringMatching(/^auto: this CPU has no AMX-BF16/) });
+    expect(resolve('auto')).toMatchObject({ dtype: 'float32' });
+    expect(resolve('bfloat16')).toMatchObject({ dtype: 'bfloat16', reason: 'asked for' });
+  });
+
+  it('loadPolicy and doctor apply the rule to this machine', async () => {
+    await using p = await loadPolicy(FIXTURE_A, { dtype: 'auto' });
+    expect(p.metadata.dtype).toBe(info.cpu.amxUsable && info.cpu['amx-bf16'] ? 'bfloat16' : 'float32');
+    expect(p.metadata.dtypeReason).toBe(info.cpuDtype.reason);
+    expect(info.cpuDtype.auto).toBe(p.metadata.dtype);
+  });
+
+  it('int8 needs AVX512-VNNI or AMX-INT8 and the CPU: ConfigErrors that say what works', () => {
+    expect(resolve('int8', { ...none, avx512Vnni: true })).toMatchObject({ dtype: 'int8', reason: 'asked for' });
+    expect(resolve('int8', { ...none, amxInt8: true })).toMatchObject({ dtype: 'int8' });
+    expect(() => resolve('int8')).toThrow(/dtype 'int8' needs a CPU with AVX512-VNNI or AMX-INT8 .* use 'bfloat16', 'float32' or 'auto'/);
+    expect(() => resolve('int8', { ...none, amxInt8: true }, 'cuda:0')).toThrow(/dtype 'int8' runs on the CPU only .* use 'bfloat16', 'float16' or 'auto'/);
+  });
+
+  it.runIf(!info.cpuDtype.int8)("loadPolicy({ dtype: 'int8' }) on this CPU -> ConfigError", async () => {
+    await expect(loadPolicy(FIXTURE_A, { dtype: 'int8' })).rejects.toThrow(ConfigError);
+  });
+});
+
 describe('m2vla doctor', () => {
   it('reports the GPU state: a CPU-only build says so (no probe) and how to build with CUDA', async () => {
     const lines: string[] = [];
@@ -94,6 +125,7 @@ describe('m2vla doctor', () => {
       console.log = log;
     }
     const out = lines.join('\n');
+    expect(out).toMatch(new RegExp(`CPU dtype: +'auto' = ${info.cpuDtype.auto} \\(auto: this CPU has`));
     if (info.cuda) expect(out).toMatch(/GPU cuda:\d+: +.*, compute capability \d+\.\d, .* GiB free, driver CUDA|GPU: +none usable: /);
     else expect(out).toMatch(/GPU: +none used: CPU-only build \(no GPU probed\); to use one, build the addon with CUDA: M2VLA_CUDA=1/);
   });

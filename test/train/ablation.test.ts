@@ -67,7 +67,7 @@ describe.each([
   let t: Trained, policy: Policy;
   beforeAll(async () => {
     t = await trainVariant(ablation, steps, lr);
-    policy = await loadPolicy(t.out, { threads: 1 });
+    policy = await loadPolicy(t.out, { threads: 1, dtype: 'float32' });
   });
   afterAll(() => policy?.dispose());
 
@@ -110,7 +110,7 @@ describe.each([
 describe('no-msm', () => {
   it('never touches a bank: no query keys, no retrieval, an empty memoryBank()', async () => {
     const t = await trainVariant('no-msm', 2);
-    await using policy = await loadPolicy(t.out, { threads: 1 });
+    await using policy = await loadPolicy(t.out, { threads: 1, dtype: 'float32' });
     const features = await policy.features(observations(t)[0]);
     expect(features.queryKeys.shape).toEqual([1, 0]);
     expect(features.retrieval.indices).toHaveLength(0);
@@ -215,7 +215,7 @@ describe('memoryBank()', () => {
   let t: Trained, policy: Policy;
   beforeAll(async () => {
     t = await trainVariant(undefined, 2);
-    policy = await loadPolicy(t.out, { threads: 1 });
+    policy = await loadPolicy(t.out, { threads: 1, dtype: 'float32' });
   });
   afterAll(() => policy?.dispose());
 
