@@ -19,6 +19,7 @@ export {
   demoRunDir, loadPolicy, Policy,
   type ActOutput, type LayerGates, type PolicyFeatures, type PolicyMetadata, type PolicyOptions,
 } from './policy.js';
+export type { AddSkillsOptions, AddSkillsResult, SkillEpisode, SkillSource } from './skills.js';
 export { DEMO_DIMS, FULL_SIZE_DIMS, ensureRandomRun, type RandomRunDims } from './random-run.js';
 export {
   LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,

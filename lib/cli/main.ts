@@ -7,6 +7,7 @@ interface Command {
 }
 
 const commands: Record<string, () => Promise<Command>> = {
+  'add-skills': async () => (await import('./add-skills.js')).addSkillsCommand,
   demo: async () => (await import('./demo.js')).demoCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
   serve: async () => (await import('./serve.js')).serveCommand,
@@ -15,6 +16,7 @@ const commands: Record<string, () => Promise<Command>> = {
 
 function usage(): string {
   return ['usage: m2vla <command> [options]', '', 'commands:',
+    '  add-skills  append demonstrations to a run\'s skill bank (MSM) without training, save as a run directory',
     '  demo     run the policy on one observation (the embedded demo model, or --run <dir>)',
     '  doctor   libtorch, build flags, threads, CPU features',
     '  serve    serve the policy: openpi websocket protocol, VLA-Adapter POST /act (the demo model, or --run <dir>)',
