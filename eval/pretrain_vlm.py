@@ -475,6 +475,7 @@ def main() -> None:
     train_s = time.time() - t_train
 
     # Held-out accuracy in PyTorch (greedy, exact match of the decoded answer).
+    print(f"trained {step} steps in {train_s:.0f} s; measuring held-out accuracy", flush=True)
     model.eval()
     correct: dict[str, list[int]] = {}
     with torch.no_grad():
