@@ -171,3 +171,29 @@ describe('policy.saveSkills()', () => {
     expect(fs.readdirSync(run).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 });
+
+describe('m2vla add-skills', () => {
+  it('grows a run from a dataset into --out; a bad flag prints usage and exits 2', async () => {
+    const { addSkillsCommand } = await import('../../lib/cli/add-skills.js');
+    const out = freshOut();
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => { lines.push(a.join(' ')); };
+    try {
+      expect(await addSkillsCommand.run([tinyRun(), '--data', LIBERO, '--out', out, '--threads', '1'])).toBe(0);
+    } finally {
+      console.log = log;
+    }
+    expect(lines[0]).toMatch(/7 entries .* bank 50 -> 57 of 64 rows \(0 evicted\), new rows 50\.\.56/);
+    await using back = await loadPolicy(out, THREADS);
+    expect(back.metadata.bankSize).toBe(57);
+    const err = console.error;
+    console.error = () => {};
+    try {
+      expect(await addSkillsCommand.run([tinyRun(), '--data', LIBERO, '--out', freshOut(), '--strid', '2'])).toBe(2);
+      expect(await addSkillsCommand.run([tinyRun(), '--out', freshOut()])).toBe(2);
+    } finally {
+      console.error = err;
+    }
+  });
+});
