@@ -31,6 +31,16 @@ from sim import TASKS, TASKS_BY_NAME, TabletopEnv  # noqa: E402
 
 EVAL_SEED_BASE = 10**6  # demonstrations use seeds below this
 
+# Instructions never seen in training (the demonstrations use TASKS' own): the Table I analogue.
+REPHRASED = {
+    "red_bowl": "place the red block into the bowl",
+    "blue_bowl": "drop the blue block in the bowl",
+    "red_plate": "set the red block onto the plate",
+    "blue_plate": "move the blue block onto the plate",
+    "lift_blue": "raise the blue block",
+    "yellow_bowl": "place the yellow can into the bowl",
+}
+
 
 class ServedPolicy:
     """openpi's WebsocketClientPolicy: metadata frame first, then one msgpack request per observation."""
@@ -96,12 +106,13 @@ def write_video(frames: list[np.ndarray], path_stem: str, fps: int = 20) -> str:
     return path
 
 
-def run_episode(env: TabletopEnv, policy, task, seed: int, replan: int, max_steps: int, record: bool) -> dict:
+def run_episode(env: TabletopEnv, policy, task, seed: int, replan: int, max_steps: int, record: bool,
+                instruction: str) -> dict:
     obs = env.reset(task, seed)
     frames, latencies, server_ms = [], [], []
     steps, success = 0, False
     while steps < max_steps and not success:
-        chunk, timing = policy.infer(obs, task.instruction)
+        chunk, timing = policy.infer(obs, instruction)
         latencies.append(timing["latency_ms"])
         if timing["server_ms"] is not None:
             server_ms.append(timing["server_ms"])
@@ -120,7 +131,7 @@ def run_episode(env: TabletopEnv, policy, task, seed: int, replan: int, max_step
 
 
 def evaluate(policy, tasks, episodes: int, replan: int, max_steps: int, image_size: int, seed_base: int,
-             videos: str | None, video_episodes: int) -> dict:
+             videos: str | None, rephrase: bool = False) -> dict:
     env = TabletopEnv(image_size)
     out = {"tasks": {}, "replan": replan, "max_steps": max_steps, "episodes_per_task": episodes,
            "image_size": image_size, "seed_base": seed_base, "metadata": policy.metadata}
@@ -128,18 +139,21 @@ def evaluate(policy, tasks, episodes: int, replan: int, max_steps: int, image_si
     started = time.time()
     for task in tasks:
         results = []
+        instruction = REPHRASED[task.name] if rephrase else task.instruction
+        filmed = set()  # one success and one failure per task
         for e in range(episodes):
-            record = videos is not None and e < video_episodes
-            r = run_episode(env, policy, task, seed_base + e, replan, max_steps, record)
+            r = run_episode(env, policy, task, seed_base + e, replan, max_steps, videos is not None, instruction)
             frames = r.pop("frames")
-            if record:
+            if videos is not None and r["success"] not in filmed:
+                filmed.add(r["success"])
                 os.makedirs(videos, exist_ok=True)
-                r["video"] = write_video(frames, os.path.join(videos, f"{task.name}_{r['seed']}"))
+                outcome = "success" if r["success"] else "failure"
+                r["video"] = write_video(frames, os.path.join(videos, f"{task.name}_{r['seed']}_{outcome}"))
             all_latency += r["latency_ms"]
             results.append(r)
         n_ok = sum(r["success"] for r in results)
         out["tasks"][task.name] = {
-            "instruction": task.instruction, "held_out": task.held_out, "success_rate": n_ok / len(results),
+            "instruction": instruction, "held_out": task.held_out, "success_rate": n_ok / len(results),
             "successes": n_ok, "episodes": results,
             "mean_steps": float(np.mean([r["steps"] for r in results])),
         }
@@ -165,15 +179,15 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--image-size", type=int, default=84)
     p.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE)
-    p.add_argument("--videos", help="directory for videos of the first --video-episodes episodes per task")
-    p.add_argument("--video-episodes", type=int, default=1)
+    p.add_argument("--videos", help="directory for a video of the first success and the first failure per task")
+    p.add_argument("--rephrase", action="store_true", help="give each task's REPHRASED instruction instead of its own")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     policy = ServedPolicy(args.url) if args.url else MeanActionPolicy(args.baseline_demos)
     tasks = [TASKS_BY_NAME[n] for n in args.tasks.split(",")]
     try:
         result = evaluate(policy, tasks, args.episodes, args.replan, args.max_steps, args.image_size,
-                          args.seed_base, args.videos, args.video_episodes)
+                          args.seed_base, args.videos, args.rephrase)
     finally:
         policy.close()
     with open(args.out + ".tmp", "w") as f:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# `python3 eval/expert.py` on its own: the eval's packages (eval/setup.sh installs them into eval/.venv-target).
+_TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venv-target")
+if os.path.isdir(_TARGET) and _TARGET not in sys.path:
+    sys.path.insert(1, _TARGET)
+
+import numpy as np  # noqa: E402
 
 from sim import CUBE_HALF, POS_SCALE, TabletopEnv  # noqa: E402
 

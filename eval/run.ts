@@ -2,12 +2,16 @@
  * `npm run eval -- --quick|--full [--run <dir>] [--out <dir>]`: the closed-loop evaluation as one command.
  *
  * 1. scripted-expert demonstrations of the 5 training tasks (eval/make_demos.py, LIBERO HDF5);
- * 2. a small random frozen VLM (EVAL_DIMS; no pretrained weights can be downloaded here);
+ * 2. the frozen VLM: EVAL_DIMS' tiny Prismatic layout pretrained on the simulator's world (eval/pretrain_vlm.py,
+ *    cached by the hash of its recipe; its ask() accuracy on held-out questions measured, eval/vqa.ts), and the same
+ *    layout with random weights as the comparison row (`--vlm random` makes the random one the main backbone);
  * 3. `m2vla train` of the full head and of the two ablations (--ablation no-mol | no-msm) with identical budgets and
  *    seeds, in stages so that intermediate checkpoints are evaluated too (success vs training steps);
  * 4. each trained run served by `m2vla serve` on a free port and evaluated by eval/client.py (N episodes per task
  *    with fixed seeds, the held-out task included), plus the mean-action baseline;
- * 5. the MoL gates and the MSM key/value distance correlation of each final run (eval/analysis.ts);
+ * 5. the MoL gates and the MSM key/value distance correlation of each final run (eval/analysis.ts); for the full
+ *    model also rephrased instructions, the language probe, and the held-out task with its demonstrations added to the
+ *    MSM bank without training (`m2vla add-skills`);
  * 6. eval/results/<date>/report.md + report.json + SVG plots + a few videos.
  *
  * `--run <dir>` evaluates an existing run directory instead of training (demos are still generated for the baseline).
@@ -21,9 +25,11 @@ import { parseArgs } from 'node:util';
 import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
 import { EVAL_DIMS } from './dims.js';
+import { languageProbe } from './language-probe.js';
 import { log, m2vla, python, run, withServer } from './processes.js';
-import { EVAL_DIR, evalRequirementsMissing } from './python.js';
-import { writeReport, type EvalResult, type Report, type VariantReport } from './report.js';
+import { EVAL_DIR, evalRequirementsMissing, PYTHON, pythonEnv } from './python.js';
+import { writeReport, type BackboneReport, type EvalResult, type Report, type VariantReport } from './report.js';
+import { askAccuracy } from './vqa.js';
 
 interface Profile {
   demosPerTask: number;
@@ -58,13 +64,14 @@ interface Context {
 }
 
 async function evaluate(ctx: Context, source: { url?: string; baseline?: boolean }, episodes: number, name: string,
-  videos: boolean): Promise<EvalResult> {
+  videos: boolean, extra: string[] = []): Promise<EvalResult> {
   const file = path.join(ctx.work, 'episodes', `${name}.json`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const args = [source.url ? '--url' : '--baseline-demos', source.url ?? ctx.demos, '--episodes', String(episodes),
     '--replan', String(ctx.profile.replan), '--max-steps', String(ctx.profile.maxSteps),
     '--image-size', String(EVAL_DIMS.imageSize), '--out', file];
   if (videos) args.push('--videos', path.join(ctx.out, 'videos', name));
+  args.push(...extra);
   await python('client.py', args, path.join(ctx.logs, `client-${name}.log`));
   return JSON.parse(fs.readFileSync(file, 'utf8')) as EvalResult;
 }
@@ -74,7 +81,9 @@ interface TrainedVariant {
   runDir: string;
 }
 
-async function trainAndEvaluate(ctx: Context, base: string, variant: (typeof VARIANTS)[number]): Promise<TrainedVariant> {
+type Variant = { name: string; label: string; ablation: string | null };
+
+async function trainAndEvaluate(ctx: Context, base: string, variant: Variant): Promise<TrainedVariant> {
   const { profile } = ctx;
   const runDir = path.join(ctx.work, 'runs', variant.name);
   fs.rmSync(runDir, { recursive: true, force: true });
@@ -94,8 +103,7 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: (typeof VAR
     const final = steps === last;
     log(`${variant.name}: evaluating step ${steps} (${final ? profile.episodes : profile.curveEpisodes} episodes per task)`);
     const r = await withServer(runDir, path.join(ctx.logs, `serve-${variant.name}.log`), (url) =>
-      evaluate(ctx, { url }, final ? profile.episodes : profile.curveEpisodes, `${variant.name}-step${steps}`,
-        final && variant.name === 'full'));
+      evaluate(ctx, { url }, final ? profile.episodes : profile.curveEpisodes, `${variant.name}-step${steps}`, final));
     curve.push({ steps, successSeen: r.success_rate_seen ?? 0, episodesPerTask: r.episodes_per_task });
     if (final) result = r;
   }
@@ -110,16 +118,38 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: (typeof VAR
   };
 }
 
+/**
+ * The pretrained backbone: eval/pretrain_vlm.py over the random base's layout (PyTorch on the CPU, from M2VLA_PYREF or
+ * .pyref/), reused when its recipe's directory exists. Returns the run directory and what pretraining recorded.
+ */
+async function pretrainedBackbone(ctx: Context, base: string, minutes: number): Promise<{ dir: string; info: Record<string, unknown> }> {
+  const torchDir = process.env.M2VLA_PYREF ?? path.join(EVAL_DIR, '..', '.pyref');
+  const env = pythonEnv();
+  env.PYTHONPATH = `${env.PYTHONPATH}${path.delimiter}${torchDir}`;
+  const cache = path.join(EVAL_DIR, 'results', '.vlm-cache');
+  const logFile = path.join(ctx.logs, 'pretrain-vlm.log');
+  fs.rmSync(logFile, { force: true });
+  await run(PYTHON, [path.join(EVAL_DIR, 'pretrain_vlm.py'), '--base', base, '--out-root', cache, '--minutes', String(minutes),
+    '--scenes', '2000', '--heldout', '40'],
+    logFile, env).catch((e: Error) => {
+    throw new Error(`${e.message}\n(pretraining needs torch, transformers, safetensors and tokenizers on M2VLA_PYREF=${torchDir})`);
+  });
+  const dir = fs.readFileSync(logFile, 'utf8').trim().split('\n').pop()!;
+  return { dir, info: JSON.parse(fs.readFileSync(path.join(dir, 'pretrain.json'), 'utf8')) };
+}
+
 async function main() {
   const { values: v } = parseArgs({
     args: process.argv.slice(2), strict: true,
     options: {
       quick: { type: 'boolean' }, full: { type: 'boolean' }, run: { type: 'string' }, out: { type: 'string' },
-      episodes: { type: 'string' }, setup: { type: 'boolean' }, help: { type: 'boolean' },
+      episodes: { type: 'string' }, setup: { type: 'boolean' }, vlm: { type: 'string', default: 'pretrained' },
+      'pretrain-minutes': { type: 'string', default: '12' }, 'no-random-row': { type: 'boolean' }, help: { type: 'boolean' },
     },
   });
   if (v.help || (!v.quick && !v.full && !v.run)) {
     console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
+      '       [--vlm pretrained|random] [--pretrain-minutes M] [--no-random-row]\n' +
       '  --quick  12 demos per task, 3 x 2400 training steps, 10 episodes per task: ~20 min on 2 cores\n' +
       '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
       '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
@@ -134,6 +164,7 @@ async function main() {
     process.exitCode = 1;
     return;
   }
+  if (v.vlm !== 'pretrained' && v.vlm !== 'random') throw new Error(`--vlm: expected pretrained or random, got ${v.vlm}`);
   const profileName = v.full ? 'full' : 'quick';
   const profile = { ...PROFILES[profileName] };
   if (v.episodes) profile.episodes = Number(v.episodes);
@@ -182,6 +213,8 @@ async function main() {
 
   const variants: VariantReport[] = [];
   const analyses: Array<[VariantReport, string]> = [];
+  let backbone: BackboneReport = { kind: v.run ? 'given' : 'random', dir: null, pretrain: null, seconds: 0, ask: null };
+  const extras: Pick<Report, 'rephrased' | 'probe' | 'skills'> = { rephrased: null, probe: null, skills: null };
   if (v.run) {
     const runDir = path.resolve(v.run);
     log(`evaluating ${runDir}`);
@@ -192,9 +225,41 @@ async function main() {
     variants.push(report);
     analyses.push([report, runDir]);
   } else {
-    const base = ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
+    const randomBase = ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
+    let base = randomBase;
+    if (v.vlm === 'pretrained') {
+      log('pretrained VLM (eval/pretrain_vlm.py; cached by its recipe)');
+      const t = Date.now();
+      const pre = await pretrainedBackbone(ctx, randomBase, Number(v['pretrain-minutes']));
+      base = pre.dir;
+      log(`VLM at ${base}; measuring ask() on its held-out questions`);
+      backbone = { kind: 'pretrained', dir: base, pretrain: pre.info, seconds: (Date.now() - t) / 1000, ask: await askAccuracy(base) };
+    }
     for (const variant of VARIANTS) {
       const trained = await trainAndEvaluate(ctx, base, variant);
+      variants.push(trained.report);
+      analyses.push([trained.report, trained.runDir]);
+    }
+    const fullRun = analyses[0][1];
+    log('full: rephrased instructions');
+    extras.rephrased = await withServer(fullRun, path.join(logs, 'serve-full.log'), (url) =>
+      evaluate(ctx, { url }, profile.episodes, 'full-rephrased', false, ['--rephrase']));
+    log('full: language probe');
+    extras.probe = await languageProbe(fullRun, ctx.demos);
+    log('full: held-out task with its demonstrations added to the skill bank, no training');
+    const heldDemos = path.join(work, 'demos-held-out');
+    fs.rmSync(heldDemos, { recursive: true, force: true });
+    await python('make_demos.py', ['--out', heldDemos, '--per-task', String(profile.demosPerTask), '--tasks', 'yellow_bowl',
+      '--image-size', String(EVAL_DIMS.imageSize)], path.join(logs, 'demos-held-out.log'));
+    const skillsRun = path.join(work, 'runs', 'full-skills');
+    fs.rmSync(skillsRun, { recursive: true, force: true });
+    await m2vla(['add-skills', fullRun, '--data', heldDemos, '--out', skillsRun], path.join(logs, 'add-skills.log'));
+    const added = fs.readFileSync(path.join(logs, 'add-skills.log'), 'utf8').trim().split('\n').filter((l) => l.startsWith('m2vla add-skills')).pop() ?? '';
+    const withSkills = await withServer(skillsRun, path.join(logs, 'serve-skills.log'), (url) =>
+      evaluate(ctx, { url }, profile.episodes, 'full-skills', true, ['--tasks', 'yellow_bowl']));
+    extras.skills = { with: withSkills, log: added };
+    if (v.vlm === 'pretrained' && !v['no-random-row']) {
+      const trained = await trainAndEvaluate(ctx, randomBase, { name: 'full-random-vlm', label: 'M²-VLA (full), random VLM', ablation: null });
       variants.push(trained.report);
       analyses.push([trained.report, trained.runDir]);
     }
@@ -210,6 +275,7 @@ async function main() {
   const report: Report = {
     date, profile: profileName, profileSettings: profile, dims: EVAL_DIMS, command: `npm run eval -- ${process.argv.slice(2).join(' ')}`,
     experts, baseline, variants, demoSeconds, totalSeconds: (Date.now() - started) / 1000, runDir: v.run ?? null,
+    backbone, ...extras,
   };
   writeReport(out, report);
   fs.rmSync(final, { recursive: true, force: true });

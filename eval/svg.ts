@@ -3,9 +3,11 @@
 export interface Series {
   name: string;
   points: Array<[number, number]>;
+  /** Optional [low, high] per point, drawn as an error bar (e.g. a 95 % interval). */
+  intervals?: Array<[number, number]>;
 }
 
-const W = 560, H = 320, M = { left: 56, right: 150, top: 30, bottom: 44 };
+const W = 680, H = 340, M = { left: 56, right: 190, top: 34, bottom: 44 };
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#7f7f7f', '#9467bd', '#ff7f0e', '#8c564b'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -25,7 +27,7 @@ function axes(title: string, xLabel: string, yLabel: string, [x0, x1]: [number, 
   const y = (v: number) => M.top + ph - ((v - y0) / (y1 - y0 || 1)) * ph;
   const body = [
     `<rect x="0" y="0" width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2 - M.right / 2}" y="18" text-anchor="middle" font-size="14">${esc(title)}</text>`,
+    `<text x="${M.left + pw / 2}" y="20" text-anchor="middle" font-size="13">${esc(title)}</text>`,
     `<line x1="${M.left}" y1="${M.top + ph}" x2="${M.left + pw}" y2="${M.top + ph}" stroke="black"/>`,
     `<line x1="${M.left}" y1="${M.top}" x2="${M.left}" y2="${M.top + ph}" stroke="black"/>`,
     `<text x="${M.left + pw / 2}" y="${H - 8}" text-anchor="middle" font-size="12">${esc(xLabel)}</text>`,
@@ -61,8 +63,14 @@ export function lineChart(title: string, xLabel: string, yLabel: string, series:
   const a = axes(title, xLabel, yLabel, range(xs), yRange ?? range(ys, 0.05), [...new Set(xs)].sort((p, q) => p - q));
   series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length];
-    a.body.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${s.points.map(([x, y]) => `${a.x(x)},${a.y(y)}`).join(' ')}"/>`);
-    for (const [x, y] of s.points) a.body.push(`<circle cx="${a.x(x)}" cy="${a.y(y)}" r="3" fill="${c}"/>`);
+    // Series at the same x are nudged apart so that their error bars do not hide each other.
+    const dx = (i - (series.length - 1) / 2) * 3;
+    a.body.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${s.points.map(([x, y]) => `${a.x(x) + dx},${a.y(y)}`).join(' ')}"/>`);
+    s.points.forEach(([x, y], j) => {
+      a.body.push(`<circle cx="${a.x(x) + dx}" cy="${a.y(y)}" r="3" fill="${c}"/>`);
+      const iv = s.intervals?.[j];
+      if (iv) a.body.push(`<line x1="${a.x(x) + dx}" y1="${a.y(iv[0])}" x2="${a.x(x) + dx}" y2="${a.y(iv[1])}" stroke="${c}" stroke-width="1.2"/>`);
+    });
   });
   return svg([...a.body, ...legend(series.map((s) => s.name))]);
 }
@@ -73,6 +81,7 @@ export function barChart(title: string, xLabel: string, yLabel: string, categori
   const all = values.flat();
   const a = axes(title, xLabel, yLabel, [0, categories.length], [Math.min(0, ...all), Math.max(0, ...all) * 1.1 || 1], []);
   const slot = (a.x(1) - a.x(0)) * 0.8, bw = slot / names.length;
+  a.body.push(`<line x1="${M.left}" y1="${a.y(0)}" x2="${W - M.right}" y2="${a.y(0)}" stroke="black" stroke-width="1.2"/>`);
   categories.forEach((cat, c) => {
     const left = a.x(c) + (a.x(1) - a.x(0)) * 0.1;
     a.body.push(`<text x="${left + slot / 2}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="10">${esc(cat)}</text>`);

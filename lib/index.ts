@@ -22,6 +22,7 @@ export {
 export {
   isHubSpec, parseHubSpec, pull, resolveRunDir, type HubSpec, type PullOptions, type PullProgress, type PullResult,
 } from './hub.js';
+export type { AddSkillsOptions, AddSkillsResult, SkillEpisode, SkillSource } from './skills.js';
 export { DEMO_DIMS, FULL_SIZE_DIMS, ensureRandomRun, type RandomRunDims } from './random-run.js';
 export {
   LIBERO_ACTION_DIM, LIBERO_CHUNK, LIBERO_PROPRIO_DIM,

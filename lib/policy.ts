@@ -22,6 +22,7 @@ import { runTorchJob } from './native/queue.js';
 import { checkOptions, optionKeys } from './options.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, userCacheDir } from './random-run.js';
+import { addSkills, saveSkills, type AddSkillsOptions, type AddSkillsResult, type SkillHost, type SkillSource } from './skills.js';
 
 export interface PolicyOptions {
   /**
@@ -136,8 +137,12 @@ export class Policy implements AsyncDisposable {
   #native: NativePolicy | undefined;
   readonly metadata: PolicyMetadata;
 
+  #skills: SkillHost['added'] = [];
+
   constructor(native: NativePolicy, private readonly backbone: Backbone, private readonly head: ActionHead,
-    private readonly options: PolicyOptions, placement: NativePlacement, kernels: NativeKernelReport) {
+    private readonly options: PolicyOptions, placement: NativePlacement, kernels: NativeKernelReport,
+    /** The run directory it was loaded from. */
+    readonly runDir: string) {
     this.#native = native;
     const d = head.dims;
     this.metadata = {
@@ -181,6 +186,37 @@ export class Policy implements AsyncDisposable {
   memoryBank(): Promise<MemoryBankSnapshot> {
     if (!this.#native) return Promise.reject(new DisposedError('Policy: memoryBank() after dispose()'));
     return this.head.memoryBank();
+  }
+
+  /**
+   * Appends skills to the MSM bank without training (lib/skills.ts): from a LIBERO/LeRobot path, a Dataset or episodes
+   * in memory, keys as act() computes them and values the normalized action chunks, FIFO within the bank's capacity.
+   * Bad input (action/proprio dims, camera layout, NaN) is a typed error and leaves the bank as it was.
+   */
+  async addSkills(source: SkillSource, options?: AddSkillsOptions): Promise<AddSkillsResult> {
+    return addSkills(this.#skillHost('addSkills'), source, options);
+  }
+
+  /** Writes the run directory with the grown bank to `out` (a new directory, or this policy's runDir). See lib/skills.ts. */
+  async saveSkills(out: string): Promise<string> {
+    return saveSkills(this.#skillHost('saveSkills'), out);
+  }
+
+  #skillHost(what: string): SkillHost {
+    if (!this.#native) throw new DisposedError(`Policy: ${what}() after dispose()`);
+    return {
+      runDir: this.runDir, head: this.head, numImages: this.metadata.numImages, added: this.#skills,
+      bankChanged: (size) => { this.metadata.bankSize = size; },
+      queryKeys: async (observations) => {
+        const groups = await this.#run(observations, false);
+        const width = this.head.dims.keyDim;
+        const keys = new Float32Array(observations.length * width);
+        for (const { indices, result } of groups) {
+          indices.forEach((row, j) => keys.set(result.retrieval.queryKeys.subarray(j * width, (j + 1) * width), row * width));
+        }
+        return keys;
+      },
+    };
   }
 
   /**
@@ -310,7 +346,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
     // The first use of the device: on a GPU the CUDA kernels are checked against their references here.
     const kernels = await runTorchJob(() => native.kernels());
     for (const w of kernels.warnings) process.emitWarning(w, { code: 'M2VLA_KERNEL_FALLBACK' });
-    return new Policy(native, backbone, head, options, placement, kernels);
+    return new Policy(native, backbone, head, options, placement, kernels, path.resolve(runDir));
   } catch (e) {
     backbone.dispose();
     throw e;

@@ -296,7 +296,7 @@ function resolveDistributed(d: DistributedOptions | undefined): DistributedOptio
 }
 
 /** LeRobot when `data` holds meta/info.json, LIBERO HDF5 otherwise. */
-function openDataset(data: string, options: LiberoOptions | LeRobotOptions): Promise<Dataset> {
+export function openDataset(data: string, options: LiberoOptions | LeRobotOptions): Promise<Dataset> {
   return fs.existsSync(path.join(data, 'meta', 'info.json'))
     ? openLeRobot(data, options as LeRobotOptions) : openLibero(data, options as LiberoOptions);
 }

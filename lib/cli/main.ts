@@ -14,6 +14,7 @@ interface Command {
 }
 
 const commands: Record<string, () => Promise<Command>> = {
+  'add-skills': async () => (await import('./add-skills.js')).addSkillsCommand,
   demo: async () => (await import('./demo.js')).demoCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
   export: async () => (await import('./export.js')).exportCommand,
@@ -24,6 +25,7 @@ const commands: Record<string, () => Promise<Command>> = {
 
 function usage(): string {
   return ['usage: m2vla <command> [options]', '', 'commands:',
+    '  add-skills  append demonstrations to a run\'s skill bank (MSM) without training, save as a run directory',
     '  demo     run the policy on one observation (the embedded demo model, or --run <dir | hf://owner/repo/folder>)',
     '  doctor   libtorch, build flags, threads, CPU features, GPUs, data-parallel support',
     '  pull     download a run directory from the Hugging Face Hub (cached, resumable, checksummed)',

@@ -199,6 +199,10 @@ export interface NativeHead {
   dims(): NativeHeadDims;
   /** A copy of the head's MSM bank: every row (capacity, bfloat16) and the number in use. */
   memoryBank(): Promise<{ keys: NativeTensor; values: NativeTensor; size: number }>;
+  /** Appends rows (keys [N, keyDim], normalized chunks [N, chunk × actionDim]) to the bank FIFO; resolves with its size. */
+  addSkills(rows: { keys: Float32Array; values: Float32Array }): Promise<number>;
+  /** Rewrites the action-head checkpoint `from` as `to` (same format) with the bank as it is now; resolves with its size. */
+  writeBank(files: { from: string; to: string }): Promise<number>;
   dispose(): void;
 }
 

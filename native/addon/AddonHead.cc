@@ -1,14 +1,17 @@
 // createHead({actionHeadPath, proprioProjectorPath, config, dtype, threads}) -> Promise<Head>;
 // head.forward({hiddenStates, hiddenShape, promptLen, proprio, referenceCasts, intermediates, impl, seed}) ->
 // Promise<{normalized, shape, retrieval, intermediates?}>; head.dims(); head.memoryBank() -> Promise<{keys, values,
-// size}> (a copy of its MSM bank); head.dispose().
+// size}> (a copy of its MSM bank); head.addSkills({keys, values}) -> Promise<bank size> (rows appended to that bank);
+// head.writeBank({from, to}) -> Promise<void> (checkpoint `from` rewritten as `to` with the bank as it is); head.dispose().
 // normalizeBounds / unnormalizeBounds: the BOUNDS_Q99 maps (synchronous: a few numbers).
 // Loading and forward run in TorchWorkers; a forward in flight keeps the head alive after dispose() (shared_ptr).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/from_blob.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <utility>
 
@@ -29,7 +32,8 @@ namespace {
 // Marks JS objects made by this class (napi_type_tag): random, fixed.
 constexpr napi_type_tag kHeadTag = {0x6d32766c610002ULL, 0xa3d92f10e85b61c2ULL};
 
-using HeadPtr = std::shared_ptr<const head::ActionHead>;
+// Not const: addSkills() grows a loaded head's bank (under the head's bank lock).
+using HeadPtr = std::shared_ptr<head::ActionHead>;
 
 Napi::Object dims_to_js(Napi::Env env, const head::ActionHead& h) {
   const head::HeadDims& d = h.dims();
@@ -55,6 +59,8 @@ class AddonHead : public Napi::ObjectWrap<AddonHead> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Head", {InstanceMethod<&AddonHead::Forward>("forward"), InstanceMethod<&AddonHead::Dims>("dims"),
                                      InstanceMethod<&AddonHead::Bank>("memoryBank"),
+                                     InstanceMethod<&AddonHead::AddSkills>("addSkills"),
+                                     InstanceMethod<&AddonHead::WriteBank>("writeBank"),
                                      InstanceMethod<&AddonHead::Dispose>("dispose")});
   }
 
@@ -72,11 +78,13 @@ class AddonHead : public Napi::ObjectWrap<AddonHead> {
     if (!head_) throw make_error(info.Env(), "E_DISPOSED", "Head: dims() after dispose()");
     return dims_to_js(info.Env(), *head_);
   }
-  // A loaded head's bank never changes (only the trainer appends, to its own head): no lock.
   Napi::Value Bank(const Napi::CallbackInfo& info) {
     if (!head_) throw make_error(info.Env(), "E_DISPOSED", "Head: memoryBank() after dispose()");
-    return start_bank_snapshot(info.Env(), threads_, std::shared_ptr<const head::MemoryBank>(head_, &head_->bank()), nullptr);
+    return start_bank_snapshot(info.Env(), threads_, std::shared_ptr<const head::MemoryBank>(head_, &head_->bank()),
+                               &head_->bank_mutex());
   }
+  Napi::Value AddSkills(const Napi::CallbackInfo& info);
+  Napi::Value WriteBank(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     head_.reset();
     return info.Env().Undefined();
@@ -218,6 +226,61 @@ Napi::Value AddonHead::Forward(const Napi::CallbackInfo& info) {
     else fail(ErrorCode::Input, "impl: expected 'fused' or 'reference', got '", impl_name, "'");
     if (auto seed = optional_integer(o, "seed")) in.seed = uint64_t(*seed);
     return (new HeadForwardWorker(env, threads_, head_, std::move(in)))->Start();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+// addSkills / writeBank: one bank operation on a worker thread; resolves with the bank's size after it.
+class BankWorker : public TorchWorker {
+ public:
+  BankWorker(Napi::Env env, int threads, HeadPtr head, std::function<void(head::ActionHead&)> op)
+      : TorchWorker(env, threads), head_(std::move(head)), op_(std::move(op)) {}
+
+ protected:
+  void Run() override {
+    op_(*head_);
+    std::shared_lock lock(head_->bank_mutex());
+    size_ = head_->bank().size();
+  }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, double(size_)); }
+
+ private:
+  HeadPtr head_;
+  std::function<void(head::ActionHead&)> op_;
+  int64_t size_ = 0;
+};
+
+// Float32Array of whole rows of `width` values -> [rows, width].
+at::Tensor rows_from_js(const Napi::Value& v, int64_t width, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    fail(ErrorCode::Input, "addSkills: ", what, ": expected a Float32Array");
+  const int64_t len = int64_t(v.As<Napi::TypedArray>().ElementLength());
+  if (len % width != 0) fail(ErrorCode::Shape, "addSkills: ", what, ": expected rows of ", width, " values, got ", len, " values");
+  return float32_from_js(v, {len / width, width}, what);
+}
+
+Napi::Value AddonHead::AddSkills(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!head_) throw make_error(env, "E_DISPOSED", "Head: addSkills() after dispose()");
+  try {
+    Napi::Object o = object_arg(info, 0, "addSkills");
+    const head::HeadDims& d = head_->dims();
+    at::Tensor keys = rows_from_js(o.Get("keys"), d.key_dim, "keys");
+    at::Tensor values = rows_from_js(o.Get("values"), d.chunk * d.action_dim, "values");
+    return (new BankWorker(env, threads_, head_, [keys, values](head::ActionHead& h) { h.add_skills(keys, values); }))->Start();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+Napi::Value AddonHead::WriteBank(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!head_) throw make_error(env, "E_DISPOSED", "Head: writeBank() after dispose()");
+  try {
+    Napi::Object o = object_arg(info, 0, "writeBank");
+    std::string from = string_option(o, "from"), to = string_option(o, "to");
+    return (new BankWorker(env, threads_, head_, [from, to](head::ActionHead& h) { h.write_bank(from, to); }))->Start();
   } catch (const m2vla::Error& e) {
     throw make_error(env, error_code_name(e.code()), e.what());
   }

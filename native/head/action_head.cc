@@ -237,6 +237,7 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   at::Tensor h_memory;
   if (uses_msm()) {
     out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
+    std::shared_lock lock(bank_mutex_);
     const MolImpl retrieval = in.retrieval.value_or(in.impl);
     out.retrieval = retrieval == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
                     : retrieval == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)

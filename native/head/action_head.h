@@ -18,6 +18,7 @@
 
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,17 @@ class ActionHead {
   // from the current weights: [B, chunk, A] float32.
   at::Tensor predict(const HeadBatch& batch, std::optional<uint64_t> seed) const;
   MemoryBank& mutable_bank() { return bank_; }
+
+  // ---- Skills added without training (msm_skills.cc) ----
+  // Appends (key [N, key_dim], normalized action chunk [N, chunk*A]) rows to the bank FIFO, as training does. All or
+  // nothing: a shape, a non-finite value or a head without MSM is an error before any row changes. Takes the bank
+  // exclusively; forward() holds it shared while it retrieves, so a loaded head's bank may grow between calls.
+  void add_skills(const at::Tensor& keys, const at::Tensor& values);
+  // Rewrites the action-head checkpoint `from` (safetensors or torch.save zip, by extension) as `to` in the same
+  // format with the bank as it is now (memory_bank.keys/.values/.size; every other tensor as read). `to` may be `from`.
+  void write_bank(const std::string& from, const std::string& to) const;
+  // Guards bank_ against add_skills() (memory-bank snapshots take it shared).
+  std::shared_mutex& bank_mutex() const { return bank_mutex_; }
   // The bank values retrieved for query keys [B, key_dim]: Retrieval::values, or undefined without MSM.
   at::Tensor retrieve_values(const at::Tensor& query_keys) const;
   // The reference state dicts (action_head--checkpoint.pt / proprio_projector--checkpoint.pt names, the stacked
@@ -151,6 +163,7 @@ class ActionHead {
   at::Tensor x0_;  // [1, 1, D]: relu(fc1(layer_norm1(0))), the constant initial latent row (as loaded)
   ProprioProjector proprio_;
   MemoryBank bank_{0, 0, 0};
+  mutable std::shared_mutex bank_mutex_;
   std::optional<DenoiseModule> denoise_;
   std::optional<NoiseSchedule> schedule_;
   std::vector<int64_t> ddim_steps_;
