@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HEAD_CONFIG_KEY, type Ablation, type RecordedHeadConfig } from './config.js';
+import { writeFileAtomic } from './atomic-file.js';
 import { ConfigError } from './errors.js';
 import { getBinding } from './native/binding.js';
 
@@ -171,26 +172,25 @@ function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: n
   h = Buffer.concat([h, Buffer.alloc((8 - (h.length % 8)) % 8, 0x20)]);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(h.length));
-  const fd = fs.openSync(`${file}.tmp`, 'w');
-  fs.writeSync(fd, len);
-  fs.writeSync(fd, h);
-  const uniform = makeUniform(seed);
-  let tied: Uint8Array | undefined;
-  for (const [name, shape, init] of spec) {
-    let bytes: Uint8Array;
-    if (init === 'tied' && tied) bytes = tied;
-    else {
-      const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
-      const out = bf16 ? toBf16(v) : v;
-      bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  writeFileAtomic(file, (fd) => {
+    fs.writeSync(fd, len);
+    fs.writeSync(fd, h);
+    const uniform = makeUniform(seed);
+    let tied: Uint8Array | undefined;
+    for (const [name, shape, init] of spec) {
+      let bytes: Uint8Array;
+      if (init === 'tied' && tied) bytes = tied;
+      else {
+        const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
+        fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
+        const out = bf16 ? toBf16(v) : v;
+        bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+      }
+      if (name.endsWith('embed_tokens.weight')) tied = bytes;
+      fs.writeSync(fd, bytes);
     }
-    if (name.endsWith('embed_tokens.weight')) tied = bytes;
-    fs.writeSync(fd, bytes);
-  }
-  for (const t of Object.values(extra)) fs.writeSync(fd, t.bytes);
-  fs.closeSync(fd);
-  fs.renameSync(`${file}.tmp`, file);
+    for (const t of Object.values(extra)) fs.writeSync(fd, t.bytes);
+  });
 }
 
 function writeJson(file: string, value: unknown) {
