@@ -110,7 +110,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   load_params(sd, "", latent_table(), param_dims(d), dtype, head->latent_slots());
   load_params(sd, "", output_table(), param_dims(d), dtype, head->output_slots());
   // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
-  head->x0_ = at::relu(head->fc1(head->layer_norm1(at::zeros({1, 1, d.action_dim * D}, fc2.options().dtype(dtype)))));
+  head->x0_ = head->initial_latent();
   for (int64_t i = 0; i < d.num_blocks; ++i) {
     const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
     if (ablation != Ablation::NoMol)
@@ -143,6 +143,10 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   head->proprio_ = ProprioProjector::load(proprio, D, dtype);
   d.proprio_dim = head->proprio_.proprio_dim();
   return head;
+}
+
+at::Tensor ActionHead::initial_latent(const at::Tensor& z) const {
+  return at::relu(fc1(layer_norm1(z.defined() ? z : at::zeros({1, 1, layer_norm1.weight.size(0)}, layer_norm1.weight.options()))));
 }
 
 at::Tensor ActionHead::memory(const at::Tensor& retrieved) const {

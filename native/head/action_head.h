@@ -132,6 +132,9 @@ class ActionHead {
   at::Tensor decode(const at::Tensor& x0, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
                     std::optional<uint64_t> seed, HeadTrace* trace) const;
   void check_input(const HeadForwardInput& in) const;
+  // relu(fc1(layer_norm1(z))) for z [.., A*D] (training perturbs z); without `z` the inference latent, z = 0, whose
+  // LayerNorm output is layer_norm1's bias: one constant row [1, 1, D], from the current weights.
+  at::Tensor initial_latent(const at::Tensor& z = {}) const;
   // The groups of latent_table(), output_table() and msm_table().
   ParamSlots latent_slots() { return {{"model.layer_norm1", &layer_norm1}, {"model.fc1", &fc1}}; }
   ParamSlots output_slots() { return {{"model.layer_norm2", &layer_norm2}, {"model.fc2", &fc2}}; }

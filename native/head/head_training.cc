@@ -41,12 +41,11 @@ at::Tensor ActionHead::train_forward(const HeadBatch& batch, const TrainingNoise
     if (!noise.latent.defined() || noise.latent.sizes() != at::IntArrayRef({C, dims_.action_dim * D}))
       fail(ErrorCode::Input, "train_forward: the L1 objective needs a [", C, ", ", dims_.action_dim * D, "] latent perturbation");
     // Reference training: the zero latent plus one perturbation shared by the batch, then layer_norm1 → fc1 → ReLU.
-    latent = at::relu(fc1(layer_norm1(noise.latent.to(dtype).unsqueeze(0)))).expand({B, C, D});
+    latent = initial_latent(noise.latent.to(dtype).unsqueeze(0)).expand({B, C, D});
   } else {
     if (!noise.noisy_actions.defined() || !noise.timesteps.defined())
       fail(ErrorCode::Input, "train_forward: the denoise objective needs noisy actions and timesteps");
-    at::Tensor x0 = at::relu(fc1(layer_norm1(at::zeros({1, 1, dims_.action_dim * D}, dtype))));
-    latent = x0 + (*denoise_)(noise.noisy_actions.to(dtype), noise.timesteps);
+    latent = initial_latent() + (*denoise_)(noise.noisy_actions.to(dtype), noise.timesteps);
   }
   return network(latent, conds, h_memory, nullptr);
 }
@@ -59,8 +58,7 @@ at::Tensor ActionHead::predict(const HeadBatch& batch, std::optional<uint64_t> s
   at::Tensor h_memory = memory(batch.retrieved);
   std::vector<MolCondition> conds = conditions(batch.input, proprio_features, MolImpl::Fused);
   // From the current weights: x0_ is the latent of the weights as loaded.
-  at::Tensor x0 = at::relu(fc1(layer_norm1(at::zeros({1, 1, dims_.action_dim * dims_.hidden}, dtype))));
-  return decode(x0.expand({B, dims_.chunk, dims_.hidden}), conds, h_memory, seed, nullptr).to(at::kFloat);
+  return decode(initial_latent().expand({B, dims_.chunk, dims_.hidden}), conds, h_memory, seed, nullptr).to(at::kFloat);
 }
 
 io::NamedTensors ActionHead::action_head_state_dict() const {
