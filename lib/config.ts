@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, InputError } from './errors.js';
-import { parsePreprocessorConfig, type ImagePreprocessing } from './images.js';
+import { parsePreprocessorConfig, type ImagePreprocessing } from './preprocessor-config.js';
 import { readJson, type Json } from './json.js';
 
 export interface VitConfig {

@@ -86,3 +86,6 @@ export function toTypedError(e: unknown): unknown {
   }
   return e;
 }
+
+/** A shape as error messages print it, "[2, 8, 7]" (the native side prints at::IntArrayRef the same way). */
+export const formatShape = (shape: readonly number[]): string => `[${shape.join(', ')}]`;

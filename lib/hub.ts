@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { downloadFile, fileDownloadInfo, getHFHubCachePath, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
+import { writeFileAtomic } from './atomic-file.js';
 import { DownloadError, InputError } from './errors.js';
 import { checkOptions, optionKeys } from './options.js';
 
@@ -323,10 +324,10 @@ export async function pull(spec: string | HubSpec, options: PullOptions = {}): P
   }
   const record: PullRecord = { files: entries.map((e) => ({ path: e.path, size: e.size, blob: expectedHash(e).key })) };
   fs.mkdirSync(path.dirname(cache.record(commit, target.subfolder)), { recursive: true });
-  fs.writeFileSync(cache.record(commit, target.subfolder), `${JSON.stringify(record)}\n`);
+  writeFileAtomic(cache.record(commit, target.subfolder), `${JSON.stringify(record)}\n`);
   if (target.revision !== commit) {
     fs.mkdirSync(path.dirname(cache.ref(target.revision)), { recursive: true });
-    fs.writeFileSync(cache.ref(target.revision), commit);
+    writeFileAtomic(cache.ref(target.revision), commit);
   }
   return { dir: path.join(cache.snapshot(commit), target.subfolder), ...target, commit, files: entries.length,
     downloadedBytes, totalBytes, offline: false };

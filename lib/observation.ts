@@ -5,7 +5,7 @@
  * Errors name the observation and the field (`observations[1].images.wrist: ...`).
  */
 import type { BackboneConfig } from './config.js';
-import { ConfigError, InputError, ShapeError } from './errors.js';
+import { ConfigError, formatShape, InputError, ShapeError } from './errors.js';
 import { toRawImage, type ImageInput, type RawImage } from './images.js';
 import type { PromptTokenizer } from './tokenizer.js';
 
@@ -48,23 +48,21 @@ export interface PackContext {
   maxPromptTokens?: number;
 }
 
-const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
-
 function checkPixelValues(pv: TensorData, cfg: BackboneConfig, name: string): Float32Array {
   const s = cfg.imageSize, c = 6 * cfg.numImages;
-  const expected = `${fmt([c, s, s])} (6 channels per image x ${cfg.numImages} images, ${s}x${s})`;
+  const expected = `${formatShape([c, s, s])} (6 channels per image x ${cfg.numImages} images, ${s}x${s})`;
   if (!(pv.data instanceof Float32Array)) throw new InputError(`${name}: expected data to be a Float32Array`);
   const shape = pv.shape.length === 4 && pv.shape[0] === 1 ? pv.shape.slice(1) : pv.shape;
-  if (shape.length !== 3) throw new ShapeError(`${name}: expected ${expected}, got ${fmt(pv.shape)}`);
+  if (shape.length !== 3) throw new ShapeError(`${name}: expected ${expected}, got ${formatShape(pv.shape)}`);
   const [channels, h, w] = shape;
   if (channels !== c && channels > 0 && channels % 6 === 0 && h === s && w === s) {
     const n = channels / 6;
     throw new InputError(`${name}: ${channels} channels are ${n} image${n === 1 ? '' : 's'}, but this model takes ` +
       `${cfg.numImages} (6 channels each, primary first)`);
   }
-  if (channels !== c || h !== s || w !== s) throw new ShapeError(`${name}: expected ${expected}, got ${fmt(pv.shape)}`);
+  if (channels !== c || h !== s || w !== s) throw new ShapeError(`${name}: expected ${expected}, got ${formatShape(pv.shape)}`);
   if (pv.data.length !== c * s * s) {
-    throw new ShapeError(`${name}: shape ${fmt(pv.shape)} needs ${c * s * s} values, got ${pv.data.length}`);
+    throw new ShapeError(`${name}: shape ${formatShape(pv.shape)} needs ${c * s * s} values, got ${pv.data.length}`);
   }
   return pv.data;
 }

@@ -10,7 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HEAD_CONFIG_KEY, type Ablation, type RecordedHeadConfig } from './config.js';
+import { writeFileAtomic } from './atomic-file.js';
 import { ConfigError } from './errors.js';
+import { getBinding } from './native/binding.js';
 
 export interface TowerDims { dim: number; depth: number; heads: number; mlp: number }
 export interface RandomRunDims {
@@ -108,37 +110,22 @@ export function vlmSpec(d: RandomRunDims): Spec {
   return t;
 }
 
+/** The layout of the head's two checkpoint files, as the head's parameter tables declare it (native/head/param_table.cc). */
+function headLayout(d: RandomRunDims) {
+  return getBinding().headCheckpointLayout({
+    hidden: d.llm.hidden, numBlocks: d.llm.layers, numHeads: d.head.heads, actionDim: d.head.actionDim, chunk: d.head.chunk,
+    proprioDim: d.head.proprioDim, keyDim: d.head.keyLayers.length * d.llm.hidden, bankCapacity: d.head.bankSize,
+    ablation: d.ablation ?? 'none',
+  });
+}
+
+/** The float tensors of action_head.safetensors (memory_bank.size, an int64, is written beside them). */
 export function headSpec(d: RandomRunDims): Spec {
-  const t: Spec = [];
-  const D = d.llm.hidden, { chunk, actionDim: A } = d.head;
-  const lin = (n: string, o: number, i: number) => t.push([`${n}.weight`, [o, i], 'w'], [`${n}.bias`, [o], 'zero']);
-  t.push(['model.layer_norm1.weight', [D * A], 'one'], ['model.layer_norm1.bias', [D * A], 'small']);
-  lin('model.fc1', D, D * A);
-  for (let b = 0; b < d.llm.layers; b++) {
-    const q = `model.mlp_resnet_blocks.${b}.`;
-    if (d.ablation === 'no-mol') {
-      for (const n of ['q_proj', 'k_last', 'v_last', 'o_proj', 'ffn.1']) lin(q + n, D, D);
-      t.push([`${q}ffn.0.weight`, [D], 'one'], [`${q}ffn.0.bias`, [D], 'zero']);
-      continue;
-    }
-    for (const n of ['q_proj', 'k_self', 'v_self', 'v_adapter', 'k_task', 'v_task', 'k_memory', 'v_memory', 'o_proj']) lin(q + n, D, D);
-    lin(`${q}k_adapter`, D + d.head.heads, D); lin(`${q}film_gen.0`, 2 * D, D);
-    t.push([`${q}ffn.0.weight`, [D], 'one'], [`${q}ffn.0.bias`, [D], 'zero']);
-    lin(`${q}ffn.1`, D, D);
-    t.push([`${q}gating_factor`, [1], 'small']);
-  }
-  t.push(['model.layer_norm2.weight', [D], 'one'], ['model.layer_norm2.bias', [D], 'zero']);
-  lin('model.fc2', A, D);
-  if (d.ablation === 'no-msm') return t;
-  lin('memory_value_proj', chunk * D, chunk * A);
-  const keyDim = d.head.keyLayers.length * D;
-  t.push(['memory_bank.keys', [d.head.bankSize, keyDim], 'bank'], ['memory_bank.values', [d.head.bankSize, chunk * A], 'bank']);
-  return t;
+  return headLayout(d).actionHead.filter((t) => t.init !== 'count').map((t) => [t.name, t.shape, t.init as Init]);
 }
 
 export function proprioSpec(d: RandomRunDims): Spec {
-  const D = d.llm.hidden;
-  return [['fc1.weight', [D, d.head.proprioDim], 'w'], ['fc1.bias', [D], 'zero'], ['fc2.weight', [D, D], 'w'], ['fc2.bias', [D], 'zero']];
+  return headLayout(d).proprio.map((t) => [t.name, t.shape, t.init as Init]);
 }
 
 /** Uniform in [-1, 1) from a seeded xorshift32: deterministic and fast enough for 1.6 G values. */
@@ -185,26 +172,25 @@ function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: n
   h = Buffer.concat([h, Buffer.alloc((8 - (h.length % 8)) % 8, 0x20)]);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(h.length));
-  const fd = fs.openSync(`${file}.tmp`, 'w');
-  fs.writeSync(fd, len);
-  fs.writeSync(fd, h);
-  const uniform = makeUniform(seed);
-  let tied: Uint8Array | undefined;
-  for (const [name, shape, init] of spec) {
-    let bytes: Uint8Array;
-    if (init === 'tied' && tied) bytes = tied;
-    else {
-      const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
-      const out = bf16 ? toBf16(v) : v;
-      bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  writeFileAtomic(file, (fd) => {
+    fs.writeSync(fd, len);
+    fs.writeSync(fd, h);
+    const uniform = makeUniform(seed);
+    let tied: Uint8Array | undefined;
+    for (const [name, shape, init] of spec) {
+      let bytes: Uint8Array;
+      if (init === 'tied' && tied) bytes = tied;
+      else {
+        const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
+        fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
+        const out = bf16 ? toBf16(v) : v;
+        bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+      }
+      if (name.endsWith('embed_tokens.weight')) tied = bytes;
+      fs.writeSync(fd, bytes);
     }
-    if (name.endsWith('embed_tokens.weight')) tied = bytes;
-    fs.writeSync(fd, bytes);
-  }
-  for (const t of Object.values(extra)) fs.writeSync(fd, t.bytes);
-  fs.closeSync(fd);
-  fs.renameSync(`${file}.tmp`, file);
+    for (const t of Object.values(extra)) fs.writeSync(fd, t.bytes);
+  });
 }
 
 function writeJson(file: string, value: unknown) {
@@ -343,9 +329,10 @@ export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { see
 
 function writeRandomRun(dir: string, dims: RandomRunDims, seed: number, tokenizerDir: string | undefined, inputs: string): void {
   writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed, {}, dims.vlmInitStd);
-  const size = new BigInt64Array([BigInt(dims.head.bankFill)]);
-  writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1, dims.ablation === 'no-msm' ? {}
-    : { 'memory_bank.size': { dtype: 'I64', shape: [], bytes: new Uint8Array(size.buffer) } });
+  const size = new Uint8Array(new BigInt64Array([BigInt(dims.head.bankFill)]).buffer);
+  const counts = headLayout(dims).actionHead.filter((t) => t.init === 'count'); // the bank's row count (absent without MSM)
+  writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1,
+    Object.fromEntries(counts.map((t) => [t.name, { dtype: 'I64', shape: t.shape, bytes: size }])));
   writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), proprioSpec(dims), dims, seed + 2);
   writeConfigs(dir, dims);
   if (tokenizerDir) {

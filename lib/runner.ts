@@ -8,7 +8,7 @@
  * time. If a chunk lands late the current one keeps going; only when every planned action has been used up is a tick
  * stale, which is reported (and either holds the last action or throws), never hidden.
  */
-import { InputError, NonFiniteError, StaleError } from './errors.js';
+import { formatShape, InputError, NonFiniteError, StaleError } from './errors.js';
 import type { Observation } from './observation.js';
 import type { Policy } from './policy.js';
 import { checkOptions, optionKeys } from './options.js';
@@ -212,7 +212,7 @@ export class PolicyRunner {
       if (epoch !== this.epoch) return;
       const { data, shape } = out.actions;
       if (shape.length !== 2 || shape[0] !== this.horizon || shape[1] !== this.dim)
-        throw new InputError(`policy returned actions of shape [${shape.join(', ')}], expected [${this.horizon}, ${this.dim}]`);
+        throw new InputError(`policy returned actions of shape ${formatShape(shape)}, expected ${formatShape([this.horizon, this.dim])}`);
       // A wrapper policy may not check: the runner never lets a NaN through either.
       if (!data.every(Number.isFinite)) throw new NonFiniteError(`chunk ${id}: the policy returned NaN/Inf actions`, { observations: [0] });
       const latencyMs = this.clock() - t0;

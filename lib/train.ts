@@ -23,6 +23,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from './atomic-file.js';
 import { modelFile } from './backbone.js';
 import { HEAD_CONFIG_KEY, parseAblation, readRunConfig, type Ablation, type RecordedHeadConfig } from './config.js';
 import { openLeRobot, type LeRobotOptions } from './data/lerobot.js';
@@ -331,11 +332,6 @@ function keepLatest(root: string): void {
   fs.renameSync(`${kept}.tmp`, kept);
 }
 
-function writeAtomic(file: string, text: string): void {
-  fs.writeFileSync(`${file}.tmp`, text);
-  fs.renameSync(`${file}.tmp`, file);
-}
-
 /**
  * A training run opened on its dataset and model: step by step control (train() loops over it), plus the gradients
  * and predictions of a micro-batch for tests and tools.
@@ -559,7 +555,7 @@ export class Trainer implements AsyncDisposable {
       }
     };
     const lines = fs.readFileSync(this.#metricsFile, 'utf8').split('\n').filter((l) => (stepOf(l) ?? Infinity) <= step);
-    writeAtomic(this.#metricsFile, lines.map((l) => `${l}\n`).join(''));
+    writeFileAtomic(this.#metricsFile, lines.map((l) => `${l}\n`).join(''));
   }
 
   async dispose(): Promise<void> {
@@ -616,7 +612,7 @@ async function writeRunDir(native: NativeTrainer, o: Resolved, dims: NativeTrain
   const file = path.join(dir, 'config.json');
   const config = readJson(file);
   const recorded: RecordedHeadConfig = { ablation: o.ablation, num_heads: dims.numHeads, chunk: dims.chunk };
-  writeAtomic(file, `${JSON.stringify({ ...config, [HEAD_CONFIG_KEY]: recorded }, null, 2)}\n`);
+  writeFileAtomic(file, `${JSON.stringify({ ...config, [HEAD_CONFIG_KEY]: recorded }, null, 2)}\n`);
 }
 
 export interface ExportOptions {

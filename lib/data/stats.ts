@@ -11,7 +11,7 @@
  * `action_normalization_mask` (prismatic/vla/datasets/rlds/oxe/materialize.py: `[True] * 6 + [False]`): every dim but
  * the last (gripper) is normalized. The reference writes no proprio mask (normalize_proprio then normalizes all dims).
  */
-import fs from 'node:fs';
+import { writeFileAtomic } from '../atomic-file.js';
 import { InputError } from '../errors.js';
 import type { Episode } from './dataset.js';
 
@@ -97,5 +97,5 @@ export function computeStatistics(dataset: { episodes: readonly Episode[]; actio
 
 /** Writes `{[unnormKey]: stats}` to `file` (the reference's save_dataset_statistics: JSON, indent 2). */
 export function writeDatasetStatistics(file: string, unnormKey: string, stats: DatasetStatistics): void {
-  fs.writeFileSync(file, JSON.stringify({ [unnormKey]: stats }, null, 2));
+  writeFileAtomic(file, JSON.stringify({ [unnormKey]: stats }, null, 2));
 }

@@ -101,6 +101,11 @@ export interface NativeHeadConfig {
 /** 'none' = the full model; 'no-mol' = one cross-attention to the last layer per block; 'no-msm' = no MSM. */
 export type NativeAblation = 'none' | 'no-mol' | 'no-msm';
 
+/** One tensor of a head checkpoint: how random runs draw it ('count': the int64 bank size) and what the head does with it. */
+export interface NativeCheckpointTensor {
+  name: string; shape: number[]; init: 'w' | 'zero' | 'one' | 'small' | 'bank' | 'count'; role: 'trained' | 'passed' | 'unused';
+}
+
 export interface NativeHeadDims {
   hidden: number;
   numBlocks: number;
@@ -423,6 +428,11 @@ export interface BindingModule {
   }): Promise<NativeHead>;
   normalizeBounds(args: NativeBoundsStats & { values: Float64Array }): Float64Array;
   unnormalizeBounds(args: NativeBoundsStats & { values: Float32Array }): Float64Array;
+  /** The released checkpoint layout, from the head's parameter tables (native/head/param_table.cc). */
+  headCheckpointLayout(dims: {
+    hidden: number; numBlocks: number; numHeads: number; actionDim: number; chunk: number; proprioDim: number; keyDim: number;
+    bankCapacity: number; ablation?: NativeAblation;
+  }): { actionHead: NativeCheckpointTensor[]; proprio: NativeCheckpointTensor[] };
   createMemoryBank(options: { capacity: number; keyDim: number; valueDim: number; threads?: number }): Promise<NativeMemoryBank>;
   ddimSchedule(options: { trainSteps: number; inferenceSteps: number }): { alphasCumprod: Float64Array; timesteps: Int32Array };
   ddimStep(options: {

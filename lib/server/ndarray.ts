@@ -1,5 +1,5 @@
 /** n-d arrays as numpy puts them on the wire (openpi's msgpack, json_numpy): raw C-order bytes + `dtype.str` + shape. */
-import { InputError, ShapeError } from '../errors.js';
+import { formatShape, InputError, ShapeError } from '../errors.js';
 
 export type TypedArray =
   | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array
@@ -20,7 +20,7 @@ const DTYPE_NAMES: Record<DType, string> = {
 export class NdArray<T extends TypedArray = TypedArray> {
   constructor(readonly dtype: DType, readonly shape: number[], readonly data: T) {
     const n = shape.reduce((a, b) => a * b, 1);
-    if (data.length !== n) throw new ShapeError(`ndarray: shape ${fmtShape(shape)} needs ${n} values, got ${data.length}`);
+    if (data.length !== n) throw new ShapeError(`ndarray: shape ${formatShape(shape)} needs ${n} values, got ${data.length}`);
   }
   static float32(data: Float32Array, shape: number[] = [data.length]) { return new NdArray('<f4', shape, data); }
   static float64(data: Float64Array, shape: number[] = [data.length]) { return new NdArray('<f8', shape, data); }
@@ -35,8 +35,6 @@ export class NdArray<T extends TypedArray = TypedArray> {
     return `${DTYPE_NAMES[this.dtype]} (${this.shape.join(', ')}${this.shape.length === 1 ? ',' : ''})`;
   }
 }
-
-export const fmtShape = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
 /** The dtype for a typed array (Uint8Array reads as uint8, never bool). */
 export function dtypeOf(a: TypedArray): DType {
@@ -68,7 +66,7 @@ export function fromBytes(dtype: DType, shape: number[], bytes: Uint8Array, wher
   const Ctor = DTYPES[dtype];
   const n = shape.reduce((a, b) => a * b, 1);
   if (bytes.byteLength !== n * Ctor.BYTES_PER_ELEMENT) {
-    throw new ShapeError(`${where}: shape ${fmtShape(shape)} of ${dtype} needs ${n * Ctor.BYTES_PER_ELEMENT} bytes, ` +
+    throw new ShapeError(`${where}: shape ${formatShape(shape)} of ${dtype} needs ${n * Ctor.BYTES_PER_ELEMENT} bytes, ` +
       `got ${bytes.byteLength}`);
   }
   return new NdArray(dtype, shape, new Ctor(new Uint8Array(bytes).buffer, 0, n));

@@ -345,6 +345,46 @@ Napi::Value map_rows(const Napi::CallbackInfo& info, const char* what, bool unno
   }
 }
 
+Napi::Array layout_to_js(Napi::Env env, const std::vector<head::CheckpointTensor>& layout) {
+  auto out = Napi::Array::New(env, layout.size());
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const head::CheckpointTensor& t = layout[i];
+    auto shape = Napi::Array::New(env, t.shape.size());
+    for (size_t j = 0; j < t.shape.size(); ++j) shape.Set(j, Napi::Number::New(env, double(t.shape[j])));
+    auto o = Napi::Object::New(env);
+    o.Set("name", t.name);
+    o.Set("shape", shape);
+    o.Set("init", head::param_init_name(t.init));
+    o.Set("role", head::param_role_name(t.role));
+    out.Set(i, o);
+  }
+  return out;
+}
+
+// headCheckpointLayout({hidden, numBlocks, numHeads, actionDim, chunk, proprioDim, keyDim, bankCapacity, ablation?})
+// -> {actionHead, proprio}: the tensors of the released checkpoint files, from the head's parameter tables.
+Napi::Value HeadCheckpointLayout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object o = object_arg(info, 0, "headCheckpointLayout");
+    head::HeadDims d;
+    d.hidden = integer_option(o, "hidden");
+    d.num_blocks = integer_option(o, "numBlocks");
+    d.num_heads = integer_option(o, "numHeads");
+    d.action_dim = integer_option(o, "actionDim");
+    d.chunk = integer_option(o, "chunk");
+    d.proprio_dim = integer_option(o, "proprioDim");
+    d.key_dim = integer_option(o, "keyDim");
+    d.bank_capacity = integer_option(o, "bankCapacity");
+    auto out = Napi::Object::New(env);
+    out.Set("actionHead", layout_to_js(env, head::action_head_layout(d, ablation_from_js(o))));
+    out.Set("proprio", layout_to_js(env, head::proprio_layout(d)));
+    return out;
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
 Napi::Value NormalizeBounds(const Napi::CallbackInfo& info) { return map_rows(info, "normalizeBounds", false); }
 Napi::Value UnnormalizeBounds(const Napi::CallbackInfo& info) { return map_rows(info, "unnormalizeBounds", true); }
 
@@ -357,6 +397,7 @@ void init_head(Napi::Env env, Napi::Object exports) {
   exports.Set("createHead", Napi::Function::New(env, CreateHead, "createHead", ctor));
   exports.Set("normalizeBounds", Napi::Function::New(env, NormalizeBounds, "normalizeBounds"));
   exports.Set("unnormalizeBounds", Napi::Function::New(env, UnnormalizeBounds, "unnormalizeBounds"));
+  exports.Set("headCheckpointLayout", Napi::Function::New(env, HeadCheckpointLayout, "headCheckpointLayout"));
 }
 
 

@@ -6,6 +6,15 @@
 #include "error.h"
 
 namespace m2vla::addon {
+
+head::Ablation ablation_from_js(const Napi::Object& o) {
+  const std::string ablation = o.Get("ablation").IsUndefined() ? "none" : string_option(o, "ablation");
+  if (ablation == "none") return head::Ablation::None;
+  if (ablation == "no-mol") return head::Ablation::NoMol;
+  if (ablation == "no-msm") return head::Ablation::NoMsm;
+  fail(ErrorCode::Input, "ablation: expected 'none', 'no-mol' or 'no-msm', got '", ablation, "'");
+}
+
 namespace {
 
 Napi::Object object(const Napi::Value& v, const std::string& path) {
@@ -95,11 +104,7 @@ head::HeadOptions head_options_from_js(const Napi::Object& o) {
   if (objective == "l1") opt.objective = head::Objective::L1;
   else if (objective == "denoise") opt.objective = head::Objective::Denoise;
   else fail(ErrorCode::Input, "objective: expected 'l1' or 'denoise', got '", objective, "'");
-  std::string ablation = c.Get("ablation").IsUndefined() ? "none" : string_option(c, "ablation");
-  if (ablation == "none") opt.ablation = head::Ablation::None;
-  else if (ablation == "no-mol") opt.ablation = head::Ablation::NoMol;
-  else if (ablation == "no-msm") opt.ablation = head::Ablation::NoMsm;
-  else fail(ErrorCode::Input, "ablation: expected 'none', 'no-mol' or 'no-msm', got '", ablation, "'");
+  opt.ablation = ablation_from_js(c);
   opt.num_heads = optional_integer(c, "numHeads").value_or(0);
   opt.chunk = optional_integer(c, "chunk").value_or(0);
   Napi::Value dv = c.Get("denoise");

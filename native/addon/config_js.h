@@ -14,6 +14,8 @@ model::BackboneConfig backbone_config_from_js(const Napi::Value& v);
 
 // {config: NativeHeadConfig, dtype?, device?} of createHead (and the trainer's head options); E_INPUT naming the field.
 head::HeadOptions head_options_from_js(const Napi::Object& o);
+// `ablation`: "none" (or absent), "no-mol", "no-msm".
+head::Ablation ablation_from_js(const Napi::Object& o);
 
 // {device?: 'cpu' | 'cuda[:N]' (default 'cpu'), dtype?: 'auto' | 'float32' | 'bfloat16' | 'float16' | 'int8' (default
 // 'float32')} resolved against this build and machine (device.h): E_INPUT for a bad string, E_CONFIG for a device

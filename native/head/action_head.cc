@@ -104,12 +104,10 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   d.chunk = stated_dim(sd, "chunk", chunk, options.chunk, found);
   d.key_dim = int64_t(options.key_layer_indices.size()) * D;
 
-  head->fc1 = Linear::load(sd, "model.fc1", D, d.action_dim * D, dtype);
-  head->fc2 = Linear::load(sd, "model.fc2", d.action_dim, D, dtype);
-  head->layer_norm2 = LayerNorm::load(sd, "model.layer_norm2", D, dtype);
+  load_params(sd, "", latent_table(), param_dims(d), dtype, head->latent_slots());
+  load_params(sd, "", output_table(), param_dims(d), dtype, head->output_slots());
   // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
-  head->layer_norm1 = LayerNorm::load(sd, "model.layer_norm1", d.action_dim * D, dtype);
-  head->x0_ = at::relu(head->fc1(head->layer_norm1(at::zeros({1, 1, d.action_dim * D}, fc2.options().dtype(dtype)))));
+  head->x0_ = head->initial_latent();
   for (int64_t i = 0; i < d.num_blocks; ++i) {
     const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
     if (ablation != Ablation::NoMol)
@@ -126,7 +124,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   if (ablation == Ablation::NoMol)
     head->token_rope_ = table(options.num_patches + options.num_action_queries + 1);
   if (ablation != Ablation::NoMsm) {
-    head->memory_value_proj = Linear::load(sd, "memory_value_proj", d.chunk * D, d.chunk * d.action_dim, dtype);
+    load_params(sd, "", msm_table(), param_dims(d), dtype, head->msm_slots());
     head->bank_ = MemoryBank::load(sd, d.key_dim, d.chunk * d.action_dim);
   } else {
     head->bank_ = MemoryBank(0, d.key_dim, d.chunk * d.action_dim);
@@ -141,6 +139,10 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   head->proprio_ = ProprioProjector::load(proprio, D, dtype);
   d.proprio_dim = head->proprio_.proprio_dim();
   return head;
+}
+
+at::Tensor ActionHead::initial_latent(const at::Tensor& z) const {
+  return at::relu(fc1(layer_norm1(z.defined() ? z : at::zeros({1, 1, layer_norm1.weight.size(0)}, layer_norm1.weight.options()))));
 }
 
 at::Tensor ActionHead::memory(const at::Tensor& retrieved) const {

@@ -30,6 +30,7 @@
 #include "head/layers.h"
 #include "head/mol.h"
 #include "head/msm.h"
+#include "head/param_table.h"
 #include "head/proprio.h"
 
 namespace m2vla::head {
@@ -69,13 +70,6 @@ struct TrainingNoise {
   at::Tensor latent;         // L1: [chunk, A*D], added to the zero latent before layer_norm1 (reference: N(0, 0.02))
   at::Tensor noisy_actions;  // Denoise: x_t [B, chunk, A] float32
   at::Tensor timesteps;      // Denoise: t [B] int64
-};
-
-// A learnable tensor of the head, named for the trainer's optimizer state (stacked projections keep their stacked
-// shape, see mol.h, under the name of the stack, e.g. "model.mlp_resnet_blocks.0.qkv_self.weight").
-struct HeadParameter {
-  std::string name;
-  at::Tensor tensor;
 };
 
 struct HeadForwardOutput {
@@ -151,6 +145,13 @@ class ActionHead {
   at::Tensor decode(const at::Tensor& x0, const std::vector<MolCondition>& conds, const at::Tensor& h_memory,
                     std::optional<uint64_t> seed, HeadTrace* trace) const;
   void check_input(const HeadForwardInput& in) const;
+  // relu(fc1(layer_norm1(z))) for z [.., A*D] (training perturbs z); without `z` the inference latent, z = 0, whose
+  // LayerNorm output is layer_norm1's bias: one constant row [1, 1, D], from the current weights.
+  at::Tensor initial_latent(const at::Tensor& z = {}) const;
+  // The groups of latent_table(), output_table() and msm_table().
+  ParamSlots latent_slots() { return {{"model.layer_norm1", &layer_norm1}, {"model.fc1", &fc1}}; }
+  ParamSlots output_slots() { return {{"model.layer_norm2", &layer_norm2}, {"model.fc2", &fc2}}; }
+  ParamSlots msm_slots() { return {{"memory_value_proj", &memory_value_proj}}; }
 
   HeadOptions options_;
   HeadDims dims_;

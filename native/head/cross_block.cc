@@ -16,18 +16,13 @@ void check_heads(const io::StateDict& sd, const std::string& prefix, int64_t dim
 }
 
 CrossBlock make(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype,
-                const char* k_name, const char* v_name) {
+                bool from_mol) {
   check_heads(sd, prefix, dim, heads);
-  auto lin = [&](const char* name) { return Linear::load(sd, prefix + name, dim, dim, dtype); };
   CrossBlock b;
   b.dim = dim;
   b.heads = heads;
   b.head_dim = dim / heads;
-  b.q_proj = lin("q_proj");
-  b.kv_last = Linear::stack({lin(k_name), lin(v_name)});
-  b.o_proj = lin("o_proj");
-  b.ffn_norm = LayerNorm::load(sd, prefix + "ffn.0", dim, dtype);
-  b.ffn_fc = lin("ffn.1");
+  load_params(sd, prefix, cross_block_table(), {.D = dim, .H = heads}, dtype, b.slots(), from_mol);
   return b;
 }
 
@@ -39,11 +34,15 @@ at::Tensor split_heads(const at::Tensor& t, int64_t heads, int64_t head_dim) {
 }  // namespace
 
 CrossBlock CrossBlock::load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype) {
-  return make(sd, prefix, dim, heads, dtype, "k_last", "v_last");
+  return make(sd, prefix, dim, heads, dtype, false);
 }
 
 CrossBlock CrossBlock::from_mol(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype) {
-  return make(sd, prefix, dim, heads, dtype, "k_task", "v_task");
+  return make(sd, prefix, dim, heads, dtype, true);
+}
+
+ParamSlots CrossBlock::slots() {
+  return {{"q_proj", &q_proj}, {"kv_last", &kv_last}, {"o_proj", &o_proj}, {"ffn.0", &ffn_norm}, {"ffn.1", &ffn_fc}};
 }
 
 at::Tensor cross_keys(const CrossBlock& block, const at::Tensor& tokens, const RopeTable& token_rope) {

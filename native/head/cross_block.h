@@ -25,6 +25,7 @@
 
 #include "head/layers.h"
 #include "head/mol.h"
+#include "head/param_table.h"
 #include "head/rope.h"
 #include "io/state_dict.h"
 
@@ -43,6 +44,7 @@ struct CrossBlock {
   // Training a no-mol head from a full one: q_proj, o_proj and the FFN are the MoL block's, k_last / v_last start from
   // its vision branch (k_task / v_task), so every variant starts from the same weights where they share them.
   static CrossBlock from_mol(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype);
+  ParamSlots slots();  // the groups of cross_block_table()
 };
 
 // The rotated keys [B, H, n, head_dim] of the block's tokens [B, n, D]: they do not depend on the latent, so a forward

@@ -32,10 +32,8 @@ DenoiseModule DenoiseModule::load_or_init(const io::StateDict& sd, int64_t hidde
     fail(ErrorCode::Config, "denoise.timeEmbedDim: expected a positive even number, got ", config.time_embed_dim);
   DenoiseModule m;
   m.time_embed_dim = config.time_embed_dim;
-  if (sd.has("denoise.action_in.weight")) {
-    m.action_in = Linear::load(sd, "denoise.action_in", hidden, action_dim, dtype);
-    m.time_fc1 = Linear::load(sd, "denoise.time_mlp.0", hidden, config.time_embed_dim, dtype);
-    m.time_fc2 = Linear::load(sd, "denoise.time_mlp.2", hidden, hidden, dtype);
+  if (sd.has(std::string(denoise_table().entries[0].name) + ".weight")) {
+    load_params(sd, "", denoise_table(), {.D = hidden, .A = action_dim, .T = config.time_embed_dim}, dtype, m.slots());
     return m;
   }
   at::Generator gen = at::detail::createCPUGenerator(config.init_seed);

@@ -8,6 +8,7 @@
 
 #include "head/config.h"
 #include "head/layers.h"
+#include "head/param_table.h"
 #include "io/state_dict.h"
 
 namespace m2vla::head {
@@ -28,6 +29,9 @@ struct DenoiseModule {
   // [B, chunk, D] added to the constant latent: action_in(x_t) + time_mlp(embedding(t)) (broadcast over the chunk).
   // `t` [B] int64, one timestep per sample (training), or [1] for the whole batch (sampling).
   at::Tensor operator()(const at::Tensor& noisy_actions, const at::Tensor& t) const;
+  ParamSlots slots() {  // the groups of denoise_table()
+    return {{"denoise.action_in", &action_in}, {"denoise.time_mlp.0", &time_fc1}, {"denoise.time_mlp.2", &time_fc2}};
+  }
 };
 
 }  // namespace m2vla::head

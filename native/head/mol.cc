@@ -84,15 +84,13 @@ MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int6
   b.dim = dim;
   b.heads = heads;
   b.head_dim = dim / heads;
-  auto lin = [&](const char* name, int64_t out) { return Linear::load(sd, prefix + name, out, dim, dtype); };
-  b.qkv_self = Linear::stack({lin("q_proj", dim), lin("k_self", dim), lin("v_self", dim)});
-  b.kv_adapter = Linear::stack({lin("k_adapter", dim + heads), lin("v_adapter", dim)});
-  b.kv_task = Linear::stack({lin("k_task", dim), lin("v_task", dim)});
-  b.o_proj = lin("o_proj", dim);
-  b.gating_factor = sd.get(prefix + "gating_factor", {1}).to(at::kFloat).contiguous();
-  b.ffn_norm = LayerNorm::load(sd, prefix + "ffn.0", dim, dtype);
-  b.ffn_fc = lin("ffn.1", dim);
+  load_params(sd, prefix, mol_block_table(), {.D = dim, .H = heads}, dtype, b.slots());
   return b;
+}
+
+ParamSlots MolBlock::slots() {
+  return {{"qkv_self", &qkv_self}, {"kv_adapter", &kv_adapter}, {"kv_task", &kv_task}, {"o_proj", &o_proj},
+          {"gating_factor", &gating_factor}, {"ffn.0", &ffn_norm}, {"ffn.1", &ffn_fc}};
 }
 
 float MolBlock::tanh_g() const { return std::tanh(gating_factor.item<float>()); }

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "head/layers.h"
+#include "head/param_table.h"
 #include "head/rope.h"
 #include "io/state_dict.h"
 
@@ -43,6 +44,7 @@ struct MolBlock {
   // `prefix` e.g. "model.mlp_resnet_blocks.3."; heads = k_adapter rows - D (head-wise gate: one column per head).
   static MolBlock load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype);
   float tanh_g() const;
+  ParamSlots slots();  // the groups of mol_block_table()
 };
 
 // RoPE tables for the three position ranges a block uses.

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "error.h"
+#include "head/param_table.h"
 #ifdef M2VLA_WITH_CUDA
 #include "cuda/cuda_glue.h"
 #endif
@@ -19,18 +20,18 @@ MemoryBank::MemoryBank(int64_t capacity, int64_t key_dim, int64_t value_dim, c10
 }
 
 MemoryBank MemoryBank::load(const io::StateDict& sd, int64_t key_dim, int64_t value_dim) {
-  const at::Tensor& keys = sd.get("memory_bank.keys");
+  const at::Tensor& keys = sd.get(kBankKeys);
   if (keys.dim() != 2 || keys.size(1) != key_dim)
-    fail(ErrorCode::Checkpoint, sd.source, ": tensor 'memory_bank.keys' has shape ", keys.sizes(), ", expected [capacity, ",
+    fail(ErrorCode::Checkpoint, sd.source, ": tensor '", kBankKeys, "' has shape ", keys.sizes(), ", expected [capacity, ",
          key_dim, "] (", key_dim, " = number of key layers x hidden size)");
   const int64_t capacity = keys.size(0);
-  const at::Tensor& values = sd.get("memory_bank.values", {capacity, value_dim});
-  const at::Tensor& size = sd.get("memory_bank.size");
+  const at::Tensor& values = sd.get(kBankValues, {capacity, value_dim});
+  const at::Tensor& size = sd.get(kBankSize);
   if (size.numel() != 1 || at::isFloatingType(size.scalar_type()))
-    fail(ErrorCode::Checkpoint, sd.source, ": tensor 'memory_bank.size' should be an integer scalar");
+    fail(ErrorCode::Checkpoint, sd.source, ": tensor '", kBankSize, "' should be an integer scalar");
   const int64_t n = size.item<int64_t>();
   if (n < 0 || n > capacity)
-    fail(ErrorCode::Checkpoint, sd.source, ": memory_bank.size = ", n, " is outside 0..", capacity, " (the bank's rows)");
+    fail(ErrorCode::Checkpoint, sd.source, ": ", kBankSize, " = ", n, " is outside 0..", capacity, " (the bank's rows)");
   MemoryBank bank(capacity, key_dim, value_dim, keys.device());
   bank.keys_.copy_(keys);
   bank.values_.copy_(values);

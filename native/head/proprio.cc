@@ -11,8 +11,9 @@ ProprioProjector ProprioProjector::load(const io::StateDict& sd, int64_t hidden,
   if (w1.dim() != 2 || w1.size(0) != hidden)
     fail(ErrorCode::Checkpoint, sd.source, ": tensor 'fc1.weight' should be [", hidden,
          ", proprio_dim] for a head of hidden size ", hidden, ", got ", w1.sizes());
-  const int64_t proprio_dim = w1.size(1);
-  return {Linear::load(sd, "fc1", hidden, proprio_dim, dtype), Linear::load(sd, "fc2", hidden, hidden, dtype)};
+  ProprioProjector p;
+  load_params(sd, "", proprio_table(), {.D = hidden, .P = w1.size(1)}, dtype, p.slots());
+  return p;
 }
 
 at::Tensor ProprioProjector::operator()(const at::Tensor& p) const { return fc2(at::gelu(fc1(p))); }

@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "head/layers.h"
+#include "head/param_table.h"
 #include "io/state_dict.h"
 
 namespace m2vla::head {
@@ -14,6 +15,7 @@ struct ProprioProjector {
   static ProprioProjector load(const io::StateDict& sd, int64_t hidden, at::ScalarType dtype);
   int64_t proprio_dim() const { return fc1.in_features(); }
   at::Tensor operator()(const at::Tensor& p) const;  // [B, proprio_dim] -> [B, hidden]
+  ParamSlots slots() { return {{"fc1", &fc1}, {"fc2", &fc2}}; }  // the groups of proprio_table()
 };
 
 }  // namespace m2vla::head
