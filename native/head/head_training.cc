@@ -13,9 +13,9 @@ const std::string kBlockPrefix = "model.mlp_resnet_blocks.";
 
 }  // namespace
 
-// Readers take the slots of a copy (const_cast-free): a module's copy holds the same tensor handles.
+// Readers only read through the slots (which hand out mutable references for the loaders and the optimizer).
 std::vector<HeadParameter> ActionHead::parameters() const {
-  ActionHead self = *this;
+  ActionHead& self = const_cast<ActionHead&>(*this);
   std::vector<HeadParameter> p;
   append_parameters(p, "", latent_table(), self.latent_slots());
   for (size_t i = 0; i < cross_blocks_.size(); ++i)
@@ -62,7 +62,7 @@ at::Tensor ActionHead::predict(const HeadBatch& batch, std::optional<uint64_t> s
 }
 
 io::NamedTensors ActionHead::action_head_state_dict() const {
-  ActionHead self = *this;
+  ActionHead& self = const_cast<ActionHead&>(*this);
   const ParamDims dims = param_dims(dims_, denoise_ ? denoise_->time_embed_dim : 0);
   io::NamedTensors sd;
   if (uses_msm()) {

@@ -190,8 +190,9 @@ describe('m2vla add-skills', () => {
     const err = console.error;
     console.error = () => {};
     try {
-      expect(await addSkillsCommand.run([tinyRun(), '--data', LIBERO, '--out', freshOut(), '--strid', '2'])).toBe(2);
-      expect(await addSkillsCommand.run([tinyRun(), '--out', freshOut()])).toBe(2);
+      // Usage errors: lib/cli/main.ts prints them with the usage and exits 2.
+      await expect(addSkillsCommand.run([tinyRun(), '--data', LIBERO, '--out', freshOut(), '--strid', '2'])).rejects.toThrow(/unknown flag --strid \(did you mean --stride\?\)/);
+      await expect(addSkillsCommand.run([tinyRun(), '--out', freshOut()])).rejects.toThrow(/--data is required/);
     } finally {
       console.error = err;
     }
