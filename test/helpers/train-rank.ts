@@ -5,10 +5,11 @@
  */
 import { distributedFromEnv, train, type TrainOptions } from '../../lib/train.js';
 
-const options = JSON.parse(process.argv[2]) as TrainOptions & { timeoutMs?: number };
+// timeoutMs is this helper's, not a train() option (train() rejects unknown keys).
+const { timeoutMs, ...options } = JSON.parse(process.argv[2]) as TrainOptions & { timeoutMs?: number };
 try {
   const result = await train({
-    ...options, distributed: distributedFromEnv(process.env, options.timeoutMs),
+    ...options, distributed: distributedFromEnv(process.env, timeoutMs),
     onProgress: (e) => { if (e.kind === 'step') console.log(`step ${e.step}`); },
   });
   console.log(`result ${JSON.stringify(result)}`);
