@@ -647,10 +647,7 @@ export async function exportCheckpoint(out: string, options: ExportOptions = {})
     }
     dir = found;
   }
-  const file = path.join(dir, 'trainer_state.json');
-  const state = readJson(file) as unknown as TrainerState;
-  if (!state.fixed || typeof state.fixed !== 'object') throw new ConfigError(`${file}: no "fixed" options (not a trainer_state.json)`);
-  if (state.format !== STATE_FORMAT) throw new ConfigError(`${file}: format '${state.format}' is not ${STATE_FORMAT}`);
+  const state = readStateFile(dir);
   const f = state.fixed as Record<string, never>, a = (state.adjustable ?? {}) as Record<string, never>;
   const o = resolve({
     data: f.data, init: f.init, out, steps: Math.max(1, a.steps ?? state.step), batchSize: f.batchSize, lr: a.lr ?? 1e-4,
@@ -736,11 +733,18 @@ function adjustedOptions(state: TrainerState, o: Resolved): string | undefined {
   return changed.length ? changed.map((k) => `${k} ${JSON.stringify(state.adjustable![k])} -> ${JSON.stringify(now[k])}`).join(', ') : undefined;
 }
 
-function readState(dir: string, o: Resolved): TrainerState {
+/** A checkpoint's trainer_state.json, checked for its format (torn or foreign files are ConfigErrors). */
+function readStateFile(dir: string): TrainerState {
   const file = path.join(dir, 'trainer_state.json');
   const state = readJson(file) as unknown as TrainerState;
   if (!state.fixed || typeof state.fixed !== 'object') throw new ConfigError(`${file}: no "fixed" options (not a trainer_state.json)`);
   if (state.format !== STATE_FORMAT) throw new ConfigError(`${file}: format '${state.format}' is not ${STATE_FORMAT}`);
+  return state;
+}
+
+function readState(dir: string, o: Resolved): TrainerState {
+  const state = readStateFile(dir);
+  const file = path.join(dir, 'trainer_state.json');
   const now = fixedOptions(o);
   const changed = Object.keys(now).filter((k) => JSON.stringify(now[k]) !== JSON.stringify(state.fixed[k]));
   if (changed.length > 0) {

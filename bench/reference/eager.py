@@ -92,29 +92,10 @@ def load_run(run, dtype):
 
 
 def vlm_forward(m, pixel_values, ids, with_logits):
-    """pixel_values (B, 6*N, S, S); ids (B, P). Returns hidden states tuple and number of patches."""
-    n_img = pixel_values.shape[1] // 6
-    feats = []
-    for i in range(n_img):
-        img = pixel_values[:, 6 * i:6 * i + 6]
-        d = m["dino"].get_intermediate_layers(img[:, :3], n={len(m["dino"].blocks) - 2})[0]
-        s = m["siglip"].get_intermediate_layers(img[:, 3:], n={len(m["siglip"].blocks) - 2})[0]
-        feats.append(torch.cat([d, s], dim=-1))
-    x = torch.cat(feats, dim=1)
-    p = m["proj"]
-    x = F.gelu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
-    x = F.gelu(F.linear(x, p["fc2.weight"], p["fc2.bias"]))
-    patches = F.linear(x, p["fc3.weight"], p["fc3.bias"])
-    emb = m["llm"].model.embed_tokens
-    B = ids.shape[0]
-    stop = torch.full((B, 1), 2, dtype=torch.long)
-    aq = m["aq"].to(patches.dtype).unsqueeze(0).expand(B, -1, -1)  # trained in float32, run in the VLM's dtype
-    seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), aq, emb(stop)], dim=1)
-    if with_logits:  # what the released predict_action computes: the LM head over every position
-        out = m["llm"](inputs_embeds=seq, output_hidden_states=True, use_cache=False)
-    else:
-        out = m["llm"].model(inputs_embeds=seq, output_hidden_states=True, use_cache=False)
-    return out.hidden_states, patches
+    """pixel_values (B, 6*N, S, S); ids (B, P). Returns hidden states tuple and the projected patches."""
+    vision, projector, llm = vlm_stages(m, with_logits)
+    patches = projector(vision(pixel_values))
+    return llm(patches, ids), patches
 
 
 def vlm_stages(m, with_logits, compiled=False):
@@ -140,8 +121,9 @@ def vlm_stages(m, with_logits, compiled=False):
         emb = m["llm"].model.embed_tokens
         B = ids.shape[0]
         stop = torch.full((B, 1), 2, dtype=torch.long)
-        aq = m["aq"].to(patches.dtype).unsqueeze(0).expand(B, -1, -1)
+        aq = m["aq"].to(patches.dtype).unsqueeze(0).expand(B, -1, -1)  # trained in float32, run in the VLM's dtype
         seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), aq, emb(stop)], dim=1)
+        # with_logits: what the released predict_action computes, the LM head over every position
         net = m["llm"] if with_logits else m["llm"].model
         return net(inputs_embeds=seq, output_hidden_states=True, use_cache=False).hidden_states
 
