@@ -76,10 +76,19 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
 
     def features(frames: list, colours: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """[layers+1, N, hidden] mean vision state and last prompt token state."""
+        """[layers+1, N, hidden] mean vision state and last prompt token state (one batch per prompt: no padding)."""
+        vis, last = None, None
+        for c in sorted(set(colours)):
+            idx = [i for i, x in enumerate(colours) if x == c]
+            v, l_ = prompt_features([frames[i] for i in idx], c)
+            if vis is None:
+                vis, last = np.zeros((v.shape[0], len(frames), v.shape[2])), np.zeros((l_.shape[0], len(frames), l_.shape[2]))
+            vis[:, idx], last[:, idx] = v, l_
+        return vis, last
+
+    def prompt_features(frames: list, colour: str) -> tuple[np.ndarray, np.ndarray]:
         px = torch.stack([pixel_values(list(f), prep) for f in frames])
-        ids = [tok.encode(chat(robot_question(c)), add_special_tokens=False).ids for c in colours]
-        assert len({len(i) for i in ids}) == 1, "the red and blue prompts tokenize to the same length"
+        ids = [tok.encode(chat(robot_question(colour)), add_special_tokens=False).ids] * len(frames)
         with torch.no_grad():
             patches = model.patches(px)
             emb = model.language_model.model.embed_tokens(torch.tensor(ids))
