@@ -20,13 +20,14 @@ existing <out-root>/vlm-<hash> (same script, options and base) is reused. Also w
 with their images, for m2vla's ask(), eval/vqa.ts) and pretrain.json (time, loss, held-out accuracy in PyTorch).
 
   PYTHONPATH=eval/.venv-target:/work/pyref MUJOCO_GL=osmesa python3 eval/pretrain_vlm.py \\
-      --base <random run dir> --out-root <dir> [--minutes 10] [--threads 2]
+      --base <random run dir> --out-root <dir> [--steps 3000] [--threads 2]
 Prints the run directory's path as the last line.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import json
 import math
@@ -39,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 PALETTE = {"red": (0.85, 0.1, 0.1), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1), "green": (0.1, 0.7, 0.2),
            "purple": (0.55, 0.15, 0.75), "orange": (0.95, 0.5, 0.05)}
 BODIES = {"red_cube": "cube", "blue_cube": "cube", "yellow_cylinder": "cylinder"}
@@ -161,9 +162,11 @@ HELD_OUT_TEMPLATES = {
 ACTION_VERBS = [("put", "in"), ("place", "in"), ("put", "into"), ("move", "into"), ("drop", "in")]
 PLATE_VERBS = [("put", "on"), ("place", "on"), ("set", "on"), ("move", "onto")]
 LIFT = ["pick up the {obj}", "lift the {obj}", "grab the {obj}", "raise the {obj}"]
+ROBOT_TRAIN = (ACTION_VERBS, PLATE_VERBS, LIFT)
+ROBOT_HELD_OUT = ([("transfer", "into"), ("carry", "to")], [("lay", "on"), ("bring", "to")], ["hold up the {obj}"])
 
 
-def questions(scene: dict, rng, templates: dict, with_robot: bool) -> list[tuple[str, str, str]]:
+def questions(scene: dict, rng, templates: dict, robot: tuple | None) -> list[tuple[str, str, str]]:
     """(kind, question, answer) about a scene, one or more per kind that applies."""
     objs = scene["objects"]
     out = []
@@ -202,19 +205,22 @@ def questions(scene: dict, rng, templates: dict, with_robot: bool) -> list[tuple
         inside = [o for o in objs if o["in"] == rec]
         if "in" in templates:
             out.append(("in", pick(templates["in"]).format(rec=rec), name(inside[0]) if inside else "nothing"))
-    if with_robot:
+    if robot:
+        bowl_verbs, plate_verbs, lift = robot
         # The robot's prompt (lib/tokenizer.ts promptText wraps it): where the object to grasp is.
         o = objs[int(rng.integers(len(objs)))]
         r = rng.random()
         if r < 0.4 and "bowl" in scene["receptacles"]:
-            verb, prep = pick(ACTION_VERBS)
+            verb, prep = pick(bowl_verbs)
             task = f"{verb} the {synonyms(o, rng)} {prep} the bowl"
         elif r < 0.7 and "plate" in scene["receptacles"]:
-            verb, prep = pick(PLATE_VERBS)
+            verb, prep = pick(plate_verbs)
             task = f"{verb} the {synonyms(o, rng)} {prep} the plate"
         else:
-            task = pick(LIFT).format(obj=synonyms(o, rng))
-        out.append(("robot", f"What action should the robot take to {task}?", f"reach the {side(o['xy'])} {depth(o['xy'])}"))
+            task = pick(lift).format(obj=synonyms(o, rng))
+        # The answer's first token names the side: the policy reads the last prompt token's hidden state (SPEC 1.5's
+        # "AQ" slice starts there), and that is the position that predicts the first answer token.
+        out.append(("robot", f"What action should the robot take to {task}?", f"{side(o['xy'])} {depth(o['xy'])}"))
     return out
 
 
@@ -350,7 +356,9 @@ def recipe_hash(args, base: str) -> str:
     h = hashlib.sha256()
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
-    h.update(json.dumps({k: getattr(args, k) for k in ("minutes", "seed", "batch", "lr", "scenes")}, sort_keys=True).encode())
+    # The recipe is what decides the weights: a step budget, not a time budget, so the same hash means the same model.
+    h.update(json.dumps({k: getattr(args, k) for k in ("steps", "seed", "batch", "questions", "lr", "scenes", "heldout")},
+                        sort_keys=True).encode())
     for name in ("config.json", "manifest.json", "tokenizer.json"):
         with open(os.path.join(base, name), "rb") as f:
             h.update(f.read())
@@ -361,9 +369,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="a random run directory with the eval's dims (configs, tokenizer)")
     p.add_argument("--out-root", required=True)
-    p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (warmup, then cosine decay to 5 %%)")
     p.add_argument("--scenes", type=int, default=3000, help="distinct training scenes rendered")
-    p.add_argument("--batch", type=int, default=16, help="scenes per step (every question of a scene is used)")
+    p.add_argument("--batch", type=int, default=8, help="scenes per step")
+    p.add_argument("--questions", type=int, default=4, help="questions per scene and step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -372,13 +381,21 @@ def main() -> None:
 
     base = os.path.abspath(args.base)
     final = os.path.join(os.path.abspath(args.out_root), f"vlm-{recipe_hash(args, base)}")
-    if os.path.exists(os.path.join(final, "pretrain.json")):
-        print(f"cached: {final}", flush=True)
-        print(final)
-        return
+    os.makedirs(args.out_root, exist_ok=True)
+    # One builder per recipe: a second run (another eval) waits for the first and then reuses its result.
+    with open(f"{final}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(os.path.join(final, "pretrain.json")):
+            print(f"cached: {final}", flush=True)
+            print(final)
+            return
+        pretrain(args, base, final)
+
+
+def pretrain(args, base: str, final: str) -> None:
 
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     from tokenizers import Tokenizer
     from sim import TabletopEnv
 
@@ -405,7 +422,7 @@ def main() -> None:
     for _ in range(args.heldout):
         s = sample_scene(held_rng)
         frames = render_scene(env, s)
-        for kind, q, a in questions(s, held_rng, HELD_OUT_TEMPLATES, with_robot=False):
+        for kind, q, a in questions(s, held_rng, HELD_OUT_TEMPLATES, ROBOT_HELD_OUT):
             held.append({"kind": kind, "question": q, "answer": a, "frames": frames})
     render_s = time.time() - t0
     print(f"rendered {len(train_scenes)} training scenes, {args.heldout} held-out ({len(held)} questions) in {render_s:.0f} s", flush=True)
@@ -415,13 +432,14 @@ def main() -> None:
     # Tensors the policy never reads keep the base's values: SigLIP's MAP head and the action queries (the head trains them).
     kept = {k: v for k, v in base_sd.items() if ".attn_pool." in k or k == "action_queries.weight"}
     opt = torch.optim.AdamW([q for q in model.parameters()], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    budget = args.minutes * 60
-    step, losses = 0, []
+    losses = []
+    encoded: dict[tuple[str, str], tuple[list[int], int]] = {}  # the templates make a few thousand distinct pairs
 
     def encode(q: str, a: str) -> tuple[list[int], int]:
-        prompt = tok.encode(chat(q), add_special_tokens=False).ids
-        answer = tok.encode(a, add_special_tokens=False).ids + [im_end]
-        return prompt + answer, len(prompt)
+        if (q, a) not in encoded:
+            prompt = tok.encode(chat(q), add_special_tokens=False).ids
+            encoded[q, a] = prompt + tok.encode(a, add_special_tokens=False).ids + [im_end], len(prompt)
+        return encoded[q, a]
 
     def batch_loss(items):
         """items: (pixels, [(q, a), ...]) per scene; loss over answer tokens (and <|im_end|>) only."""
@@ -448,31 +466,30 @@ def main() -> None:
         return torch.nn.functional.cross_entropy(text_logits[:, :-1].reshape(-1, text_logits.shape[-1]),
                                                  labels[:, 1:].reshape(-1), ignore_index=-100)
 
+    # Pixel values of every scene once (bfloat16 halves the memory; the rounding is below the model's float32 noise).
+    scene_pixels = [pixel_values(list(frames), prep).to(torch.bfloat16) for _, frames in train_scenes]
     t_train = time.time()
-    warmup = 100
-    while time.time() - t_train < budget:
-        frac = (time.time() - t_train) / budget
-        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * 0.95 + 0.05)
+    warmup = min(100, args.steps // 10 + 1)
+    for step in range(args.steps):
+        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * step / args.steps)) * 0.95 + 0.05)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.integers(len(train_scenes), size=args.batch)
         items = []
         for i in idx:
-            s, frames = train_scenes[i]
-            px = pixel_values(list(frames), prep)
-            qa = questions(s, rng, TRAIN_TEMPLATES, with_robot=True)
-            sel = rng.permutation(len(qa))[:4]
-            items.append((px, [(qa[j][1], qa[j][2]) for j in sel]))
+            qa = questions(train_scenes[i][0], rng, TRAIN_TEMPLATES, ROBOT_TRAIN)
+            sel = rng.permutation(len(qa))[: args.questions]
+            items.append((scene_pixels[i].float(), [(qa[j][1], qa[j][2]) for j in sel]))
         loss = batch_loss(items)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
-        step += 1
-        if step % 50 == 0:
-            print(f"step {step} loss {np.mean(losses[-50:]):.3f} lr {lr:.2e} {time.time() - t_train:.0f} s", flush=True)
+        if (step + 1) % 25 == 0:
+            print(f"step {step + 1}/{args.steps} loss {np.mean(losses[-25:]):.3f} lr {lr:.2e} {time.time() - t_train:.0f} s", flush=True)
     train_s = time.time() - t_train
+    step = args.steps
 
     # Held-out accuracy in PyTorch (greedy, exact match of the decoded answer).
     print(f"trained {step} steps in {train_s:.0f} s; measuring held-out accuracy", flush=True)
@@ -497,6 +514,22 @@ def main() -> None:
     print(f"held-out accuracy (PyTorch) {total[0]}/{total[1]}: " + ", ".join(f"{k} {a['correct']}/{a['n']}" for k, a in accuracy.items()), flush=True)
 
     tmp = f"{final}.tmp-{os.getpid()}"
+    try:
+        write_run(tmp, final, base, model, base_sd, kept, cfg, held, tok, im_end, size, {
+            "recipe": os.path.basename(final), "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
+            "total_seconds": round(time.time() - started, 1), "steps": step, "scenes": args.scenes,
+            "batch_scenes": args.batch, "questions_per_scene": args.questions, "threads": args.threads,
+            "final_loss": float(np.mean(losses[-100:])), "heldout_accuracy_pytorch": accuracy})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed: never a half-written VLM
+    print(final)
+
+
+def write_run(tmp: str, final: str, base: str, model, base_sd: dict, kept: dict, cfg: dict, held: list, tok, im_end: int,
+              size: int, info: dict) -> None:
+    """The run directory under a temporary name, renamed to `final` when complete."""
+    import torch
+    from safetensors.torch import save_file
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp)
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -515,14 +548,10 @@ def main() -> None:
              "prompt_ids": tok.encode(chat(h["question"]), add_special_tokens=False).ids,
              "primary": base64.b64encode(h["frames"][0].tobytes()).decode(), "wrist": base64.b64encode(h["frames"][1].tobytes()).decode()}
             for h in held]}, f)
-    info = {"recipe": os.path.basename(final), "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
-            "total_seconds": round(time.time() - started, 1), "steps": step, "scenes": args.scenes, "batch_scenes": args.batch,
-            "final_loss": float(np.mean(losses[-50:])), "heldout_accuracy_pytorch": accuracy, "threads": args.threads}
     with open(os.path.join(tmp, "pretrain.json"), "w") as f:
         json.dump(info, f, indent=2)
     os.replace(tmp, final)
     print(json.dumps(info), flush=True)
-    print(final)
 
 
 if __name__ == "__main__":

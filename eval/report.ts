@@ -62,6 +62,8 @@ export interface Report {
   probe: ProbeResult | null;
   /** The held-out task after `m2vla add-skills` of its demonstrations into the full model's bank (no training). */
   skills: { with: EvalResult; log: string } | null;
+  /** What dtype 'auto' served the rows with, and the full model's run served with each other backbone dtype. */
+  dtypes?: { auto: string; rows: Array<{ dtype: string; result: EvalResult }> } | null;
 }
 
 /** Wilson score interval (95 %) of k successes in n trials. */
@@ -105,7 +107,11 @@ function claims(r: Report): string[] {
   if (!full) return [];
   const row = (what: string, k: number, n: number, note = '') => `| ${what} | ${rate(k, n)} | ${note} |`;
   const out = ['## Summary', '', '| measurement | result (95 % Wilson interval) | note |', '|---|---|---|'];
-  out.push(row('seen tasks, full model', ...counts(full.result, false), `goal ≥ 60 % (quick), ≥ 80 % (full)`));
+  const auto = r.dtypes ? `; served with dtype auto = ${r.dtypes.auto.split(' ')[0]}` : '';
+  out.push(row('seen tasks, full model', ...counts(full.result, false), `goal ≥ 60 % (quick), ≥ 80 % (full)${auto}`));
+  for (const d of r.dtypes?.rows ?? []) {
+    out.push(row(`seen tasks, full model, ${d.dtype} backbone + head`, ...counts(d.result, false), 'the same trained run served with `--dtype ' + d.dtype + '`'));
+  }
   if (r.rephrased) out.push(row('seen tasks, rephrased instructions', ...counts(r.rephrased, false), 'never-seen phrasings, same seeds (Table I analogue)'));
   out.push(row('novel object + novel instruction (yellow cylinder)', ...counts(full.result, true), 'held out of every demonstration (Table II analogue)'));
   if (r.skills) {

@@ -22,6 +22,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { getBinding } from '../lib/native/binding.js';
 import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
 import { EVAL_DIMS } from './dims.js';
@@ -48,6 +49,9 @@ const PROFILES: Record<'quick' | 'full', Profile> = {
   quick: { demosPerTask: 12, stages: [800, 1600, 2400], batch: 16, lr: 1e-3, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
   full: { demosPerTask: 40, stages: [1000, 2000, 4000, 6000], batch: 16, lr: 1e-3, episodes: 20, curveEpisodes: 10, replan: 4, maxSteps: 100 },
 };
+
+/** The VLM's pretraining budget in optimizer steps (part of its recipe hash: the same steps, the same cached VLM). */
+const PRETRAIN_STEPS = 600;
 
 export const VARIANTS = [
   { name: 'full', label: 'M²-VLA (full)', ablation: null },
@@ -122,14 +126,14 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: Variant): P
  * The pretrained backbone: eval/pretrain_vlm.py over the random base's layout (PyTorch on the CPU, from M2VLA_PYREF or
  * .pyref/), reused when its recipe's directory exists. Returns the run directory and what pretraining recorded.
  */
-async function pretrainedBackbone(ctx: Context, base: string, minutes: number): Promise<{ dir: string; info: Record<string, unknown> }> {
+async function pretrainedBackbone(ctx: Context, base: string, steps: number): Promise<{ dir: string; info: Record<string, unknown> }> {
   const torchDir = process.env.M2VLA_PYREF ?? path.join(EVAL_DIR, '..', '.pyref');
   const env = pythonEnv();
   env.PYTHONPATH = `${env.PYTHONPATH}${path.delimiter}${torchDir}`;
   const cache = path.join(EVAL_DIR, 'results', '.vlm-cache');
   const logFile = path.join(ctx.logs, 'pretrain-vlm.log');
   fs.rmSync(logFile, { force: true });
-  await run(PYTHON, [path.join(EVAL_DIR, 'pretrain_vlm.py'), '--base', base, '--out-root', cache, '--minutes', String(minutes),
+  await run(PYTHON, [path.join(EVAL_DIR, 'pretrain_vlm.py'), '--base', base, '--out-root', cache, '--steps', String(steps),
     '--scenes', '2000', '--heldout', '40'],
     logFile, env).catch((e: Error) => {
     throw new Error(`${e.message}\n(pretraining needs torch, transformers, safetensors and tokenizers on M2VLA_PYREF=${torchDir})`);
@@ -144,12 +148,12 @@ async function main() {
     options: {
       quick: { type: 'boolean' }, full: { type: 'boolean' }, run: { type: 'string' }, out: { type: 'string' },
       episodes: { type: 'string' }, setup: { type: 'boolean' }, vlm: { type: 'string', default: 'pretrained' },
-      'pretrain-minutes': { type: 'string', default: '12' }, 'no-random-row': { type: 'boolean' }, help: { type: 'boolean' },
+      'pretrain-steps': { type: 'string', default: String(PRETRAIN_STEPS) }, 'no-random-row': { type: 'boolean' }, help: { type: 'boolean' },
     },
   });
   if (v.help || (!v.quick && !v.full && !v.run)) {
     console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
-      '       [--vlm pretrained|random] [--pretrain-minutes M] [--no-random-row]\n' +
+      '       [--vlm pretrained|random] [--pretrain-steps N] [--no-random-row]\n' +
       '  --quick  12 demos per task, 3 x 2400 training steps, 10 episodes per task: ~20 min on 2 cores\n' +
       '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
       '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
@@ -214,7 +218,7 @@ async function main() {
   const variants: VariantReport[] = [];
   const analyses: Array<[VariantReport, string]> = [];
   let backbone: BackboneReport = { kind: v.run ? 'given' : 'random', dir: null, pretrain: null, seconds: 0, ask: null };
-  const extras: Pick<Report, 'rephrased' | 'probe' | 'skills'> = { rephrased: null, probe: null, skills: null };
+  const extras: Pick<Report, 'rephrased' | 'probe' | 'skills' | 'dtypes'> = { rephrased: null, probe: null, skills: null, dtypes: null };
   if (v.run) {
     const runDir = path.resolve(v.run);
     log(`evaluating ${runDir}`);
@@ -227,10 +231,14 @@ async function main() {
   } else {
     const randomBase = ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
     let base = randomBase;
+    // The random-VLM row needs no pretrained VLM: it trains and is evaluated while the VLM pretrains (other processes).
+    const randomRow = v.vlm === 'pretrained' && !v['no-random-row']
+      ? trainAndEvaluate(ctx, randomBase, { name: 'full-random-vlm', label: 'M²-VLA (full), random VLM', ablation: null })
+      : null;
     if (v.vlm === 'pretrained') {
       log('pretrained VLM (eval/pretrain_vlm.py; cached by its recipe)');
       const t = Date.now();
-      const pre = await pretrainedBackbone(ctx, randomBase, Number(v['pretrain-minutes']));
+      const pre = await pretrainedBackbone(ctx, randomBase, Number(v['pretrain-steps']));
       base = pre.dir;
       log(`VLM at ${base}; measuring ask() on its held-out questions`);
       backbone = { kind: 'pretrained', dir: base, pretrain: pre.info, seconds: (Date.now() - t) / 1000, ask: await askAccuracy(base) };
@@ -241,6 +249,14 @@ async function main() {
       analyses.push([trained.report, trained.runDir]);
     }
     const fullRun = analyses[0][1];
+    // The seen-task rows are served with dtype 'auto'; the same trained run with the other backbone dtypes beside it.
+    const auto = getBinding().resolvePlacement({ device: 'cpu', dtype: 'auto' });
+    extras.dtypes = { auto: `${auto.dtype} (${auto.reason})`, rows: [] };
+    for (const dtype of ['float32', 'bfloat16', 'int8'].filter((d) => d !== auto.dtype)) {
+      log(`full: served with --dtype ${dtype}`);
+      extras.dtypes.rows.push({ dtype, result: await withServer(fullRun, path.join(logs, `serve-full-${dtype}.log`), (url) =>
+        evaluate(ctx, { url }, profile.episodes, `full-${dtype}`, false), ['--dtype', dtype]) });
+    }
     log('full: rephrased instructions');
     extras.rephrased = await withServer(fullRun, path.join(logs, 'serve-full.log'), (url) =>
       evaluate(ctx, { url }, profile.episodes, 'full-rephrased', false, ['--rephrase']));
@@ -258,8 +274,8 @@ async function main() {
     const withSkills = await withServer(skillsRun, path.join(logs, 'serve-skills.log'), (url) =>
       evaluate(ctx, { url }, profile.episodes, 'full-skills', true, ['--tasks', 'yellow_bowl']));
     extras.skills = { with: withSkills, log: added };
-    if (v.vlm === 'pretrained' && !v['no-random-row']) {
-      const trained = await trainAndEvaluate(ctx, randomBase, { name: 'full-random-vlm', label: 'M²-VLA (full), random VLM', ablation: null });
+    if (randomRow) {
+      const trained = await randomRow;
       variants.push(trained.report);
       analyses.push([trained.report, trained.runDir]);
     }

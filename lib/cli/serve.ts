@@ -13,7 +13,7 @@ const USAGE = `usage: m2vla serve [--run <dir | hf://owner/repo[/folder]>] [--ho
                    [--max-batch ${D.maxBatch}] [--max-wait-ms ${D.maxWaitMs}] [--max-queue ${D.maxQueue}] [--max-frame-mb ${D.maxFrameBytes >> 20}]
                    [--max-prompt-tokens ${D.maxPromptTokens}] [--max-image-pixels ${D.maxImagePixels}]
                    [--max-connections ${D.maxConnections}] [--frame-timeout-s ${D.frameTimeoutMs / 1000}] [--idle-timeout-s ${D.idleTimeoutMs / 1000}]
-                   [--quiet] [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|float16] [--threads N]
+                   [--quiet] [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|float16|int8] [--threads N]
                    [--unnorm-key K] [--center-crop]
 Serves the policy (the embedded demo model without --run) on one port:
   ws://host:port/<any path>  openpi's websocket protocol (msgpack + numpy arrays), observation keys from --preset
@@ -93,7 +93,7 @@ export const serveCommand = {
       return 0;
     }
     choiceFlag(values.preset, 'preset', Object.keys(PRESETS));
-    const dtype = choiceFlag(values.dtype, 'dtype', ['auto', 'float32', 'bfloat16', 'float16'] as const);
+    const dtype = choiceFlag(values.dtype, 'dtype', ['auto', 'float32', 'bfloat16', 'float16', 'int8'] as const);
     const seconds = (name: 'frame-timeout-s' | 'idle-timeout-s') => {
       const v = int(name, values[name], 1);
       return v === undefined ? undefined : v * 1000;
