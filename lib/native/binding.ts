@@ -4,7 +4,7 @@
  */
 import { loadAddon } from '../../scripts/load-addon.mjs';
 import type { FoundLibtorch } from '../../scripts/libtorch.mjs';
-import type { BackboneConfig } from '../config.js';
+import type { BackboneConfig, ImagePreprocessing, NormalizationStatistics, RunSpec } from '../run-spec.js';
 import { LoadError, M2vlaError } from '../errors.js';
 
 export interface GpuInfo {
@@ -25,8 +25,10 @@ export interface BuildInfo {
   cuda: boolean;
   /** A CUDA build that sees at least one GPU (always false in a CPU-only build, which never probes). */
   cudaAvailable: boolean;
-  /** Built with c10d's Gloo process group (data-parallel training). */
+  /** Built with c10d's Gloo process group (data-parallel training on the CPU). */
   distributed: boolean;
+  /** Built with c10d's NCCL process group (data-parallel training on GPUs; CUDA builds against a libtorch with NCCL). */
+  nccl: boolean;
   /** CUDA builds: every GPU the runtime sees, and why it sees none. */
   gpus?: GpuInfo[];
   gpuError?: string;
@@ -192,6 +194,8 @@ export interface NativePolicy {
     state: Float64Array;
     referenceCasts?: boolean;
     intermediates?: boolean;
+    /** Synchronize the GPU after each stage (ActOptions.stageTimes). */
+    stageTimes?: boolean;
     seed?: number;
   }): Promise<NativePolicyResult>;
   /** The kernel path; the first call on a GPU self-checks the CUDA kernels there. */
@@ -389,6 +393,11 @@ export interface KernelCheckResult {
 
 export interface BindingModule {
   buildInfo(): BuildInfo;
+  /** native/run_dir.cc: the run directory resolved once (config, preprocessing, statistics, checkpoint names). */
+  resolveRunDir(dir: string, options: { keyLayerIndices?: number[]; unnormKey?: string; statistics: boolean; head: boolean }): RunSpec;
+  parsePreprocessorConfig(jsonText: string, source: string): ImagePreprocessing;
+  readPreprocessorConfig(file: string): ImagePreprocessing;
+  readNormalizationStatistics(file: string, unnormKey?: string): NormalizationStatistics;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
   createBackbone(options: {
     modelPath: string; config: BackboneConfig; dtype: ModelDtype; device?: NativeDevice; threads?: number;
