@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { resolveRunSpec, type BackboneConfig, type RunSpec } from './config.js';
+import { centerCropArea } from './images.js';
 import { DisposedError, InputError } from './errors.js';
 import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
@@ -57,7 +58,7 @@ export class Backbone implements AsyncDisposable {
   }
 
   constructor(native: NativeBackbone, readonly config: BackboneConfig, readonly dtype: ModelDtype,
-    private readonly referenceCasts: boolean, readonly tokenizer?: PromptTokenizer, private readonly centerCrop?: boolean | number) {
+    private readonly referenceCasts: boolean, readonly tokenizer?: PromptTokenizer, private readonly centerCrop = 0) {
     this.#native = native;
   }
 
@@ -133,11 +134,12 @@ export async function loadBackbone(runDir: string, options: BackboneOptions = {}
 /** loadBackbone over an already resolved run directory (loadPolicy resolves it once for the VLM and the head). */
 export async function loadBackboneFromSpec(spec: RunSpec, options: BackboneOptions): Promise<Backbone> {
   const { dir: runDir, backbone: config } = spec;
+  const centerCrop = centerCropArea(options.centerCrop);  // checked at load, not at the first act
   const dtype = options.dtype ?? 'float32';
   const modelPath = spec.files.model;
   const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir, { vocabSize: config.llm.vocabSize }) : undefined;
   const native = await runTorchJob(() => getBinding().createBackbone({
     modelPath, config, dtype, device: options.device, threads: options.threads,
   }));
-  return new Backbone(native, config, dtype, options.referenceCasts ?? false, tokenizer, options.centerCrop);
+  return new Backbone(native, config, dtype, options.referenceCasts ?? false, tokenizer, centerCrop);
 }

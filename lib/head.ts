@@ -198,7 +198,10 @@ export function createHead(options: HeadCreateOptions): Promise<ActionHead> {
   }
   const { actionHeadPath, proprioProjectorPath, config, dtype = 'float32', device, threads, statistics } = options;
   return runTorchJob(async () => {
-    const native = await getBinding().createHead({ actionHeadPath, proprioProjectorPath, config, dtype, device, threads });
+    const native = await getBinding().createHead({
+      actionHeadPath, proprioProjectorPath, dtype, device, threads,
+      config: { ...config, objective: config.objective ?? 'l1', ablation: config.ablation ?? 'none' },  // the defaults, decided here
+    });
     return new ActionHead(native, statistics);
   });
 }

@@ -20,6 +20,7 @@ import {
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { checkOptions, optionKeys } from './options.js';
+import { centerCropArea } from './images.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, userCacheDir } from './random-run.js';
 import { addSkills, saveSkills, type AddSkillsOptions, type AddSkillsResult, type SkillHost, type SkillSource } from './skills.js';
@@ -344,6 +345,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   runDir = await resolveRunDir(runDir, options.hub);
   const placement = resolvePlacement(options);
   const run = resolveRunSpec(runDir, { unnormKey: options.unnormKey });  // the one read of the run directory
+  const centerCrop = centerCropArea(options.centerCrop);
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
   const backbone = await loadBackboneFromSpec(run, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
   try {
@@ -357,7 +359,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
     const stats = head.statistics!;
     const native = getBinding().createPolicy({
       backbone: backbone.native, head: head.native, threads: options.threads,
-      preprocess: { ...run.backbone.preprocessing, centerCrop: options.centerCrop },
+      preprocess: { ...run.backbone.preprocessing, centerCrop },
       stats: {
         proprio: { q01: stats.proprio.q01, q99: stats.proprio.q99, mask: Uint8Array.from(stats.proprio.mask, Number) },
         action: { q01: stats.action.q01, q99: stats.action.q99, mask: Uint8Array.from(stats.action.mask, Number) },

@@ -18,6 +18,7 @@ ap.add_argument("--device", default="cpu")
 a = ap.parse_args()
 impl = eager.pick_impl(a.impl)
 dev = torch.device(a.device)
+torch.backends.cudnn.allow_tf32 = False  # the patch-embedding conv in float32, not TF32 (the tolerance is 1e-4)
 cases = {k: v.to(dev) for k, v in eager.load_safetensors(os.path.join(a.run, "cases.safetensors"), impl).items()}
 m = eager.load_run(a.run, torch.float32, dev, impl)
 head = eager.load_head(a.run, torch.float32, dev, impl)

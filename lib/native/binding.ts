@@ -89,12 +89,12 @@ export interface NativeDenoiseConfig {
 export interface NativeHeadConfig {
   keyLayerIndices: number[];
   topK: number;
-  objective?: 'l1' | 'denoise';
+  objective: 'l1' | 'denoise';
   numPatches: number;
   numActionQueries: number;
   denoise?: NativeDenoiseConfig;
-  /** The paper's ablation (default 'none'); must match the checkpoint's variant (E_CHECKPOINT otherwise). */
-  ablation?: NativeAblation;
+  /** The paper's ablation; must match the checkpoint's variant (E_CHECKPOINT otherwise). */
+  ablation: NativeAblation;
   /** Dims an ablated checkpoint does not show (no-mol: head count, no-msm: chunk); checked when it does. */
   numHeads?: number;
   chunk?: number;
@@ -417,7 +417,8 @@ export interface BindingModule {
     size: number;
     means: number[][];
     stds: number[][];
-    centerCrop?: boolean | number;
+    /** The crop's area fraction, 0 = off (lib/images.ts centerCropArea). */
+    centerCrop?: number;
     imagesPerSample?: number;
     threads?: number;
   }): Promise<Float32Array>;
@@ -428,7 +429,7 @@ export interface BindingModule {
   }): Promise<Array<{ data: Uint8Array; params: AugmentationDraw }>>;
   createPolicy(options: {
     backbone: NativeBackbone; head: NativeHead; threads?: number;
-    preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: boolean | number };
+    preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: number };
     stats: { proprio: NativeBounds; action: NativeBounds };
   }): NativePolicy;
   createHead(options: {
@@ -440,7 +441,7 @@ export interface BindingModule {
   /** The released checkpoint layout, from the head's parameter tables (native/head/param_table.cc). */
   headCheckpointLayout(dims: {
     hidden: number; numBlocks: number; numHeads: number; actionDim: number; chunk: number; proprioDim: number; keyDim: number;
-    bankCapacity: number; ablation?: NativeAblation;
+    bankCapacity: number; ablation: NativeAblation;
   }): { actionHead: NativeCheckpointTensor[]; proprio: NativeCheckpointTensor[] };
   createMemoryBank(options: { capacity: number; keyDim: number; valueDim: number; threads?: number }): Promise<NativeMemoryBank>;
   ddimSchedule(options: { trainSteps: number; inferenceSteps: number }): { alphasCumprod: Float64Array; timesteps: Int32Array };

@@ -74,6 +74,7 @@ TEST(collectives) {
     if (child == 0) {  // rank 1: its verdict goes through the pipe
       close(fds[0]);
       const std::string why = run_rank(device, 1, 2, port);
+      std::fflush(stdout);  // _exit skips stdio's flush
       if (write(fds[1], why.data(), why.size()) < 0) _exit(2);
       _exit(why.empty() ? 0 : 1);
     }
