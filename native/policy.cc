@@ -4,7 +4,7 @@
 
 #include "error.h"
 #include "head/kernel_cases.h"
-#include "head/kernel_reference.h"
+#include "head/mol/reference.h"
 #include "timing.h"
 #include "transfer.h"
 #ifdef M2VLA_WITH_CUDA
@@ -37,10 +37,17 @@ const KernelReport& Policy::kernels() const {
   return kernels_;
 }
 
+std::string KernelReport::path() const {
+  using head::Backend;
+  if (mol == Backend::CpuFused && retrieval == Backend::CpuFused) return "cpu-fused";
+  if (mol == Backend::Cuda && retrieval == Backend::Cuda) return "cuda-kernels";
+  return "libtorch-ops";
+}
+
 KernelReport Policy::choose_kernels() const {
-  KernelReport report{"libtorch-ops", head::MolImpl::Reference, head::MolImpl::Reference, {}, {}};
+  KernelReport report;
   if (!config_.custom_kernels) return report;
-  if (device().is_cpu()) return {"cpu-fused", head::MolImpl::Fused, head::MolImpl::Fused, {}, {}};
+  if (device().is_cpu()) return {head::Backend::CpuFused, head::Backend::CpuFused, {}, {}};
 #ifdef M2VLA_WITH_CUDA
   // What the kernels cannot take (native/cuda/kernels.h) keeps the policy on libtorch ops without a check.
   const auto& dims = head_->dims();
@@ -63,9 +70,8 @@ KernelReport Policy::choose_kernels() const {
     report.checks.emplace_back(name, *registry.verdict(name));
     return ok;
   };
-  if (trusted("molAttention")) report.mol = head::MolImpl::Cuda;
-  if (trusted("l1TopK")) report.retrieval = head::MolImpl::Cuda;
-  if (report.mol == head::MolImpl::Cuda && report.retrieval == head::MolImpl::Cuda) report.path = "cuda-kernels";
+  if (trusted("molAttention")) report.mol = head::Backend::Cuda;
+  if (trusted("l1TopK")) report.retrieval = head::Backend::Cuda;
   // A kernel that faulted (an illegal address, say) leaves the CUDA context unusable: falling back would fail on the
   // next op with an error that blames it. Say what happened instead.
   if (const std::string dead = cuda::context_error(device()); !dead.empty())
@@ -123,8 +129,8 @@ head::HeadForwardOutput Policy::forward(const at::Tensor& pixels, const at::Tens
   in.prompt_len = input_ids.size(1);
   in.proprio = proprio;
   in.reference_casts = reference_casts;
-  in.impl = trace ? head::MolImpl::Reference : kernels.mol;
-  in.retrieval = trace ? head::MolImpl::Reference : kernels.retrieval;
+  in.mol = trace ? head::Backend::Reference : kernels.mol;
+  in.retrieval = trace ? head::Backend::Reference : kernels.retrieval;
   in.trace = trace;
   in.seed = seed;
   head::HeadForwardOutput out = head_->forward(in);

@@ -61,13 +61,15 @@ struct ActResult {
 
 // Which implementation of the head's custom kernels (MoL attention, MSM top-R) act() runs.
 struct KernelReport {
-  // "cpu-fused": the fused CPU loops (head/mol_fused.cc, head/msm_retrieval.cc);
-  // "cuda-kernels": the CUDA kernels (native/cuda), each of which passed its self-check on this GPU;
-  // "libtorch-ops": plain libtorch ops on the GPU (a kernel failed its check, or the model is outside its limits).
-  // Each kernel has its own verdict: with one trusted and one not, path is "libtorch-ops" and `mol` / `retrieval`
-  // say which runs where.
-  std::string path;
-  head::MolImpl mol = head::MolImpl::Fused, retrieval = head::MolImpl::Fused;
+  // Each kernel's own verdict (head/backend.h).
+  head::Backend mol = head::Backend::Reference, retrieval = head::Backend::Reference;
+  // What JS sees as kernels().path, derived from the two:
+  // "cpu-fused": the fused CPU loops (head/mol/fused_cpu.cc, head/msm/retrieval_cpu.cc);
+  // "cuda-kernels": the CUDA kernels (head/mol/cuda.cu, head/msm/l1_topk.cu), each of which passed its self-check
+  // on this GPU;
+  // "libtorch-ops": the libtorch references, on the GPU when a kernel failed its check or the model is outside its
+  // limits (with one kernel trusted and one not, `mol` / `retrieval` say which runs where).
+  std::string path() const;
   std::vector<std::pair<std::string, head::CheckResult>> checks;  // the self-checks run on the GPU
   std::vector<std::string> warnings;                              // why a GPU policy does not use its kernels
 };

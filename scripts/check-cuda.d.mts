@@ -1,4 +1,3 @@
-export const cudaDir: string;
 export const CUDA_ARCHS: string[];
 export function findNvcc(opts?: { env?: Record<string, string | undefined>; extraDirs?: string[] }): string | null;
 export function nvccArgs(source: string, output: string, archs?: string[]): string[];

@@ -1,4 +1,4 @@
-// `npm run check:cuda`: compile every native/cuda/*.cu with nvcc alone for the GPUs m2vla targets, so a kernel that
+// `npm run check:cuda`: compile every native/**/*.cu with nvcc alone for the GPUs m2vla targets, so a kernel that
 // does not build is caught on machines without a GPU (CI). One nvcc call per file covers all architectures; files
 // compile in parallel. Exits 0 with a "skipped" line when no nvcc is found (PATH, then /usr/local/cuda/bin).
 import { spawn } from 'node:child_process';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const cudaDir = path.join(packageRoot, 'native', 'cuda');
+const nativeDir = path.join(packageRoot, 'native');
 // A800/A100 (sm_80), RTX 3090 (sm_86), RTX 40xx/L40 (sm_89), H100 (sm_90): the same list as CMakeLists.txt.
 export const CUDA_ARCHS = ['80', '86', '89', '90'];
 
@@ -35,7 +35,8 @@ export function nvccArgs(source, output, archs = CUDA_ARCHS) {
     ...archs.flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]),
     // PTX of the newest architecture (JIT-compiled by the driver on newer GPUs) and source lines, as CMakeLists.txt.
     '-gencode', `arch=compute_${archs.at(-1)},code=compute_${archs.at(-1)}`, '-lineinfo',
-    '-o', output, source,
+    // The kernels include "cuda/kernels.h" from native/, as the CMake build does.
+    '-I', nativeDir, '-o', output, source,
   ];
 }
 
@@ -52,12 +53,13 @@ function run(nvcc, args) {
 }
 
 /**
- * Compile `files` (default: every native/cuda/*.cu) into a temporary directory. Resolves to
+ * Compile `files` (default: every native/**/*.cu) into a temporary directory. Resolves to
  * { skipped: reason } without nvcc, else { ok, nvcc, results: [{ file, command, status, seconds, output }] }.
  */
 export async function checkCuda({ files, nvcc = findNvcc(), archs = CUDA_ARCHS, jobs = os.availableParallelism() } = {}) {
   if (!nvcc) return { skipped: 'nvcc not found in PATH or /usr/local/cuda/bin; the CUDA kernels were not compiled' };
-  const sources = files ?? fs.readdirSync(cudaDir).filter((f) => f.endsWith('.cu')).sort().map((f) => path.join(cudaDir, f));
+  const sources = files ?? fs.readdirSync(nativeDir, { recursive: true }).filter((f) => f.endsWith('.cu')).sort()
+    .map((f) => path.join(nativeDir, f));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-cuda-'));
   try {
     const results = [];

@@ -191,7 +191,7 @@ class HeadForwardWorker : public TorchWorker {
     in_.hidden = in_.hidden.to(device);
     in_.proprio = in_.proprio.to(device);
     // The fused kernels are CPU loops: a head on a GPU runs the plain libtorch ops when asked for them.
-    if (!device.is_cpu() && in_.impl == head::MolImpl::Fused) in_.impl = head::MolImpl::Reference;
+    if (!device.is_cpu() && in_.mol == head::Backend::CpuFused) in_.mol = in_.retrieval = head::Backend::Reference;
     out_ = head_->forward(in_);
     prepare_head_output(out_);
   }
@@ -221,8 +221,8 @@ Napi::Value AddonHead::Forward(const Napi::CallbackInfo& info) {
     in.trace = bool_option(o, "intermediates", false);
     Napi::Value impl = o.Get("impl");
     std::string impl_name = impl.IsUndefined() ? (in.trace ? "reference" : "fused") : string_option(o, "impl");
-    if (impl_name == "fused") in.impl = head::MolImpl::Fused;
-    else if (impl_name == "reference") in.impl = head::MolImpl::Reference;
+    if (impl_name == "fused") in.mol = in.retrieval = head::Backend::CpuFused;
+    else if (impl_name == "reference") in.mol = in.retrieval = head::Backend::Reference;
     else fail(ErrorCode::Input, "impl: expected 'fused' or 'reference', got '", impl_name, "'");
     if (auto seed = optional_integer(o, "seed")) in.seed = uint64_t(*seed);
     return (new HeadForwardWorker(env, threads_, head_, std::move(in)))->Start();

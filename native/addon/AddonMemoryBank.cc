@@ -13,7 +13,7 @@
 #include "addon/models_js.h"
 #include "addon/workers.h"
 #include "error.h"
-#include "head/msm.h"
+#include "head/msm/bank.h"
 
 namespace m2vla::addon {
 namespace {

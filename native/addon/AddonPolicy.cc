@@ -76,7 +76,7 @@ class KernelsWorker : public TorchWorker {
   Napi::Value Result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
     out.Set("device", policy_->device().str());
-    out.Set("path", report_.path);
+    out.Set("path", report_.path());
     auto checks = Napi::Array::New(env, report_.checks.size());
     for (size_t i = 0; i < report_.checks.size(); ++i) {
       const auto& [kernel, verdict] = report_.checks[i];

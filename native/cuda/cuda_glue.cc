@@ -66,7 +66,7 @@ at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_
   if (out_dtype != at::kBFloat16 && out_dtype != at::kFloat)
     fail(ErrorCode::Input, "mol attention (CUDA): output dtype must be bfloat16 or float32, got ", out_dtype);
 
-  // The layout rule the policy's limits use too (head/kernel_reference.h): an odd head count never reaches here.
+  // The layout rule the policy's limits use too (head/mol/reference.h): an odd head count never reaches here.
   if (!head::mol_kernel_layout(in))
     fail(ErrorCode::Input, "mol attention (CUDA): every view needs head_dim contiguous and even strides and offsets "
          "(an even head count and head_dim); got q strides ", in.q.strides(), ", v_adapter strides ", in.v_adapter.strides(),

@@ -1,12 +1,13 @@
 // The CUDA kernels (kernels.h) on at::Tensors: checks device, dtype, shape and layout, then launches on the current
 // stream of the tensors' device. Compiled only in CUDA builds (CMake option M2VLA_CUDA, which defines
-// M2VLA_WITH_CUDA). Each function has the contract of its reference in head/kernel_reference.h.
+// M2VLA_WITH_CUDA). Each function has the contract of its reference in head/mol/reference.h or head/msm/reference.h.
 #pragma once
 #include <ATen/core/Tensor.h>
 
 #include <string>
 
-#include "head/kernel_reference.h"
+#include "head/mol/reference.h"
+#include "head/msm/reference.h"
 
 namespace m2vla::cuda {
 

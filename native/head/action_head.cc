@@ -168,7 +168,7 @@ void ActionHead::check_input(const HeadForwardInput& in) const {
   if (h.size(1) < 1) fail(ErrorCode::Shape, "hiddenStates: batch is empty");
   if (in.proprio.dim() != 2 || in.proprio.size(0) != h.size(1) || in.proprio.size(1) != dims_.proprio_dim)
     fail(ErrorCode::Shape, "proprio: expected [", h.size(1), ", ", dims_.proprio_dim, "], got ", in.proprio.sizes());
-  if (in.trace && in.impl != MolImpl::Reference)
+  if (in.trace && in.mol != Backend::Reference)
     fail(ErrorCode::Input, "intermediates: only the reference implementation records them");
 }
 
@@ -189,19 +189,19 @@ at::Tensor ActionHead::network(const at::Tensor& latent, const std::vector<MolCo
 }
 
 std::vector<MolCondition> ActionHead::conditions(const HeadInput& input, const at::Tensor& proprio_features,
-                                                 MolImpl impl) const {
+                                                 Backend backend) const {
   const at::ScalarType dtype = options_.dtype;
   std::vector<MolCondition> conds;
   if (options_.ablation == Ablation::NoMol) {
     // Every block reads the hidden state MoL's last block reads (index = number of blocks).
     const size_t last = cross_blocks_.size();
     at::Tensor tokens = at::cat({input.vision[last].to(dtype), input.action_queries[last].to(dtype), proprio_features.unsqueeze(1)}, 1);
-    for (const CrossBlock& b : cross_blocks_) conds.push_back({impl, {}, cross_keys(b, tokens, token_rope_), {}, tokens});
+    for (const CrossBlock& b : cross_blocks_) conds.push_back({backend, {}, cross_keys(b, tokens, token_rope_), {}, tokens});
     return conds;
   }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     at::Tensor h_adapter = at::cat({input.action_queries[i + 1].to(dtype), proprio_features.unsqueeze(1)}, 1);
-    conds.push_back(mol_condition(blocks_[i], h_adapter, input.vision[i + 1].to(dtype), tables_, impl));
+    conds.push_back(mol_condition(blocks_[i], h_adapter, input.vision[i + 1].to(dtype), tables_, backend));
   }
   return conds;
 }
@@ -240,10 +240,9 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   if (uses_msm()) {
     out.query_keys = msm_query_keys(in.hidden, options_.num_patches, options_.key_layer_indices);
     std::shared_lock lock(bank_mutex_);
-    const MolImpl retrieval = in.retrieval.value_or(in.impl);
-    out.retrieval = retrieval == MolImpl::Fused  ? bank_.query(out.query_keys, options_.top_k)
-                    : retrieval == MolImpl::Cuda ? bank_.query_cuda(out.query_keys, options_.top_k)
-                                               : bank_.query_reference(out.query_keys, options_.top_k);
+    out.retrieval = in.retrieval == Backend::CpuFused ? bank_.query(out.query_keys, options_.top_k)
+                    : in.retrieval == Backend::Cuda   ? bank_.query_cuda(out.query_keys, options_.top_k)
+                                                      : bank_.query_reference(out.query_keys, options_.top_k);
     h_memory = memory(out.retrieval.values);
   } else {
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(options_.device);
@@ -252,7 +251,7 @@ HeadForwardOutput ActionHead::forward(const HeadForwardInput& in) const {
   }
   out.retrieval_ms = watch.lap();
 
-  std::vector<MolCondition> conds = conditions(input, proprio_features, in.impl);
+  std::vector<MolCondition> conds = conditions(input, proprio_features, in.mol);
   HeadTrace trace;
   HeadTrace* tp = in.trace ? &trace : nullptr;
   out.normalized = decode(x0_.expand({B, dims_.chunk, dims_.hidden}), conds, h_memory, in.seed, tp).to(at::kFloat);

@@ -28,8 +28,8 @@
 #include "head/diffusion.h"
 #include "head/head_input.h"
 #include "head/layers.h"
-#include "head/mol.h"
-#include "head/msm.h"
+#include "head/mol/block.h"
+#include "head/msm/bank.h"
 #include "head/param_table.h"
 #include "head/proprio.h"
 
@@ -42,9 +42,9 @@ struct HeadForwardInput {
   // The reference's hard-coded bfloat16 roundings inside the head: the action-query slice of every hidden state and
   // the normalized proprio (values rounded, computation continues in the head's dtype).
   bool reference_casts = false;
-  MolImpl impl = MolImpl::Fused;  // Reference also switches retrieval to at::cdist + at::topk
-  std::optional<MolImpl> retrieval;  // the MSM top-R implementation when it differs from `impl` (a kernel's own verdict)
-  bool trace = false;             // record intermediates (Reference impl only)
+  // Each kernel's implementation (head/backend.h); on a GPU the policy decides them per kernel (policy.cc).
+  Backend mol = Backend::CpuFused, retrieval = Backend::CpuFused;
+  bool trace = false;             // record intermediates (mol == Reference only)
   std::optional<uint64_t> seed;   // Denoise: seed of the initial noise (random when absent)
 };
 
@@ -135,7 +135,7 @@ class ActionHead {
   ActionHead() = default;
   // One condition per block from the sliced inputs (converted to the head's dtype). No-mol: `task` holds the
   // CrossBlock's rotated keys and `task_tokens` the last hidden state's [vision; AQ; proprio] tokens.
-  std::vector<MolCondition> conditions(const HeadInput& input, const at::Tensor& proprio_features, MolImpl impl) const;
+  std::vector<MolCondition> conditions(const HeadInput& input, const at::Tensor& proprio_features, Backend backend) const;
   // layer_norm2 → fc2 after the blocks, from a latent [B, chunk, D].
   // h_memory [B, R, chunk*D] from the retrieved values, or undefined without MSM.
   at::Tensor memory(const at::Tensor& retrieved) const;

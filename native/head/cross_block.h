@@ -24,7 +24,7 @@
 #include <string>
 
 #include "head/layers.h"
-#include "head/mol.h"
+#include "head/mol/block.h"
 #include "head/param_table.h"
 #include "head/rope.h"
 #include "io/state_dict.h"

@@ -35,7 +35,7 @@ at::Tensor ActionHead::train_forward(const HeadBatch& batch, const TrainingNoise
   at::Tensor proprio_features = proprio_(batch.proprio.to(dtype));
   at::Tensor h_memory = memory(batch.retrieved);
   // The plain path: the fused one reads raw pointers and writes in place, which autograd cannot record.
-  std::vector<MolCondition> conds = conditions(batch.input, proprio_features, MolImpl::Reference);
+  std::vector<MolCondition> conds = conditions(batch.input, proprio_features, Backend::Reference);
   at::Tensor latent;
   if (options_.objective == Objective::L1) {
     if (!noise.latent.defined() || noise.latent.sizes() != at::IntArrayRef({C, dims_.action_dim * D}))
@@ -56,7 +56,7 @@ at::Tensor ActionHead::predict(const HeadBatch& batch, std::optional<uint64_t> s
   const int64_t B = batch.proprio.size(0);
   at::Tensor proprio_features = proprio_(batch.proprio.to(dtype));
   at::Tensor h_memory = memory(batch.retrieved);
-  std::vector<MolCondition> conds = conditions(batch.input, proprio_features, MolImpl::Fused);
+  std::vector<MolCondition> conds = conditions(batch.input, proprio_features, Backend::CpuFused);
   // From the current weights: x0_ is the latent of the weights as loaded.
   return decode(initial_latent().expand({B, dims_.chunk, dims_.hidden}), conds, h_memory, seed, nullptr).to(at::kFloat);
 }

@@ -30,6 +30,13 @@ std::vector<KernelCase> kernel_cases(const std::string& kernel, c10::Device gpu 
 // The first variant ("edge": small odd sizes, partial tiles): the quick check kernelSelfCheck() runs.
 KernelCase kernel_case(const std::string& kernel, c10::Device gpu = c10::Device(c10::kCUDA));
 
+// Each kernel's variants, beside its reference: mol/cases.cc, msm/cases.cc.
+std::vector<KernelCase> mol_attention_cases(const c10::Device& gpu);
+std::vector<KernelCase> l1_topk_cases(const c10::Device& gpu);
+std::vector<KernelCase> bank_append_cases(const c10::Device& gpu);
+// Copies of `ts` on `device` (the CUDA candidates' inputs).
+Tensors to_device(const Tensors& ts, const c10::Device& device);
+
 // One verdict for `kernel` on `gpu`: every variant's CUDA candidate against its reference (seed 0). ok only when all
 // agree; detail names each variant's outcome. CUDA builds only (E_CONFIG otherwise).
 CheckResult check_kernel_variants(const std::string& kernel, c10::Device gpu);

@@ -43,7 +43,8 @@
 #include "fixture.h"
 #include "io/write.h"
 #include "train/trainer.h"
-#include "head/kernel_reference.h"
+#include "head/mol/reference.h"
+#include "head/msm/reference.h"
 #include "policy.h"
 #include "run_dir.h"
 #include "timing.h"
@@ -270,7 +271,7 @@ int bench_act(const Args& a) {
   const double first_ms = ms_since(t);
   const KernelReport& k = policy->kernels();
   std::printf("device %s (%s), dtype %s, batch %lld, prompt %lld: kernel path %s\n", d.str().c_str(), placement.name.c_str(),
-              c10::toString(placement.dtype), (long long)batch, (long long)prompt_len, k.path.c_str());
+              c10::toString(placement.dtype), (long long)batch, (long long)prompt_len, k.path().c_str());
   for (const auto& w : k.warnings) std::printf("  warning: %s\n", w.c_str());
   for (const auto& [name, r] : k.checks) std::printf("  self-check %s: %s\n", name.c_str(), r.detail.c_str());
 
@@ -299,7 +300,7 @@ int bench_act(const Args& a) {
 
   JsonObject j;
   j.str("run_dir", spec.dir).str("device", d.str()).str("device_name", placement.name).str("dtype", c10::toString(placement.dtype));
-  j.num("batch", double(batch)).num("prompt_len", double(prompt_len)).str("kernel_path", k.path).raw("checks", checks_json(k));
+  j.num("batch", double(batch)).num("prompt_len", double(prompt_len)).str("kernel_path", k.path()).raw("checks", checks_json(k));
   j.num("load_ms", load_ms).num("first_act_ms", first_ms).num("iters", double(iters));
   j.num("p50_ms", p50).num("p95_ms", percentile(ms, 95)).num("p99_ms", percentile(ms, 99)).num("min_ms", percentile(ms, 0));
   j.num("chunks_per_s", 1000.0 * double(batch) / p50).num("actions_per_s", 1000.0 * double(batch * chunk) / p50);
@@ -331,8 +332,8 @@ int bench_act(const Args& a) {
   const std::string json = j.dump();
   if (a.options.count("json")) std::ofstream(a.get("json", "")) << json << "\n";
   else std::printf("%s\n", json.c_str());
-  if (a.options.count("expect-path") && k.path != a.get("expect-path", "")) {
-    std::fprintf(stderr, "kernel path is %s, expected %s%s%s\n", k.path.c_str(), a.get("expect-path", "").c_str(),
+  if (a.options.count("expect-path") && k.path() != a.get("expect-path", "")) {
+    std::fprintf(stderr, "kernel path is %s, expected %s%s%s\n", k.path().c_str(), a.get("expect-path", "").c_str(),
                  k.warnings.empty() ? "" : ": ", k.warnings.empty() ? "" : k.warnings[0].c_str());
     return 1;
   }

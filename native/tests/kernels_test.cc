@@ -9,7 +9,8 @@
 
 #include "check.h"
 #include "head/kernel_cases.h"
-#include "head/kernel_reference.h"
+#include "head/mol/reference.h"
+#include "head/msm/reference.h"
 
 namespace m2vla::test {
 namespace {

@@ -62,8 +62,8 @@ TEST(kernel_path) {
   const Placement p = placement("float32");
   const auto policy = load_policy(resolve_run_dir(fixture_dir()), p);
   const KernelReport& k = policy->kernels();
-  std::printf("  kernel path on %s (float32): %s\n", p.device.str().c_str(), k.path.c_str());
-  EXPECT_MSG(k.path == (p.device.is_cpu() ? "cpu-fused" : "libtorch-ops"), "path ", k.path);
+  std::printf("  kernel path on %s (float32): %s\n", p.device.str().c_str(), k.path().c_str());
+  EXPECT_MSG(k.path() == (p.device.is_cpu() ? "cpu-fused" : "libtorch-ops"), "path ", k.path());
 }
 
 // bfloat16 weights and activations (VLM and head): the actions stay within a bound of the float32 golden run with the
@@ -72,8 +72,8 @@ TEST(kernel_path) {
 TEST(bfloat16_bounded_error) {
   const Placement p = placement("bfloat16");
   const auto policy = load_policy(resolve_run_dir(fixture_dir()), p);
-  std::printf("  kernel path on %s (bfloat16): %s\n", p.device.str().c_str(), policy->kernels().path.c_str());
-  if (!p.device.is_cpu()) EXPECT_MSG(policy->kernels().path == "cuda-kernels", "bf16 on a GPU must use the CUDA kernels: ",
+  std::printf("  kernel path on %s (bfloat16): %s\n", p.device.str().c_str(), policy->kernels().path().c_str());
+  if (!p.device.is_cpu()) EXPECT_MSG(policy->kernels().path() == "cuda-kernels", "bf16 on a GPU must use the CUDA kernels: ",
                                     policy->kernels().warnings.empty() ? "" : policy->kernels().warnings[0]);
   for (const char* c : kCases) {
     const ActResult out = policy->act(case_request(c, true));

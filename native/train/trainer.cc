@@ -11,7 +11,7 @@
 #include <set>
 
 #include "error.h"
-#include "head/msm.h"
+#include "head/msm/bank.h"
 #include "timing.h"
 
 namespace m2vla::train {

@@ -24,7 +24,7 @@
 #include <utility>
 #include <vector>
 
-#include "head/msm.h"
+#include "head/msm/bank.h"
 #include "head/simd.h"
 
 namespace m2vla::head {

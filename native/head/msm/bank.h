@@ -41,11 +41,11 @@ class MemoryBank {
   // bfloat16. More rows than the capacity at once: only the newest `capacity` are kept.
   void append(const at::Tensor& keys, const at::Tensor& values);
 
-  // Fused retrieval: queries [B, key_dim] float32. See msm_retrieval.cc.
+  // Fused retrieval: queries [B, key_dim] float32. See retrieval_cpu.cc.
   Retrieval query(const at::Tensor& queries, int64_t top_k) const;
-  // The reference computation (at::cdist p=1 on the float32 keys, at::topk): the yardstick for query().
+  // The reference computation, l1_topk_reference (msm/reference.h) with torch.topk's ties: the yardstick for query().
   Retrieval query_reference(const at::Tensor& queries, int64_t top_k) const;
-  // The CUDA kernel (native/cuda/l1_topk.cu) over the bank in device memory; CUDA builds, bank on a GPU.
+  // The CUDA kernel (msm/l1_topk.cu) over the bank in device memory; CUDA builds, bank on a GPU.
   Retrieval query_cuda(const at::Tensor& queries, int64_t top_k) const;
 
  private:

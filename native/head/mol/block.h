@@ -6,11 +6,13 @@
 // then out = o_proj(mix) + MSM context, x = FFN(out + x) with FFN = LayerNorm → Linear → ReLU (no outer residual).
 // k_memory, v_memory and film_gen exist in checkpoints but the reference forward never uses them: not loaded.
 //
-// Two implementations that agree to float rounding (tests: 1e-5):
-// - Reference: the reference code's op sequence (projections, head reshapes, RoPE, three matmul/softmax/matmul,
-//   stack-mean; the projections of one input share a GEMM through stacked weights, same dot products); yields
-//   every intermediate.
-// - Fused: one pass over the queries per (batch, head) computes the three logit rows and softmaxes, reading keys in
+// Three backends (head/backend.h) that agree to float rounding (tests: 1e-5):
+// - Reference: the projections (those of one input share a GEMM through stacked weights, same dot products), head
+//   views and RoPE, then the one libtorch definition of the attention, mol_attention_reference (mol/reference.h);
+//   yields every intermediate.
+// - Cuda: the same projections and RoPE feeding the fused CUDA kernel (mol/cuda.cu) for the three-branch attention;
+//   CUDA builds with a bfloat16 head on a GPU only.
+// - CpuFused (fused_cpu.cc): one pass over the queries per (batch, head) computes the three logit rows and softmaxes, reading keys in
 //   place from the projection outputs (no reshape/transpose/RoPE copy/concat). The conditioning values are never
 //   projected per token: sum_j w_j (W_v h_j + b) = W_v (sum_j w_j h_j) + b because the weights sum to one, so the
 //   weighted sums are taken over the raw tokens (one GEMM per branch) and projected once per query and head. For
@@ -20,16 +22,13 @@
 
 #include <string>
 
+#include "head/backend.h"
 #include "head/layers.h"
 #include "head/param_table.h"
 #include "head/rope.h"
 #include "io/state_dict.h"
 
 namespace m2vla::head {
-
-// Cuda: the plain path's projections and RoPE (libtorch ops, any device) feeding the fused CUDA kernel
-// (native/cuda/mol_attention.cu) for the three-branch attention; CUDA builds with a bfloat16 head on a GPU only.
-enum class MolImpl { Fused, Reference, Cuda };
 
 struct MolBlock {
   int64_t dim = 0, heads = 0, head_dim = 0;
@@ -55,10 +54,10 @@ struct MolTables {
 // What a block needs of its conditioning tokens. It does not depend on the action latent, so a forward computes it
 // once and every denoising step reuses it.
 struct MolCondition {
-  MolImpl impl;
-  at::Tensor adapter;  // Reference: [B, NT+1, 2D+H] keys | gate scores | values. Fused: [B, NT+1, D+H] rotated keys | gate
-  at::Tensor task;     // Reference: [B, NP, 2D] keys | values. Fused: [B, NP, D] rotated keys
-  at::Tensor adapter_tokens, task_tokens;  // Fused: the [AQ; proprio] and vision tokens, [B, n, D]
+  Backend backend;
+  at::Tensor adapter;  // Reference, Cuda: [B, NT+1, 2D+H] keys | gate scores | values. CpuFused: [B, NT+1, D+H] rotated keys | gate
+  at::Tensor task;     // Reference, Cuda: [B, NP, 2D] keys | values. CpuFused: [B, NP, D] rotated keys
+  at::Tensor adapter_tokens, task_tokens;  // CpuFused: the [AQ; proprio] and vision tokens, [B, n, D]
 };
 
 // Every intermediate of the Reference path, named like the fixture's `expected.head.block{N}.*`.
@@ -68,11 +67,10 @@ struct BlockTrace {
 };
 
 MolCondition mol_condition(const MolBlock& block, const at::Tensor& h_adapter, const at::Tensor& h_task,
-                           const MolTables& tables, MolImpl impl);
+                           const MolTables& tables, Backend backend);
 
 // x [B, chunk, D] -> [B, chunk, D]. `h_memory` [B, R, chunk*D] is the MSM's projected retrieval (undefined without
-// MSM). `trace` (Reference
-// path only) receives the intermediates.
+// MSM). `trace` (Reference backend only) receives the intermediates.
 at::Tensor mol_forward(const MolBlock& block, const at::Tensor& x, const MolCondition& cond, const at::Tensor& h_memory,
                        const MolTables& tables, BlockTrace* trace = nullptr);
 
@@ -82,7 +80,7 @@ at::Tensor block_output(const Linear& o_proj, const LayerNorm& ffn_norm, const L
                         const at::Tensor& mix, const at::Tensor& h_memory, BlockTrace* trace);
 
 // The fused attention: mix [B, chunk, D] (o_proj input) from the q/k/v projection [B, chunk, 3D] (q and k rotated)
-// and a Fused condition.
+// and a CpuFused condition.
 at::Tensor mol_attention_fused(const MolBlock& block, const at::Tensor& qkv, const MolCondition& cond);
 
 }  // namespace m2vla::head

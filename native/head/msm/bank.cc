@@ -1,10 +1,11 @@
-#include "head/msm.h"
+#include "head/msm/bank.h"
 
 #include <ATen/ATen.h>
 
 #include <cmath>
 
 #include "error.h"
+#include "head/msm/reference.h"
 #include "head/param_table.h"
 #ifdef M2VLA_WITH_CUDA
 #include "cuda/cuda_glue.h"
@@ -78,17 +79,15 @@ void MemoryBank::repack(int64_t from_row) {
 
 Retrieval MemoryBank::query_reference(const at::Tensor& queries, int64_t top_k) const {
   if (size_ == 0) return finish(queries, at::Tensor(), at::Tensor(), top_k);
-  at::Tensor stored = keys_.narrow(0, 0, size_).to(at::kFloat);
-  at::Tensor sim = at::cdist(queries, stored, 1).div(key_dim()).mul(-10000);
-  auto [top_sims, indices] = at::topk(sim, std::min(top_k, size_), -1);
-  return finish(queries, indices, top_sims, top_k);
+  const TopK top = l1_topk_reference(queries, keys_, size_, /*oldest=*/0, top_k, TopKTies::TorchTopk);
+  return finish(queries, top.indices, top.similarities, top_k);
 }
 
 Retrieval MemoryBank::query_cuda(const at::Tensor& queries, int64_t top_k) const {
 #ifdef M2VLA_WITH_CUDA
   if (size_ == 0) return finish(queries, at::Tensor(), at::Tensor(), top_k);
   // The kernel pads the slots past `size_` itself (index 0, similarity 0), as finish() would.
-  head::TopK top = cuda::l1_topk(queries, keys_, size_, /*oldest=*/0, top_k);
+  const TopK top = cuda::l1_topk(queries, keys_, size_, /*oldest=*/0, top_k);
   return finish(queries, top.indices, top.similarities, top_k);
 #else
   fail(ErrorCode::Config, "MSM retrieval: the CUDA kernel is not in this CPU-only build");

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <initializer_list>
 
-#include "kernels.h"
+#include "cuda/kernels.h"
 
 namespace {
 

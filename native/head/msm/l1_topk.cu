@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-#include "kernels.h"
+#include "cuda/kernels.h"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <cmath>
 #include <vector>
 
-#include "head/mol.h"
+#include "head/mol/block.h"
 #include "head/simd.h"
 
 namespace m2vla::head {

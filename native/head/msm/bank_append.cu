@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "kernels.h"
+#include "cuda/kernels.h"
 
 namespace {
 
