@@ -7,8 +7,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readRunConfig, type BackboneConfig } from './config.js';
-import { CheckpointError, DisposedError, InputError } from './errors.js';
+import { resolveRunSpec, type BackboneConfig, type RunSpec } from './config.js';
+import { centerCropArea } from './images.js';
+import { DisposedError, InputError } from './errors.js';
 import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
@@ -47,15 +48,6 @@ export interface AskOptions {
   stopIds?: number[];
 }
 
-/** The VLM checkpoint of a run directory: a single safetensors file or a sharded index. */
-export function modelFile(runDir: string): string {
-  for (const name of ['model.safetensors', 'model.safetensors.index.json']) {
-    const file = path.join(runDir, name);
-    if (fs.existsSync(file)) return file;
-  }
-  throw new CheckpointError(`${runDir}: no model.safetensors or model.safetensors.index.json`);
-}
-
 export class Backbone implements AsyncDisposable {
   #native: NativeBackbone | undefined;
 
@@ -66,7 +58,7 @@ export class Backbone implements AsyncDisposable {
   }
 
   constructor(native: NativeBackbone, readonly config: BackboneConfig, readonly dtype: ModelDtype,
-    private readonly referenceCasts: boolean, readonly tokenizer?: PromptTokenizer, private readonly centerCrop?: boolean | number) {
+    private readonly referenceCasts: boolean, readonly tokenizer?: PromptTokenizer, private readonly centerCrop = 0) {
     this.#native = native;
   }
 
@@ -136,12 +128,18 @@ const ASK_KEYS = optionKeys<AskOptions>({ maxNewTokens: true, stopIds: true });
 
 export async function loadBackbone(runDir: string, options: BackboneOptions = {}): Promise<Backbone> {
   checkOptions(options, BACKBONE_KEYS, 'loadBackbone');
-  const { backbone: config } = readRunConfig(runDir);
+  return loadBackboneFromSpec(resolveRunSpec(runDir, { statistics: false, head: false }), options);
+}
+
+/** loadBackbone over an already resolved run directory (loadPolicy resolves it once for the VLM and the head). */
+export async function loadBackboneFromSpec(spec: RunSpec, options: BackboneOptions): Promise<Backbone> {
+  const { dir: runDir, backbone: config } = spec;
+  const centerCrop = centerCropArea(options.centerCrop);  // checked at load, not at the first act
   const dtype = options.dtype ?? 'float32';
-  const modelPath = modelFile(runDir);
+  const modelPath = spec.files.model;
   const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir, { vocabSize: config.llm.vocabSize }) : undefined;
   const native = await runTorchJob(() => getBinding().createBackbone({
     modelPath, config, dtype, device: options.device, threads: options.threads,
   }));
-  return new Backbone(native, config, dtype, options.referenceCasts ?? false, tokenizer, options.centerCrop);
+  return new Backbone(native, config, dtype, options.referenceCasts ?? false, tokenizer, centerCrop);
 }

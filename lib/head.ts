@@ -6,11 +6,8 @@
  *
  * TypeScript validates and packs; the addon computes (normalization, retrieval, the MoL blocks, unnormalization).
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { parseAblation, readRunConfig, type Ablation, type HeadConfig } from './config.js';
-import { readJson } from './json.js';
-import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
+import { parseAblation, resolveRunSpec, type Ablation, type HeadConfig, type NormalizationStatistics, type NormStats, type RunSpec } from './config.js';
+import { CheckpointError, ConfigError, DisposedError, InputError, ShapeError, toTypedError } from './errors.js';
 import {
   getBinding, type ModelDtype, type NativeDenoiseConfig, type NativeDevice, type NativeHead, type NativeHeadDims,
   type NativeHeadForwardInput, type NativeHeadTrace, type NativeTensor,
@@ -19,20 +16,7 @@ import { runTorchJob } from './native/queue.js';
 import type { TensorData } from './observation.js';
 import { checkOptions, optionKeys } from './options.js';
 
-/** BOUNDS_Q99 statistics of one quantity (dataset_statistics.json[key].action / .proprio). */
-export interface NormStats {
-  q01: Float64Array;
-  q99: Float64Array;
-  /** true = normalize this dimension; false = pass it through (the gripper of LIBERO actions). */
-  mask: boolean[];
-}
-
-export interface NormalizationStatistics {
-  /** The unnorm key the statistics were taken from. */
-  key: string;
-  action: NormStats;
-  proprio: NormStats;
-}
+export type { NormalizationStatistics, NormStats } from './run-spec.js';
 
 export type DenoiseOptions = NativeDenoiseConfig;
 
@@ -84,46 +68,19 @@ export interface HeadPredictOutput extends HeadForwardOutput {
   proprio: Float64Array;
 }
 
-/** Far above any robot quantity; ±1e308 would turn (q99 - q01) into Inf and every action into NaN. */
-const MAX_STATISTIC = 1e9;
-
-function numbers(value: unknown, what: string): number[] {
-  if (!Array.isArray(value)) throw new ConfigError(`${what}: expected an array of finite numbers`);
-  const bad = value.findIndex((v) => typeof v !== 'number' || !(Math.abs(v) <= MAX_STATISTIC));
-  if (bad >= 0) throw new ConfigError(`${what}[${bad}]: expected a finite number within ±${MAX_STATISTIC}, got ${JSON.stringify(value[bad])}`);
-  return value as number[];
-}
-
-function normStats(entry: unknown, what: string): NormStats {
-  const e = (entry ?? {}) as Record<string, unknown>;
-  const q01 = numbers(e.q01, `${what}.q01`), q99 = numbers(e.q99, `${what}.q99`);
-  if (q99.length !== q01.length) throw new ConfigError(`${what}: q01 and q99 have different lengths`);
-  const crossed = q01.findIndex((lo, i) => q99[i] < lo);
-  if (crossed >= 0) throw new ConfigError(`${what}: q99[${crossed}] = ${q99[crossed]} is below q01[${crossed}] = ${q01[crossed]}`);
-  const mask = e.mask === undefined ? q01.map(() => true) : e.mask;
-  if (!Array.isArray(mask) || mask.length !== q01.length || mask.some((m) => typeof m !== 'boolean')) {
-    throw new ConfigError(`${what}.mask: expected ${q01.length} booleans`);
-  }
-  return { q01: Float64Array.from(q01), q99: Float64Array.from(q99), mask: mask as boolean[] };
-}
-
 /**
  * dataset_statistics.json → the statistics of one dataset. Without `unnormKey` the file must hold exactly one; like
- * the LIBERO eval script, "<key>_no_noops" is used when only that exists.
+ * the LIBERO eval script, "<key>_no_noops" is used when only that exists (native/run_dir.cc's rules: values within
+ * ±1e9, q99 >= q01, an optional boolean mask; ConfigError naming the entry).
  */
 export function readNormalizationStatistics(file: string, unnormKey?: string): NormalizationStatistics {
-  const all = readJson(file);
-  const keys = Object.keys(all);
-  let key = unnormKey;
-  if (key === undefined) {
-    if (keys.length !== 1) throw new ConfigError(`${file}: holds ${keys.length} datasets; pass unnormKey, one of: ${keys.join(', ')}`);
-    key = keys[0];
-  } else if (!(key in all) && `${key}_no_noops` in all) {
-    key = `${key}_no_noops`;
+  if (unnormKey !== undefined && typeof unnormKey !== 'string')
+    throw new InputError(`unnormKey: expected a string, got ${JSON.stringify(unnormKey)}`);
+  try {
+    return getBinding().readNormalizationStatistics(file, unnormKey);
+  } catch (e) {
+    throw toTypedError(e);
   }
-  if (!(key in all)) throw new ConfigError(`unnormKey: "${unnormKey}" is not in ${file}; available: ${keys.join(', ')}`);
-  const entry = all[key] as Record<string, unknown>;
-  return { key, action: normStats(entry.action, `${file}: ${key}.action`), proprio: normStats(entry.proprio, `${file}: ${key}.proprio`) };
 }
 
 function nativeStats(s: NormStats) {
@@ -241,20 +198,12 @@ export function createHead(options: HeadCreateOptions): Promise<ActionHead> {
   }
   const { actionHeadPath, proprioProjectorPath, config, dtype = 'float32', device, threads, statistics } = options;
   return runTorchJob(async () => {
-    const native = await getBinding().createHead({ actionHeadPath, proprioProjectorPath, config, dtype, device, threads });
+    const native = await getBinding().createHead({
+      actionHeadPath, proprioProjectorPath, dtype, device, threads,
+      config: { ...config, objective: config.objective ?? 'l1', ablation: config.ablation ?? 'none' },  // the defaults, decided here
+    });
     return new ActionHead(native, statistics);
   });
-}
-
-/** A head checkpoint of a run directory: `<stem>.safetensors`, else the one `<stem>--*checkpoint.pt`. */
-export function headFile(runDir: string, stem: string): string {
-  const safetensors = path.join(runDir, `${stem}.safetensors`);
-  if (fs.existsSync(safetensors)) return safetensors;
-  const pt = fs.readdirSync(runDir).filter((f) => f.startsWith(`${stem}--`) && f.endsWith('checkpoint.pt'));
-  if (pt.length === 1) return path.join(runDir, pt[0]);
-  throw new CheckpointError(pt.length === 0
-    ? `${runDir}: no ${stem}.safetensors or ${stem}--*checkpoint.pt`
-    : `${runDir}: several ${stem} checkpoints (${pt.join(', ')}); pass the file explicitly to createHead()`);
 }
 
 export interface LoadHeadOptions {
@@ -271,14 +220,18 @@ export interface LoadHeadOptions {
 export async function loadHead(runDir: string, options: LoadHeadOptions = {}): Promise<ActionHead> {
   checkOptions(options, LOAD_HEAD_KEYS, 'loadHead');
   if (options.head?.ablation !== undefined) parseAblation(options.head.ablation, 'head.ablation');
-  const run = readRunConfig(runDir, { keyLayerIndices: options.head?.keyLayerIndices });
-  const { backbone } = run;
+  return loadHeadFromSpec(resolveRunSpec(runDir, { keyLayerIndices: options.head?.keyLayerIndices, unnormKey: options.unnormKey }), options);
+}
+
+/** loadHead over an already resolved run directory (loadPolicy resolves it once for the VLM and the head). */
+export function loadHeadFromSpec(spec: RunSpec, options: Omit<LoadHeadOptions, 'unnormKey'>): Promise<ActionHead> {
+  const { backbone } = spec;
   const patchesPerImage = (backbone.imageSize / backbone.featurizer.patchSize) ** 2;
   return createHead({
-    actionHeadPath: headFile(runDir, 'action_head'),
-    proprioProjectorPath: headFile(runDir, 'proprio_projector'),
+    actionHeadPath: spec.files.actionHead,
+    proprioProjectorPath: spec.files.proprioProjector,
     config: {
-      ...run.head,
+      ...spec.head,
       ...options.head,
       numPatches: backbone.numImages * patchesPerImage,
       numActionQueries: backbone.numActionQueries,
@@ -286,6 +239,6 @@ export async function loadHead(runDir: string, options: LoadHeadOptions = {}): P
     dtype: options.dtype,
     device: options.device,
     threads: options.threads,
-    statistics: readNormalizationStatistics(path.join(runDir, 'dataset_statistics.json'), options.unnormKey),
+    statistics: spec.statistics,
   });
 }

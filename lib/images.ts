@@ -103,12 +103,28 @@ export interface PixelValues {
   shape: [number, number, number, number];  // [batch, 3 * backbones * imagesPerSample, size, size]
 }
 
+/** LIBERO's crop: 0.9 of the image area. */
+const LIBERO_CROP_AREA = 0.9;
+
+/**
+ * The centerCrop option as the area fraction the native preprocessing takes: 0 (off: undefined, false or 0), 0.9
+ * (true) or a fraction in (0, 1]; anything else is an InputError.
+ */
+export function centerCropArea(value: unknown): number {
+  if (value === undefined || value === false) return 0;
+  if (value === true) return LIBERO_CROP_AREA;
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1))
+    throw new InputError(`centerCrop: expected true, false or an area fraction in (0, 1] (0 = off), got ${JSON.stringify(value)}`);
+  return value;
+}
+
 const PIXEL_KEYS = optionKeys<PixelValuesOptions>({ imagesPerSample: true, centerCrop: true, names: true, threads: true });
 
 /** Decodes/validates the images and returns the model's pixel values (one torch job). */
 export async function pixelValues(images: ImageInput[], prep: ImagePreprocessing,
   options: PixelValuesOptions = {}): Promise<PixelValues> {
   checkOptions(options, PIXEL_KEYS, 'pixelValues');
+  const centerCrop = centerCropArea(options.centerCrop);
   const perSample = options.imagesPerSample ?? images.length;
   if (images.length === 0) throw new InputError('images: at least one image is needed');
   if (!Number.isInteger(perSample) || perSample <= 0 || images.length % perSample !== 0)
@@ -118,7 +134,7 @@ export async function pixelValues(images: ImageInput[], prep: ImagePreprocessing
   const data = await runTorchJob(() => getBinding().preprocessImages({
     images: raw.map((r, i) => ({ ...r, name: names[i] })),
     size: prep.size, means: prep.means, stds: prep.stds,
-    centerCrop: options.centerCrop, imagesPerSample: perSample, threads: options.threads,
+    centerCrop, imagesPerSample: perSample, threads: options.threads,
   }));
   const shape: PixelValues['shape'] = [images.length / perSample, 3 * prep.means.length * perSample, prep.size, prep.size];
   return { data, shape };

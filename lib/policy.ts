@@ -9,17 +9,18 @@
  * in one.
  */
 import path from 'node:path';
-import { loadBackbone, type Backbone } from './backbone.js';
-import { readRunConfig, type Ablation } from './config.js';
+import { loadBackboneFromSpec, type Backbone } from './backbone.js';
+import { resolveRunSpec, type Ablation } from './config.js';
 import { DisposedError, InputError, NonFiniteError, toTypedError } from './errors.js';
 import { resolveRunDir, type PullOptions } from './hub.js';
-import { loadHead, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
+import { loadHeadFromSpec, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
 import {
   getBinding, type ModelDtype, type NativeDevice, type NativeKernelReport, type NativePlacement, type NativePolicy,
   type NativePolicyResult,
 } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { checkOptions, optionKeys } from './options.js';
+import { centerCropArea } from './images.js';
 import { checkObservations, packChecked, type Observation, type TensorData } from './observation.js';
 import { DEMO_DIMS, ensureRandomRun, TINY_TOKENIZER_DIR, userCacheDir } from './random-run.js';
 import { addSkills, saveSkills, type AddSkillsOptions, type AddSkillsResult, type SkillHost, type SkillSource } from './skills.js';
@@ -58,6 +59,8 @@ export interface PolicyOptions {
   hub?: PullOptions;
 }
 
+const ACT_KEYS = optionKeys<ActOptions>({ seed: true, stageTimes: true, maxPromptTokens: true });
+
 const POLICY_KEYS = optionKeys<PolicyOptions>({
   device: true, dtype: true, threads: true, referenceCasts: true, unnormKey: true, centerCrop: true,
   objective: true, denoise: true, ablation: true, hub: true,
@@ -66,6 +69,12 @@ const POLICY_KEYS = optionKeys<PolicyOptions>({
 export interface ActOptions {
   /** Seed of the denoising objective's noise. */
   seed?: number;
+  /**
+   * Synchronized per-stage times in `timing` (default false). On a GPU this waits for the device after every stage
+   * (about 7 host round trips per call), so leave it off where only latency matters; off, a GPU's stage fields are
+   * the host's dispatch time and only `timing.total` is the call's. On the CPU the stages are exact either way.
+   */
+  stageTimes?: boolean;
   /** Refuse (InputError) prompts of more tokens than this, before any model work; the model's positions always bound them. */
   maxPromptTokens?: number;
 }
@@ -77,7 +86,10 @@ export interface ActOutput {
   normalized: TensorData;
   /** MSM neighbours per observation: row indices into the bank and their similarities (-10000·mean |Δkey|). */
   retrieval: { indices: Int32Array; similarities: Float32Array; shape: [number, number] };
-  /** Milliseconds per stage, summed over the native calls of the batch; total = their wall time (no queue wait). */
+  /**
+   * Milliseconds per stage, summed over the native calls of the batch; total = their wall time (no queue wait). On a
+   * GPU the stage fields are each stage's execution time only with act({ stageTimes: true }) (metadata.stageTimes).
+   */
   timing: { preprocess: number; vision: number; projector: number; llm: number; head: number; retrieval: number; total: number };
 }
 
@@ -131,6 +143,12 @@ export interface PolicyMetadata {
   bankCapacity: number;
   /** The head variant: 'none' (full model), 'no-mol' or 'no-msm' (the paper's ablation). */
   ablation: Ablation;
+  /**
+   * When act()'s `timing` stages are each stage's execution time: 'always' on the CPU (exact at no cost), 'on request'
+   * on a GPU (only with act({ stageTimes: true }), which synchronizes the device after every stage; by default there
+   * are no per-stage syncs and the stage fields are dispatch times).
+   */
+  stageTimes: 'always' | 'on request';
 }
 
 export class Policy implements AsyncDisposable {
@@ -150,7 +168,7 @@ export class Policy implements AsyncDisposable {
       imageSize: backbone.config.imageSize, hidden: d.hidden, layers: backbone.config.llm.numLayers,
       device: placement.device, deviceName: placement.name, dtype: placement.dtype, dtypeReason: placement.reason, kernels,
       objective: options.objective ?? 'l1', unnormKey: head.statistics!.key, bankSize: d.bankSize, bankCapacity: d.bankCapacity,
-      ablation: head.ablation,
+      ablation: head.ablation, stageTimes: placement.device === 'cpu' ? 'always' : 'on request',
     };
   }
 
@@ -159,8 +177,10 @@ export class Policy implements AsyncDisposable {
    * prompts differ in length run as separate native calls (grouped by length), each exact.
    */
   async act(observations: Observation | Observation[], options: ActOptions = {}): Promise<ActOutput> {
-    checkOptions(options, ['seed', 'maxPromptTokens'], 'act');
-    const results = await this.#run(observations, false, options.seed, options.maxPromptTokens);
+    checkOptions(options, ACT_KEYS, 'act');
+    const { stageTimes = false } = options;
+    if (typeof stageTimes !== 'boolean') throw new InputError(`act: stageTimes: expected a boolean, got ${JSON.stringify(stageTimes)}`);
+    const results = await this.#run(observations, false, options.seed, options.maxPromptTokens, stageTimes);
     return checkFinite(this.#merge(results, Array.isArray(observations)), this.head.dims.chunk * this.head.dims.actionDim);
   }
 
@@ -223,7 +243,8 @@ export class Policy implements AsyncDisposable {
    * Validates every observation once (errors name its index), groups them by prompt length and runs one native call
    * per group. `intermediates` (features()) needs a single group: its per-block tensors are not split per observation.
    */
-  async #run(observations: Observation | Observation[], intermediates: boolean, seed?: number, maxPromptTokens?: number) {
+  async #run(observations: Observation | Observation[], intermediates: boolean, seed?: number, maxPromptTokens?: number,
+    stageTimes = false) {
     const native = this.#native;
     if (!native) throw new DisposedError('Policy: act() after dispose()');
     const batched = Array.isArray(observations);
@@ -240,7 +261,7 @@ export class Policy implements AsyncDisposable {
       const result = await runTorchJob(async () => {
         const started = performance.now();
         const r = await native.act({
-          ...packed, state: packed.state!, referenceCasts: this.options.referenceCasts ?? false, intermediates, seed,
+          ...packed, state: packed.state!, referenceCasts: this.options.referenceCasts ?? false, intermediates, stageTimes, seed,
         });
         ms = performance.now() - started;
         return r;
@@ -323,12 +344,13 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   checkOptions(options, POLICY_KEYS, 'loadPolicy');
   runDir = await resolveRunDir(runDir, options.hub);
   const placement = resolvePlacement(options);
-  const run = readRunConfig(runDir);
+  const run = resolveRunSpec(runDir, { unnormKey: options.unnormKey });  // the one read of the run directory
+  const centerCrop = centerCropArea(options.centerCrop);
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
-  const backbone = await loadBackbone(runDir, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
+  const backbone = await loadBackboneFromSpec(run, { ...on, referenceCasts: options.referenceCasts, centerCrop: options.centerCrop });
   try {
-    const head = await loadHead(runDir, {
-      ...on, dtype: placement.dtype === 'int8' ? 'bfloat16' : placement.dtype, unnormKey: options.unnormKey,
+    const head = await loadHeadFromSpec(run, {
+      ...on, dtype: placement.dtype === 'int8' ? 'bfloat16' : placement.dtype,
       head: {
         ...(options.objective && { objective: options.objective }), ...(options.denoise && { denoise: options.denoise }),
         ...(options.ablation !== undefined && { ablation: options.ablation }),
@@ -337,7 +359,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
     const stats = head.statistics!;
     const native = getBinding().createPolicy({
       backbone: backbone.native, head: head.native, threads: options.threads,
-      preprocess: { ...run.backbone.preprocessing, centerCrop: options.centerCrop },
+      preprocess: { ...run.backbone.preprocessing, centerCrop },
       stats: {
         proprio: { q01: stats.proprio.q01, q99: stats.proprio.q99, mask: Uint8Array.from(stats.proprio.mask, Number) },
         action: { q01: stats.action.q01, q99: stats.action.q99, mask: Uint8Array.from(stats.action.mask, Number) },

@@ -24,15 +24,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
-import { modelFile } from './backbone.js';
-import { HEAD_CONFIG_KEY, parseAblation, readRunConfig, type Ablation, type RecordedHeadConfig } from './config.js';
+import { HEAD_CONFIG_KEY, parseAblation, resolveRunSpec, type Ablation, type RecordedHeadConfig, type RunSpec } from './config.js';
 import { openLeRobot, type LeRobotOptions } from './data/lerobot.js';
 import { openLibero, type LiberoOptions } from './data/libero.js';
 import { BatchLoader, type Batch, type LoaderPosition } from './data/loader.js';
 import { computeStatistics, writeDatasetStatistics, type DatasetStatistics, type FeatureStatistics } from './data/stats.js';
 import type { Dataset } from './data/dataset.js';
 import { ConfigError, DisposedError, InputError, ShapeError } from './errors.js';
-import { headFile } from './head.js';
 import {
   getBinding, type ImageAugmentation, type NativeDevice, type NativeDistributedOptions, type NativeMicroBatch, type NativeStepMetrics,
   type NativeTensor, type NativeTrainer, type NativeTrainerDims, type NativeTrainProgress,
@@ -366,9 +364,10 @@ export class Trainer implements AsyncDisposable {
     } else if (o.resume) status(`resume: no checkpoint in ${checkpoints}; starting at step 0`);
     status(`loading ${o.init} (frozen VLM, head${state ? ', checkpoint' : ''})`);
 
-    const tokenizer = await PromptTokenizer.load(o.init, { vocabSize: readRunConfig(o.init).backbone.llm.vocabSize });
+    const run = resolveRunSpec(o.init, { statistics: false });  // the init run's own statistics are not used
+    const tokenizer = await PromptTokenizer.load(o.init, { vocabSize: run.backbone.llm.vocabSize });
     const progress = new ProgressRelay(options.onProgress);
-    const native = await createNativeTrainer(o, state && { dir: latest!, state }, options.onProgress && progress.deliver);
+    const native = await createNativeTrainer(o, run, state && { dir: latest!, state }, options.onProgress && progress.deliver);
     try {
       const dims = native.dims();
       if (dims.numImages > 2) throw new ConfigError(`${o.init}: ${dims.numImages} images per observation; datasets give a primary and a wrist camera`);
@@ -570,16 +569,15 @@ export class Trainer implements AsyncDisposable {
 }
 
 /** The native trainer for resolved options, from the init run or (`resume`) a checkpoint's step directory. */
-function createNativeTrainer(o: Resolved, resume: { dir: string; state: TrainerState } | undefined,
+function createNativeTrainer(o: Resolved, run: RunSpec, resume: { dir: string; state: TrainerState } | undefined,
   onProgress: ((e: NativeTrainProgress) => void) | undefined): Promise<NativeTrainer> {
-  const run = readRunConfig(o.init);
   const { backbone } = run;
   return runTorchJob(() => getBinding().createTrainer({
-    modelPath: modelFile(o.init),
+    modelPath: run.files.model,
     backbone,
     preprocess: backbone.preprocessing,
-    actionHeadPath: headFile(o.init, 'action_head'),
-    proprioProjectorPath: headFile(o.init, 'proprio_projector'),
+    actionHeadPath: run.files.actionHead,
+    proprioProjectorPath: run.files.proprioProjector,
     resumeFrom: resume?.dir,
     head: {
       config: {
@@ -657,7 +655,7 @@ export async function exportCheckpoint(out: string, options: ExportOptions = {})
   const statistics = path.join(o.out, 'dataset_statistics.json');
   if (!fs.existsSync(statistics)) throw new ConfigError(`${statistics}: missing (train() writes it when it starts)`);
   const to = path.resolve(options.to ?? path.join(o.out, 'export', path.basename(dir)));
-  const native = await createNativeTrainer(o, { dir, state }, undefined);
+  const native = await createNativeTrainer(o, resolveRunSpec(o.init, { statistics: false }), { dir, state }, undefined);
   try {
     fs.mkdirSync(to, { recursive: true });
     await writeRunDir(native, o, native.dims(), to, (target) => fs.copyFileSync(statistics, target));

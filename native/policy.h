@@ -41,7 +41,9 @@ struct ActRequest {
   at::Tensor state;      // [B, proprio_dim] float64, raw
   bool reference_casts = false;
   bool trace = false;    // record the head's intermediates (plain MoL path)
-  bool time_stages = true;  // on a GPU: synchronize after each stage so `times` is per stage (timing.h)
+  // On a GPU: synchronize after each stage so `times` is per stage (timing.h). Off by default: the syncs cost host
+  // round trips; off, a GPU's stage times are the host's (dispatch) time and only the total is the act's.
+  bool time_stages = false;
   std::optional<uint64_t> seed;
 };
 

@@ -12,13 +12,17 @@
 #   memcheck      compute-sanitizer memcheck over the same (GPU, where compute-sanitizer exists)
 #   kernel-times  each CUDA kernel at production shapes against its libtorch equivalent (GPU)
 #   ctest-cpu, ctest-cuda   the CTest labels
+#   nccl, nccl-2proc        the trainer's NCCL process group on the GPU: one rank, then two processes on the one GPU
+#                 (a skip saying so when NCCL refuses two ranks on one device)
 #   run-dir       the full-size run directory (random bf16 weights, released layout; made by m2vla_bench make-run)
 #   act           a first full-size act() whose kernel path must read `cuda-kernels`, then 20 timed acts
 #   act-fallback  the same with the custom kernels forced off (libtorch ops)
 #   act-batch2    batch 2
 #   parity        fixture A against the golden outputs on the device (float32 and bfloat16)
 #   train         5 training steps on the device (fixture A, bf16 autocast); the first loss must match the CPU's
-#   eager         the PyTorch eager reference (bench/reference/eager.py) when timm/transformers import
+#   eager-fixture bench/reference/eager.py against fixture A's reference outputs on the device (check_fixture.py)
+#   eager         the PyTorch eager reference on the full-size run, same prompt length and dtype (python3 with torch
+#                 suffices: without timm/transformers it runs bench/reference/torch_only.py)
 # A failing check prints FAIL with its name and the reason, and the script carries on. <out-dir> gets summary.json
 # (every check: status, seconds, reason; the bench numbers) and logs/<check>.log. Exit status: 0 when nothing failed.
 # --cpu runs the act checks on fixture A (CI has no room for 3.3 GB) unless --full-size is given too.
@@ -131,7 +135,10 @@ else
   command -v ninja >/dev/null && GEN=(-G Ninja)
   if check configure 120 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release "-DTorch_DIR=$TORCH_DIR" \
        -DM2VLA_TESTS=ON "${CMAKE_ARGS[@]}"; then
-    check build 420 cmake --build "$BUILD" --parallel "$JOBS"
+    # The GPU window is 8 minutes; CI's CPU build runs on 2 cores, cold when ccache has nothing.
+    BUILD_LIMIT=420
+    [ $MODE = cpu ] && BUILD_LIMIT=1800
+    check build $BUILD_LIMIT cmake --build "$BUILD" --parallel "$JOBS"
   fi
 fi
 
@@ -156,8 +163,12 @@ if [ -x "$BIN/kernels_test" ] && [ -x "$BIN/policy_test" ] && [ -x "$BIN/m2vla_b
   check ctest-cpu 300 ctest --test-dir "$BUILD" -L cpu --output-on-failure
   if [ $MODE = gpu ]; then
     check ctest-cuda 300 ctest --test-dir "$BUILD" -L cuda --output-on-failure
+    check nccl 120 "$BIN/distributed_test" collectives -- "$DEVICE" 1
+    check nccl-2proc 120 "$BIN/distributed_test" collectives -- "$DEVICE" 2
   else
     skip_check ctest-cuda "CPU mode"
+    skip_check nccl "CPU mode: NCCL needs a GPU (Gloo with two ranks runs in ctest-cpu: distributed.cpu)"
+    skip_check nccl-2proc "CPU mode"
   fi
 
   ACT_DIR=$ROOT/test/fixtures/m2vla-tiny-a
@@ -188,14 +199,21 @@ if [ -x "$BIN/kernels_test" ] && [ -x "$BIN/policy_test" ] && [ -x "$BIN/m2vla_b
   check parity 120 "$BIN/policy_test" -- "$DEVICE"
   check train 180 "$BIN/m2vla_bench" train "$ROOT/test/fixtures/m2vla-tiny-a" --device "$DEVICE" --steps 5 --bf16 on \
     --json "$OUT/train.json"
-  if python3 -c 'import torch, timm, transformers, safetensors' >/dev/null 2>&1 && [ -n "$FULL" ]; then
-    check eager 240 python3 "$ROOT/bench/reference/eager.py" "$ACT_DIR" --mode policy --dtype bfloat16 \
-      --iters 5 --threads "$JOBS" --prompt-len "$PROMPT"
+  if python3 -c 'import torch' >/dev/null 2>&1; then
+    check eager-fixture 180 python3 "$ROOT/bench/reference/check_fixture.py" "$ROOT/test/fixtures/m2vla-tiny-a" --device "$DEVICE"
+    if [ -n "$FULL" ]; then
+      check eager 300 sh -c 'python3 "$0"/bench/reference/eager.py "$1" --mode policy --dtype bfloat16 --device "$2" --iters 10 \
+        --threads "$3" --prompt-len "$4" | tee "$5"' "$ROOT" "$ACT_DIR" "$DEVICE" "$JOBS" "$PROMPT" "$OUT/eager.json"
+    else
+      skip_check eager "CPU mode: the eager reference runs on the full-size run (--full-size)"
+    fi
   else
-    skip_check eager "bench/reference/eager.py needs torch, timm, transformers and safetensors in python3 (and the full-size run)"
+    skip_check eager-fixture "python3 cannot import torch"
+    skip_check eager "python3 cannot import torch"
   fi
 else
-  for c in kernels memcheck kernel-times ctest-cpu ctest-cuda run-dir act act-fallback act-batch2 parity train eager; do
+  for c in kernels memcheck kernel-times ctest-cpu ctest-cuda nccl nccl-2proc run-dir act act-fallback act-batch2 parity train \
+           eager-fixture eager; do
     skip_check "$c" "not built (see configure/build)"
   done
 fi
@@ -210,13 +228,21 @@ for line in open(os.path.join(out, ".results.tsv")):
     checks.append({"check": name, "status": status, "seconds": int(secs), "reason": reason,
                    "log": f"logs/{name}.log"})
 numbers = {}
-for name in ("kernels", "act", "act-fallback", "act-batch2", "train"):
+for name in ("kernels", "act", "act-fallback", "act-batch2", "train", "eager"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         try:
             numbers[name] = json.load(open(path))
         except ValueError as e:
             numbers[name] = {"error": str(e)}
+# The same-run comparison: m2vla's act() (eager and CUDA graph) against the PyTorch eager reference, batch 1, the same
+# run directory, dtype and prompt length.
+act, eager = numbers.get("act", {}), numbers.get("eager", {})
+if "p50_ms" in act and "p50_ms" in eager:
+    graph = act.get("graph", {}).get("p50_ms") if isinstance(act.get("graph"), dict) else None
+    numbers["comparison"] = {"m2vla_act_p50_ms": act["p50_ms"], "m2vla_graph_p50_ms": graph,
+                             "pytorch_eager_p50_ms": eager["p50_ms"], "eager_impl": eager.get("impl"),
+                             "speedup_vs_eager": eager["p50_ms"] / (graph or act["p50_ms"])}
 env = open(os.path.join(out, "logs", "env.log")).read() if os.path.exists(os.path.join(out, "logs", "env.log")) else ""
 summary = {"mode": mode, "seconds": seconds, "passed": sum(c["status"] == "pass" for c in checks),
            "failed": [c["check"] for c in checks if c["status"] == "fail"],

@@ -16,10 +16,17 @@ as m2vla's trainer is, so its first loss is m2vla's first loss on the same batch
 --mode stages times the VLM per stage (vision, projector, LLM): eager with the LM-head logits, eager without them,
 and with --compile torch.compile (Inductor, freezing) without them, in one process.
 
+--device cuda (or cuda:N) puts the weights and every tensor on that GPU and synchronizes it before each clock read.
+
+--impl: 'released' builds the VLM with timm and transformers (bench/reference/requirements.txt), 'torch' with
+torch_only.py (the same modules in plain torch, and a safetensors reader: for a machine with only a PyTorch, such as
+the lent GPU machine); 'auto' (default) takes 'released' when timm, transformers and safetensors import. The JSON
+line names the one that ran; check_fixture.py checks either against fixture A's reference outputs.
+
 usage: python3 eager.py <run_dir> [--mode backbone|policy|train|stages] [--compile] [--dtype float32|bfloat16] [--threads 2]
+                        [--device cpu|cuda[:N]] [--impl auto|released|torch]
                         [--iters 5] [--warmup 1] [--prompt-len 50] [--seed 0] [--dump out.safetensors]
                         [--batch-dir dir --lr 1e-4 --clip 1.0 --memory-sample-rate 0.2]
-Needs torch, timm, transformers, safetensors (bench/reference/requirements.txt).
 """
 import argparse
 import json
@@ -34,10 +41,16 @@ import torch
 import torch.nn.functional as F
 
 
+_TORCHVISION_CHECKED = []
+
+
 def tolerate_torchvision_without_ops():
-    """A torchvision whose compiled ops do not load with this torch (a CUDA wheel beside a CPU torch) fails at import,
+    """(Once per process.) A torchvision whose compiled ops do not load with this torch (a CUDA wheel beside a CPU torch) fails at import,
     registering fake kernels for two of them, and timm imports it. Define those two schemas so the import succeeds;
     nothing here calls them."""
+    if _TORCHVISION_CHECKED:
+        return
+    _TORCHVISION_CHECKED.append(True)
     try:
         import torchvision  # noqa: F401
     except ModuleNotFoundError:
@@ -51,19 +64,63 @@ def tolerate_torchvision_without_ops():
             del sys.modules[name]
 
 
-tolerate_torchvision_without_ops()
+def released_available():
+    """Whether the released implementation's libraries import (timm, transformers, safetensors)."""
+    try:
+        tolerate_torchvision_without_ops()
+        import safetensors.torch  # noqa: F401
+        import timm  # noqa: F401
+        import transformers  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
-def load_run(run, dtype):
-    import timm
+def pick_impl(impl):
+    """--impl auto|released|torch -> 'released' or 'torch'."""
+    if impl == "auto":
+        return "released" if released_available() else "torch"
+    if impl == "released" and not released_available():
+        raise SystemExit("eager.py --impl released: timm, transformers and safetensors must import (requirements.txt)")
+    return impl
+
+
+def load_safetensors(path, impl):
+    if impl == "torch":
+        import torch_only
+        return torch_only.load_file(path)
     from safetensors.torch import load_file
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    return load_file(path)
 
+
+def sync(device):
+    """Waits for the device before a clock read (a GPU runs what the host queued later)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_run(run, dtype, device="cpu", impl="released"):
+    device = torch.device(device)
     cfg = json.load(open(os.path.join(run, "config.json")))
     manifest_path = os.path.join(run, "manifest.json")
     manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else None
     size = cfg["image_sizes"][0]
-    sd = load_file(os.path.join(run, "model.safetensors"))
+    sd = load_safetensors(os.path.join(run, "model.safetensors"), impl)
+    mv = manifest["vision"] if manifest else {}
+    proj = {k: sd[f"projector.{k}"].to(device, dtype) for k in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]}
+    common = dict(size=size, proj=proj, aq=sd["action_queries.weight"].to(device, dtype), manifest=manifest, device=device,
+                  impl=impl)
+    if impl == "torch":
+        import torch_only
+        ids = cfg.get("timm_model_ids", [None, None])
+        dino = torch_only.tower(sd, "vision_backbone.featurizer.", ids[0], mv.get("featurizer"), size)
+        siglip = torch_only.tower(sd, "vision_backbone.fused_featurizer.", ids[1], mv.get("fused_featurizer"), size)
+        llm = torch_only.qwen2(cfg["text_config"], sd)
+        return dict(dino=dino.to(device, dtype).eval(), siglip=siglip.to(device, dtype).eval(),
+                    llm=llm.to(device, dtype).eval(), **common)
+    tolerate_torchvision_without_ops()
+    import timm
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     def tower(prefix, timm_id, dims):
         kw = dict(pretrained=False, img_size=size, num_classes=0, act_layer=None)
@@ -72,12 +129,10 @@ def load_run(run, dtype):
         m = timm.create_model(timm_id, **kw)
         own = {k[len(prefix):].replace("scale_factor", "gamma"): v for k, v in sd.items() if k.startswith(prefix)}
         m.load_state_dict(own, strict=True)
-        return m.to(dtype).eval()
+        return m.to(device, dtype).eval()
 
-    mv = manifest["vision"] if manifest else {}
     dino = tower("vision_backbone.featurizer.", cfg["timm_model_ids"][0], mv.get("featurizer"))
     siglip = tower("vision_backbone.fused_featurizer.", cfg["timm_model_ids"][1], mv.get("fused_featurizer"))
-    proj = {k: sd[f"projector.{k}"].to(dtype) for k in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]}
 
     tc = dict(cfg["text_config"])
     qcfg = Qwen2Config(**{k: v for k, v in tc.items() if k not in ("architectures", "dtype", "torch_dtype")})
@@ -86,9 +141,7 @@ def load_run(run, dtype):
     own = {k[len("language_model."):]: v for k, v in sd.items() if k.startswith("language_model.")}
     own.setdefault("lm_head.weight", own["model.embed_tokens.weight"])
     llm.load_state_dict(own, strict=True)
-    llm = llm.to(dtype).eval()
-    return dict(size=size, dino=dino, siglip=siglip, proj=proj, llm=llm, aq=sd["action_queries.weight"].to(dtype),
-                manifest=manifest)
+    return dict(dino=dino, siglip=siglip, llm=llm.to(device, dtype).eval(), **common)
 
 
 def vlm_forward(m, pixel_values, ids, with_logits):
@@ -120,7 +173,7 @@ def vlm_stages(m, with_logits, compiled=False):
     def llm(patches, ids):
         emb = m["llm"].model.embed_tokens
         B = ids.shape[0]
-        stop = torch.full((B, 1), 2, dtype=torch.long)
+        stop = torch.full((B, 1), 2, dtype=torch.long, device=ids.device)
         aq = m["aq"].to(patches.dtype).unsqueeze(0).expand(B, -1, -1)  # trained in float32, run in the VLM's dtype
         seq = torch.cat([emb(ids[:, :1]), patches, emb(ids[:, 1:]), aq, emb(stop)], dim=1)
         # with_logits: what the released predict_action computes, the LM head over every position
@@ -139,23 +192,26 @@ def stages_main(a, m, dtype):
     (with --compile) torch.compile without logits, with its compile time. One JSON line."""
     g = torch.Generator().manual_seed(a.seed)
     _, _, _, n_img = sequence_dims(m)
-    pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dtype)
-    ids = torch.randint(3, m["llm"].config.vocab_size, (a.batch, a.prompt_len), generator=g)
+    dev = m["device"]
+    pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dev, dtype)
+    ids = torch.randint(3, m["llm"].config.vocab_size, (a.batch, a.prompt_len), generator=g).to(dev)
     variants = [("eager_logits", True, False), ("eager", False, False)] + ([("compile", False, True)] if a.compile else [])
     out = {"engine": "pytorch", "torch": torch.__version__, "mode": "stages", "dtype": a.dtype, "threads": a.threads,
-           "iters": a.iters}
+           "iters": a.iters, "device": str(dev), "impl": m["impl"]}
     with torch.inference_mode():
         for name, logits, compiled in variants:
             vision, projector, llm = vlm_stages(m, logits, compiled)
             t0 = time.perf_counter()
             llm(projector(vision(pv)), ids)  # warm-up (the compile, for torch.compile)
+            sync(dev)
             first_ms = (time.perf_counter() - t0) * 1000
             rows = {"vision": [], "projector": [], "llm": [], "total": []}
             for _ in range(a.warmup - 1 + a.iters):
+                sync(dev)
                 t = [time.perf_counter()]
-                x = vision(pv); t.append(time.perf_counter())
-                x = projector(x); t.append(time.perf_counter())
-                llm(x, ids); t.append(time.perf_counter())
+                x = vision(pv); sync(dev); t.append(time.perf_counter())
+                x = projector(x); sync(dev); t.append(time.perf_counter())
+                llm(x, ids); sync(dev); t.append(time.perf_counter())
                 for k, (u, v) in zip(("vision", "projector", "llm"), zip(t, t[1:])):
                     rows[k].append((v - u) * 1000)
                 rows["total"].append((t[-1] - t[0]) * 1000)
@@ -169,18 +225,17 @@ def stages_main(a, m, dtype):
 def rope(x):
     """Head RoPE as released: cos/sin from cat([freqs, freqs]) applied with an interleaved rotate_half."""
     T, hd = x.shape[-2], x.shape[-1]
-    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
-    f = torch.outer(torch.arange(T).float(), inv)
+    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2, device=x.device).float() / hd))
+    f = torch.outer(torch.arange(T, device=x.device).float(), inv)
     emb = torch.cat([f, f], dim=-1)
     rot = torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).reshape_as(x)
     return x * emb.cos().to(x.dtype) + rot * emb.sin().to(x.dtype)
 
 
-def load_head(run, dtype):
-    from safetensors.torch import load_file
+def load_head(run, dtype, device="cpu", impl="released"):
     def load(name):
         path = os.path.join(run, f"{name}.safetensors")
-        return {k.removeprefix("module."): v for k, v in load_file(path).items()}
+        return {k.removeprefix("module."): v.to(device) for k, v in load_safetensors(path, impl).items()}
     h = load("action_head")
     hd = {k: (v.to(dtype) if v.is_floating_point() and not k.startswith("memory_bank.") else v) for k, v in h.items()}
     for k in ("memory_bank.keys", "memory_bank.values"):  # MemoryBank's buffers are bf16: load_state_dict rounds into them
@@ -215,7 +270,7 @@ def head_forward(h, pp, stack, np_, proprio, key_layers, top_k, perturbation=Non
     h_mem = lin(retrieved, "memory_value_proj")
     A = h["model.fc2.weight"].shape[0]
     chunk = h["memory_value_proj.weight"].shape[1] // A
-    x = torch.zeros(B, chunk, A * D, dtype=stack.dtype)
+    x = torch.zeros(B, chunk, A * D, dtype=stack.dtype, device=stack.device)
     if perturbation is not None:
         x = x + perturbation
     x = F.relu(lin(F.layer_norm(x, (A * D,), h["model.layer_norm1.weight"], h["model.layer_norm1.bias"]), "model.fc1"))
@@ -295,10 +350,11 @@ def train_main(a):
     bf16 = a.dtype == "bfloat16"
     vlm_dtype = torch.bfloat16 if bf16 else torch.float32
     t0 = time.perf_counter()
-    m = load_run(a.run, vlm_dtype)
+    m = load_run(a.run, vlm_dtype, a.device, a.impl)
+    dev = m["device"]
     for module in (m["dino"], m["siglip"], m["llm"]):
         module.requires_grad_(False)
-    h, pp = load_head(a.run, torch.float32)
+    h, pp = load_head(a.run, torch.float32, dev, a.impl)
     m["aq"] = m["aq"].float()
     # The head tensors its forward reads (k_memory, v_memory and film_gen are in the checkpoint but unused, SPEC §3.1).
     unused = ("memory_bank.", ".k_memory.", ".v_memory.", ".film_gen.")
@@ -308,7 +364,7 @@ def train_main(a):
         t.requires_grad_(True)
     opt = torch.optim.AdamW(trainable, lr=a.lr, weight_decay=0.01)
     NT, key_layers, top_k, _ = sequence_dims(m)
-    pixels, prompts, proprio, actions = read_batch(a.batch_dir)
+    pixels, prompts, proprio, actions = (t.to(dev) if torch.is_tensor(t) else t for t in read_batch(a.batch_dir))
     chunk, A = actions.shape[1], actions.shape[2]
     D = m["aq"].shape[1]
     # Prompts of one length per VLM pass, as m2vla runs them (no padding mask), back in batch order for the head.
@@ -316,7 +372,7 @@ def train_main(a):
     for i, p in enumerate(prompts):
         groups.setdefault(len(p), []).append(i)
     order = [i for members in groups.values() for i in members]
-    inverse = torch.tensor(order).argsort()
+    inverse = torch.tensor(order).argsort().to(dev)
     g = torch.Generator().manual_seed(a.seed)  # m2vla's trainer draws from one generator seeded the same way
     load_ms = (time.perf_counter() - t0) * 1000
     loaded = rss("VmRSS")
@@ -324,16 +380,17 @@ def train_main(a):
         f.write("5")  # resets VmHWM to the current RSS
     times, losses = [], []
     for it in range(a.warmup + a.iters):
+        sync(dev)
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             stacks, np_ = [], 0
             for length, members in groups.items():
-                ids = torch.tensor([prompts[i] for i in members])
+                ids = torch.tensor([prompts[i] for i in members], device=dev)
                 hidden, patches = vlm_forward(m, pixels[members].to(vlm_dtype), ids, False)
                 np_ = patches.shape[1]
                 stacks.append(head_inputs(hidden, np_, length, NT))
             stack = torch.cat(stacks)[inverse]
-            perturbation = torch.randn(chunk, A * D, generator=g) * 0.02  # learnable_random_perturbations: fresh, not optimized
+            perturbation = (torch.randn(chunk, A * D, generator=g) * 0.02).to(dev)  # learnable_random_perturbations: fresh, not optimized
             pred, _ = head_forward(h, pp, stack, np_, proprio, key_layers, top_k, perturbation)
         loss = (pred.float() - actions).abs().mean()
         loss.backward()
@@ -343,12 +400,12 @@ def train_main(a):
             torch.nn.utils.clip_grad_norm_(trainable, a.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(loss.item())  # (a host read: the step is done on any device)
         if it >= a.warmup:
             times.append((time.perf_counter() - t) * 1000)
     peak = rss("VmHWM")
     print(json.dumps({"engine": "pytorch-eager", "torch": torch.__version__, "mode": "train", "dtype": a.dtype,
-                      "threads": a.threads, "iters": a.iters, "load_ms": load_ms, "mean_ms": statistics.mean(times),
+                      "device": str(dev), "impl": m["impl"], "threads": a.threads, "iters": a.iters, "load_ms": load_ms, "mean_ms": statistics.mean(times),
                       "min_ms": min(times), "losses": losses, "parameters": sum(t.numel() for t in trainable),
                       "loaded_gib": loaded / 2**30, "peak_gib": peak / 2**30, "training_gib": (peak - loaded) / 2**30}))
 
@@ -360,6 +417,8 @@ def main():
     ap.add_argument("--compile", action="store_true", help="--mode stages: also time torch.compile (Inductor)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--impl", choices=["auto", "released", "torch"], default="auto")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--prompt-len", type=int, default=50)
@@ -372,43 +431,54 @@ def main():
     ap.add_argument("--memory-sample-rate", type=float, default=0.2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    a.impl = pick_impl(a.impl)
     if a.mode == "train":
         return train_main(a)
     dtype = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
     t0 = time.perf_counter()
-    m = load_run(a.run, dtype)
+    m = load_run(a.run, dtype, a.device, a.impl)
+    dev = m["device"]
     if a.mode == "stages":
         return stages_main(a, m, dtype)
-    head = load_head(a.run, dtype) if a.mode == "policy" else None
+    head = load_head(a.run, dtype, dev, a.impl) if a.mode == "policy" else None
+    sync(dev)
     load_ms = (time.perf_counter() - t0) * 1000
-    g = torch.Generator().manual_seed(a.seed)
+    g = torch.Generator().manual_seed(a.seed)  # drawn on the CPU: the same inputs on every device
     NT, keys, top_k, n_img = sequence_dims(m)
-    pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dtype)
+    pv = torch.randn(a.batch, 6 * n_img, m["size"], m["size"], generator=g).to(dev, dtype)
     vocab = m["llm"].config.vocab_size
-    ids = torch.randint(3, vocab, (a.batch, a.prompt_len), generator=g)
-    proprio = torch.rand(a.batch, 8, generator=g).to(dtype) * 2 - 1
+    ids = torch.randint(3, vocab, (a.batch, a.prompt_len), generator=g).to(dev)
+    proprio = (torch.rand(a.batch, 8, generator=g).to(dtype) * 2 - 1).to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     times = []
     with torch.inference_mode():
         for it in range(a.warmup + a.iters):
+            sync(dev)
             t = time.perf_counter()
             hidden, patches = vlm_forward(m, pv, ids, with_logits=a.mode == "policy")
             if head:
                 np_ = patches.shape[1]
                 actions, idx = head_forward(*head, head_inputs(hidden, np_, a.prompt_len, NT), np_, proprio, keys, top_k)
+            sync(dev)
             if it >= a.warmup:
                 times.append((time.perf_counter() - t) * 1000)
     times.sort()
     pct = lambda p: times[min(len(times) - 1, int(round(p / 100 * (len(times) - 1))))]
-    print(json.dumps({"engine": "pytorch-eager", "torch": torch.__version__, "mode": a.mode, "dtype": a.dtype,
-                      "threads": a.threads, "iters": a.iters, "load_ms": load_ms, "mean_ms": statistics.mean(times),
-                      "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "min_ms": times[0]}))
+    out = {"engine": "pytorch-eager", "torch": torch.__version__, "mode": a.mode, "dtype": a.dtype, "device": str(dev),
+           "impl": a.impl, "threads": a.threads, "iters": a.iters, "batch": a.batch, "prompt_len": a.prompt_len,
+           "load_ms": load_ms, "mean_ms": statistics.mean(times), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+           "min_ms": times[0]}
+    if dev.type == "cuda":
+        out.update(gpu=torch.cuda.get_device_name(dev), peak_mib=torch.cuda.max_memory_allocated(dev) / 2**20)
+    print(json.dumps(out))
     if a.dump:
         from safetensors.torch import save_file
         out = {"pixel_values": pv.float(), "input_ids": ids, "proprio": proprio.float(),
                "hidden_last": hidden[-1].float().contiguous(), "projected_patches": patches.float().contiguous()}
         if head:
             out.update(normalized_actions=actions.float().contiguous(), topk_indices=idx)
-        save_file(out, a.dump)
+        save_file({k: v.cpu() for k, v in out.items()}, a.dump)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ export const demoCommand = {
     };
     await policy.act(obs); // warm-up: first-touch allocations and thread pool start
     const t1 = performance.now();
-    const out = await policy.act(obs);
+    const out = await policy.act(obs, { stageTimes: true });
     const actMs = performance.now() - t1;
 
     console.log(`m2vla demo — ${values.run ? runDir : `embedded demo model (${runDir})`}`);

@@ -51,7 +51,7 @@ export const doctorCommand = {
       `  found via:      ${info.libtorch.source}`,
       `  version:        ${info.libtorch.version} (addon compiled against ${info.torchVersion})`,
       `  build:          CUDA ${info.cuda ? 'on' : 'off'}, N-API ${info.napiVersion}`,
-      `  data-parallel:  ${info.distributed ? 'c10d Gloo (m2vla train --nproc N)' : GLOO_HINT}`,
+      `  data-parallel:  ${info.distributed ? 'c10d Gloo (m2vla train --nproc N)' : GLOO_HINT}${info.nccl ? '; NCCL on GPUs' : ''}`,
       ...gpuLines(info),
       `  torch threads:  ${info.threads}`,
       `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}, ` +

@@ -4,7 +4,7 @@
  */
 import { loadAddon } from '../../scripts/load-addon.mjs';
 import type { FoundLibtorch } from '../../scripts/libtorch.mjs';
-import type { BackboneConfig } from '../config.js';
+import type { BackboneConfig, ImagePreprocessing, NormalizationStatistics, RunSpec } from '../run-spec.js';
 import { LoadError, M2vlaError } from '../errors.js';
 
 export interface GpuInfo {
@@ -25,8 +25,10 @@ export interface BuildInfo {
   cuda: boolean;
   /** A CUDA build that sees at least one GPU (always false in a CPU-only build, which never probes). */
   cudaAvailable: boolean;
-  /** Built with c10d's Gloo process group (data-parallel training). */
+  /** Built with c10d's Gloo process group (data-parallel training on the CPU). */
   distributed: boolean;
+  /** Built with c10d's NCCL process group (data-parallel training on GPUs; CUDA builds against a libtorch with NCCL). */
+  nccl: boolean;
   /** CUDA builds: every GPU the runtime sees, and why it sees none. */
   gpus?: GpuInfo[];
   gpuError?: string;
@@ -87,12 +89,12 @@ export interface NativeDenoiseConfig {
 export interface NativeHeadConfig {
   keyLayerIndices: number[];
   topK: number;
-  objective?: 'l1' | 'denoise';
+  objective: 'l1' | 'denoise';
   numPatches: number;
   numActionQueries: number;
   denoise?: NativeDenoiseConfig;
-  /** The paper's ablation (default 'none'); must match the checkpoint's variant (E_CHECKPOINT otherwise). */
-  ablation?: NativeAblation;
+  /** The paper's ablation; must match the checkpoint's variant (E_CHECKPOINT otherwise). */
+  ablation: NativeAblation;
   /** Dims an ablated checkpoint does not show (no-mol: head count, no-msm: chunk); checked when it does. */
   numHeads?: number;
   chunk?: number;
@@ -192,6 +194,8 @@ export interface NativePolicy {
     state: Float64Array;
     referenceCasts?: boolean;
     intermediates?: boolean;
+    /** Synchronize the GPU after each stage (ActOptions.stageTimes). */
+    stageTimes?: boolean;
     seed?: number;
   }): Promise<NativePolicyResult>;
   /** The kernel path; the first call on a GPU self-checks the CUDA kernels there. */
@@ -389,6 +393,11 @@ export interface KernelCheckResult {
 
 export interface BindingModule {
   buildInfo(): BuildInfo;
+  /** native/run_dir.cc: the run directory resolved once (config, preprocessing, statistics, checkpoint names). */
+  resolveRunDir(dir: string, options: { keyLayerIndices?: number[]; unnormKey?: string; statistics: boolean; head: boolean }): RunSpec;
+  parsePreprocessorConfig(jsonText: string, source: string): ImagePreprocessing;
+  readPreprocessorConfig(file: string): ImagePreprocessing;
+  readNormalizationStatistics(file: string, unnormKey?: string): NormalizationStatistics;
   measureGemm(options: { n: number; iters: number; dtype: NativeDtype; threads?: number }): Promise<{ gflops: number; seconds: number }>;
   createBackbone(options: {
     modelPath: string; config: BackboneConfig; dtype: ModelDtype; device?: NativeDevice; threads?: number;
@@ -408,7 +417,8 @@ export interface BindingModule {
     size: number;
     means: number[][];
     stds: number[][];
-    centerCrop?: boolean | number;
+    /** The crop's area fraction, 0 = off (lib/images.ts centerCropArea). */
+    centerCrop?: number;
     imagesPerSample?: number;
     threads?: number;
   }): Promise<Float32Array>;
@@ -419,7 +429,7 @@ export interface BindingModule {
   }): Promise<Array<{ data: Uint8Array; params: AugmentationDraw }>>;
   createPolicy(options: {
     backbone: NativeBackbone; head: NativeHead; threads?: number;
-    preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: boolean | number };
+    preprocess: { size: number; means: number[][]; stds: number[][]; centerCrop?: number };
     stats: { proprio: NativeBounds; action: NativeBounds };
   }): NativePolicy;
   createHead(options: {
@@ -431,7 +441,7 @@ export interface BindingModule {
   /** The released checkpoint layout, from the head's parameter tables (native/head/param_table.cc). */
   headCheckpointLayout(dims: {
     hidden: number; numBlocks: number; numHeads: number; actionDim: number; chunk: number; proprioDim: number; keyDim: number;
-    bankCapacity: number; ablation?: NativeAblation;
+    bankCapacity: number; ablation: NativeAblation;
   }): { actionHead: NativeCheckpointTensor[]; proprio: NativeCheckpointTensor[] };
   createMemoryBank(options: { capacity: number; keyDim: number; valueDim: number; threads?: number }): Promise<NativeMemoryBank>;
   ddimSchedule(options: { trainSteps: number; inferenceSteps: number }): { alphasCumprod: Float64Array; timesteps: Int32Array };

@@ -1,6 +1,6 @@
 // createPolicy({backbone, head, preprocess: {size, means, stds, centerCrop?}, stats: {proprio, action}, threads})
 //   -> Policy (synchronous: it only composes already-loaded models);
-// policy.act({images? | pixelValues?, batch, inputIds, promptLen, state, referenceCasts, intermediates, seed})
+// policy.act({images? | pixelValues?, batch, inputIds, promptLen, state, referenceCasts, intermediates, stageTimes, seed})
 //   -> Promise<{actions, normalized, shape, proprio, retrieval, intermediates?, timing}>;
 // policy.kernels() -> Promise<{device, path, checks: [{kernel, ok, maxAbsErr, detail}], warnings}> (the first call on
 // a GPU runs the kernel self-checks there); policy.dispose().
@@ -156,6 +156,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
       req.state = at::from_blob(src, {batch, dim}, at::kDouble).clone();
       req.reference_casts = bool_option(o, "referenceCasts", false);
       req.trace = bool_option(o, "intermediates", false);
+      req.time_stages = bool_option(o, "stageTimes", false);
       if (auto seed = optional_integer(o, "seed")) req.seed = uint64_t(*seed);
       return (new ActWorker(env, threads_, policy_, std::move(images), std::move(req)))->Start();
     } catch (const m2vla::Error& e) {

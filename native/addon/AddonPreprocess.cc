@@ -124,11 +124,8 @@ model::PreprocessOptions preprocess_options_from_js(Napi::Env env, const Napi::O
   if (means.size() != stds.size())
     throw make_error(env, "E_INPUT", "preprocessImages: means and stds must have the same number of sets");
   for (size_t k = 0; k < means.size(); ++k) options.norms.push_back({means[k], stds[k]});
-  auto crop = opts.Get("centerCrop");
-  if (crop.IsBoolean()) options.center_crop = crop.As<Napi::Boolean>().Value() ? 0.9 : 0.0;
-  else if (crop.IsNumber()) options.center_crop = crop.As<Napi::Number>().DoubleValue();
-  else if (!crop.IsUndefined() && !crop.IsNull())
-    throw make_error(env, "E_INPUT", "preprocessImages: centerCrop must be a boolean or an area fraction");
+  // lib/images.ts centerCropArea decided it (0 = off); the core checks the range.
+  options.center_crop = number_option(opts, "centerCrop", 0);
   return options;
 }
 

@@ -61,7 +61,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("cudaAvailable", false);
   out.Set("cudaBuildHint", kCudaBuildHint);
 #endif
-  out.Set("distributed", train::distributed_available());
+  out.Set("distributed", train::distributed_available(c10::kCPU));
+  out.Set("nccl", train::distributed_available(c10::Device(c10::kCUDA, 0)));
   out.Set("threads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
   auto cpu = Napi::Object::New(env);

@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   m2vla::addon::init_policy(env, exports);
   m2vla::addon::init_kernels(env, exports);
   m2vla::addon::init_trainer(env, exports);
+  m2vla::addon::init_run_dir(env, exports);
   return exports;
 }
 }  // namespace

@@ -13,4 +13,5 @@ void init_backbone(Napi::Env env, Napi::Object exports);
 void init_policy(Napi::Env env, Napi::Object exports);
 void init_kernels(Napi::Env env, Napi::Object exports);
 void init_trainer(Napi::Env env, Napi::Object exports);
+void init_run_dir(Napi::Env env, Napi::Object exports);
 }  // namespace m2vla::addon

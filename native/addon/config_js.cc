@@ -8,7 +8,7 @@
 namespace m2vla::addon {
 
 head::Ablation ablation_from_js(const Napi::Object& o) {
-  const std::string ablation = o.Get("ablation").IsUndefined() ? "none" : string_option(o, "ablation");
+  const std::string ablation = string_option(o, "ablation");
   if (ablation == "none") return head::Ablation::None;
   if (ablation == "no-mol") return head::Ablation::NoMol;
   if (ablation == "no-msm") return head::Ablation::NoMsm;
@@ -100,7 +100,7 @@ head::HeadOptions head_options_from_js(const Napi::Object& o) {
   opt.top_k = integer_option(c, "topK");
   opt.num_patches = integer_option(c, "numPatches");
   opt.num_action_queries = integer_option(c, "numActionQueries");
-  std::string objective = c.Get("objective").IsUndefined() ? "l1" : string_option(c, "objective");
+  const std::string objective = string_option(c, "objective");
   if (objective == "l1") opt.objective = head::Objective::L1;
   else if (objective == "denoise") opt.objective = head::Objective::Denoise;
   else fail(ErrorCode::Input, "objective: expected 'l1' or 'denoise', got '", objective, "'");

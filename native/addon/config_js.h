@@ -14,7 +14,7 @@ model::BackboneConfig backbone_config_from_js(const Napi::Value& v);
 
 // {config: NativeHeadConfig, dtype?, device?} of createHead (and the trainer's head options); E_INPUT naming the field.
 head::HeadOptions head_options_from_js(const Napi::Object& o);
-// `ablation`: "none" (or absent), "no-mol", "no-msm".
+// `ablation`: "none", "no-mol", "no-msm" (TypeScript fills the default; the enum names are mapped, nothing decided).
 head::Ablation ablation_from_js(const Napi::Object& o);
 
 // {device?: 'cpu' | 'cuda[:N]' (default 'cpu'), dtype?: 'auto' | 'float32' | 'bfloat16' | 'float16' | 'int8' (default

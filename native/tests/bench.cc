@@ -189,7 +189,7 @@ RandomObservations random_observations(const RunSpec& spec, int64_t batch, int64
     o.images.emplace_back(img.data_ptr<uint8_t>(), img.data_ptr<uint8_t>() + img.numel());
   }
   o.ids = at::randint(3, std::min<int64_t>(spec.backbone.llm.vocab_size, 150000), {batch, prompt_len}, gen);
-  const at::Tensor q01 = spec.proprio_stats.q01, q99 = spec.proprio_stats.q99;
+  const at::Tensor q01 = spec.stats->proprio.q01, q99 = spec.stats->proprio.q99;
   o.state = q01 + (q99 - q01) * at::rand({batch, q01.numel()}, gen, at::TensorOptions().dtype(at::kDouble));
   return o;
 }
@@ -329,7 +329,7 @@ JsonObject graph_bench(const Policy& policy, const RandomObservations& o, const 
   const c10::Device d = policy.device();
   // The inputs as act() makes them, once (preprocessing and normalization are host work outside the graph).
   const at::Tensor pixels = model::preprocess_images(request(o, false).images, spec.backbone.num_images, spec.preprocess);
-  const at::Tensor proprio = head::normalize_bounds_q99(o.state, spec.proprio_stats).to(at::kFloat);
+  const at::Tensor proprio = head::normalize_bounds_q99(o.state, spec.stats->proprio).to(at::kFloat);
   const at::Tensor host_pixels = pixels.pin_memory(), host_ids = o.ids.pin_memory(), host_proprio = proprio.pin_memory();
   const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, d.index());
   const c10::cuda::CUDAStreamGuard guard(stream);
@@ -513,7 +513,7 @@ train::MicroBatch fixture_micro_batch(const RunSpec& spec, int64_t chunk, int64_
     const at::Tensor row = r.input_ids[i].contiguous();
     b.prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
   }
-  b.proprio = head::normalize_bounds_q99(r.state, spec.proprio_stats).to(at::kFloat);
+  b.proprio = head::normalize_bounds_q99(r.state, spec.stats->proprio).to(at::kFloat);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
   b.actions = at::rand({r.input_ids.size(0), chunk, action_dim}, gen) * 2 - 1;
   return b;

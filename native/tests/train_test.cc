@@ -1,12 +1,13 @@
-// The trainer's device rules that hold on any machine: data-parallel training on a GPU is refused with E_CONFIG
-// (Gloo is CPU-only and NCCL is not wired in yet) before any step, and a GPU in a CPU-only build is E_CONFIG saying
-// how to get a CUDA build. (Training steps on a device: m2vla_bench train, run by scripts/gpu-acceptance.sh.)
+// The trainer's device rules that hold on any machine: data-parallel training on a GPU in a build without NCCL is
+// refused with E_CONFIG before any weight moves (distributed_test runs the NCCL group where it exists), and a GPU in
+// a CPU-only build is E_CONFIG saying how to get a CUDA build. (Training steps on a device: m2vla_bench train, run by scripts/gpu-acceptance.sh.)
 #include <string>
 
 #include "check.h"
 #include "device.h"
 #include "fixture.h"
 #include "run_dir.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace m2vla::test {
@@ -23,7 +24,8 @@ std::string config_error(F f) {
   failed(__FILE__, __LINE__, "an E_CONFIG error", "nothing was thrown");
 }
 
-TEST(data_parallel_training_on_a_gpu_is_refused) {
+TEST(data_parallel_training_on_a_gpu_without_nccl_is_refused) {
+  if (train::distributed_available(c10::Device(c10::kCUDA, 0))) skip("this build has NCCL (distributed_test covers it)");
   const RunSpec spec = resolve_run_dir(fixture_dir());
   train::TrainerOptions o;
   o.model_path = spec.model_file, o.backbone = spec.backbone, o.preprocess = spec.preprocess;

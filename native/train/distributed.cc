@@ -16,18 +16,48 @@
 // objects only behind pointers, so the class compiles against those headers while the gloo code that runs is the
 // one libtorch_cpu bundles (nothing here links libgloo).
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef M2VLA_WITH_NCCL
+// libtorch_cuda's NCCL group (USE_C10D_NCCL); nccl.h comes from the CUDA wheel's nvidia/nccl/include.
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#if defined(M2VLA_WITH_GLOO) || defined(M2VLA_WITH_NCCL)
+#define M2VLA_WITH_C10D
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
 namespace m2vla::train {
 
 #ifdef M2VLA_WITH_GLOO
+constexpr bool kGloo = true;
+#else
+constexpr bool kGloo = false;
+#endif
+#ifdef M2VLA_WITH_NCCL
+constexpr bool kNccl = true;
+#else
+constexpr bool kNccl = false;
+#endif
 
-bool distributed_available() { return true; }
+bool distributed_available(const c10::Device& device) { return device.is_cuda() ? kNccl : kGloo; }
+
+void require_distributed(const c10::Device& device) {
+  if (distributed_available(device)) return;
+  if (device.is_cuda())
+    fail(ErrorCode::Config, "data-parallel training on ", device.str(), ": this build of m2vla has no NCCL process group ",
+         "(it needs a CUDA build, -DM2VLA_CUDA=ON / M2VLA_CUDA=1, against a CUDA libtorch built with NCCL); train on one GPU ",
+         "or with device 'cpu'");
+  fail(ErrorCode::Config, "distributed training: this build of the m2vla addon has no Gloo process group (gloo's headers ",
+       "were missing when it was built); install them (Debian/Ubuntu: apt-get install libgloo-dev) and rebuild it ",
+       "(npm run build:native)");
+}
+
+#ifdef M2VLA_WITH_C10D
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> group;
   double collective_ms = 0;
 };
 
@@ -72,6 +102,7 @@ void check(const DistributedOptions& o) {
   if (o.timeout.count() <= 0) fail(ErrorCode::Input, "distributed: the timeout must be positive");
 }
 
+#ifdef M2VLA_WITH_GLOO
 // The transport endpoint, as torch.distributed picks it: the interface GLOO_SOCKET_IFNAME names; loopback when the
 // master is on this machine's loopback (one machine); otherwise the address this machine's hostname resolves to.
 std::shared_ptr<gloo::transport::Device> transport_device(const std::string& master_addr) {
@@ -81,6 +112,7 @@ std::shared_ptr<gloo::transport::Device> transport_device(const std::string& mas
     return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
+#endif
 
 // Consecutive tensors of one dtype in buckets of at most `bucket_bytes` (a larger tensor is a bucket of its own).
 std::vector<std::vector<at::Tensor>> buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
@@ -98,9 +130,10 @@ std::vector<std::vector<at::Tensor>> buckets(const std::vector<at::Tensor>& tens
   return out;
 }
 
-at::Tensor flatten(const std::vector<at::Tensor>& bucket) {
+// One bucket as one flat tensor on the group's device (NCCL: the GPU; host tensors such as the agreed loss go over).
+at::Tensor flatten(const std::vector<at::Tensor>& bucket, const c10::Device& device) {
   std::vector<at::Tensor> flat;
-  for (const at::Tensor& t : bucket) flat.push_back(t.reshape({-1}));
+  for (const at::Tensor& t : bucket) flat.push_back(t.reshape({-1}).to(device));
   return at::cat(flat, 0);
 }
 
@@ -116,6 +149,7 @@ void unflatten(const at::Tensor& flat, const std::vector<at::Tensor>& bucket) {
 
 ProcessGroup::ProcessGroup(const DistributedOptions& options) : options_(options), impl_(std::make_unique<Impl>()) {
   check(options_);
+  require_distributed(options_.device);
   collective(options_, impl_->collective_ms, "rendezvous", [&] {
     c10d::TCPStoreOptions so;
     so.port = uint16_t(options_.master_port);
@@ -124,19 +158,38 @@ ProcessGroup::ProcessGroup(const DistributedOptions& options) : options_(options
     so.timeout = options_.timeout;
     so.useLibUV = false;  // distributed.h: libuv inside Node
     impl_->store = c10::make_intrusive<c10d::TCPStore>(options_.master_addr, so);
+#ifdef M2VLA_WITH_NCCL
+    if (options_.device.is_cuda()) {
+      // NCCL binds a communicator to the current device; the collectives run on its current stream.
+      c10::cuda::set_device(options_.device.index());
+      auto no = c10d::ProcessGroupNCCL::Options::create();
+      no->timeout = options_.timeout;
+      impl_->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, options_.rank, options_.world_size, no);
+      return;
+    }
+#endif
+#ifdef M2VLA_WITH_GLOO
     auto go = c10d::ProcessGroupGloo::Options::create(options_.timeout);
     go->devices.push_back(transport_device(options_.master_addr));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, options_.rank, options_.world_size, go);
+#endif
   });
 }
 
-ProcessGroup::~ProcessGroup() = default;
+ProcessGroup::~ProcessGroup() {
+  // NCCL's communicators and watchdog end here rather than in the destructor, which warns about a missing
+  // destroy_process_group; Gloo's shutdown does nothing.
+  try {
+    if (impl_->group) impl_->group->shutdown();
+  } catch (const std::exception&) {  // a dead peer: nothing left to release cleanly
+  }
+}
 
 void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors) {
   at::NoGradGuard no_grad;
   collective(options_, impl_->collective_ms, "broadcast of the initial weights", [&] {
     for (const std::vector<at::Tensor>& bucket : buckets(tensors, options_.bucket_bytes)) {
-      std::vector<at::Tensor> flat{flatten(bucket)};
+      std::vector<at::Tensor> flat{flatten(bucket, options_.device)};
       impl_->group->broadcast(flat, c10d::BroadcastOptions{})->wait(options_.timeout);
       unflatten(flat[0], bucket);
     }
@@ -151,7 +204,7 @@ void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
     flats.reserve(parts.size());  // the works hold references to these vectors' tensors
     for (const std::vector<at::Tensor>& bucket : parts) {
-      flats.push_back({flatten(bucket)});
+      flats.push_back({flatten(bucket, options_.device)});
       works.push_back(impl_->group->allreduce(flats.back()));
     }
     for (size_t i = 0; i < parts.size(); ++i) {
@@ -164,11 +217,11 @@ void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
 at::Tensor ProcessGroup::all_gather(const at::Tensor& t) {
   at::NoGradGuard no_grad;
   return collective(options_, impl_->collective_ms, "all-gather of the memory bank's new entries", [&] {
-    std::vector<at::Tensor> input{t.contiguous()};
+    std::vector<at::Tensor> input{t.to(options_.device).contiguous()};
     std::vector<std::vector<at::Tensor>> output(1);
     for (int r = 0; r < options_.world_size; ++r) output[0].push_back(at::empty_like(input[0]));
     impl_->group->allgather(output, input)->wait(options_.timeout);
-    return at::cat(output[0], 0);
+    return at::cat(output[0], 0).to(t.device());
   });
 }
 
@@ -178,25 +231,19 @@ double ProcessGroup::take_collective_ms() {
   return ms;
 }
 
-#else  // M2VLA_WITH_GLOO
+#else  // M2VLA_WITH_C10D
 
-bool distributed_available() { return false; }
-
-// A build without gloo's headers cannot make a group: the constructor fails, so the other members never run (they
+// A build without either group: the constructor fails (require_distributed), so the other members never run (they
 // exist for the linker only).
 struct ProcessGroup::Impl {};
 
-ProcessGroup::ProcessGroup(const DistributedOptions& options) : options_(options) {
-  fail(ErrorCode::Config, "distributed training: this build of the m2vla addon has no Gloo process group (gloo's headers ",
-       "were missing when it was built); install them (Debian/Ubuntu: apt-get install libgloo-dev) and rebuild it ",
-       "(npm run build:native)");
-}
+ProcessGroup::ProcessGroup(const DistributedOptions& options) : options_(options) { require_distributed(options.device); }
 ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::broadcast(const std::vector<at::Tensor>&) {}
 void ProcessGroup::average(const std::vector<at::Tensor>&) {}
 at::Tensor ProcessGroup::all_gather(const at::Tensor& t) { return t; }
 double ProcessGroup::take_collective_ms() { return 0; }
 
-#endif  // M2VLA_WITH_GLOO
+#endif  // M2VLA_WITH_C10D
 
 }  // namespace m2vla::train

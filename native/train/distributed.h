@@ -1,4 +1,5 @@
-// Data-parallel training across processes on PyTorch's own distributed engine, c10d (Gloo on CPU), with torchrun's
+// Data-parallel training across processes on PyTorch's own distributed engine, c10d (Gloo on the CPU, NCCL on CUDA
+// devices, chosen by DistributedOptions::device), with torchrun's
 // conventions: every process has a rank in [0, world_size); rank 0 hosts the rendezvous store at
 // master_addr:master_port and every rank connects to it.
 //
@@ -14,9 +15,12 @@
 // not built against. (It happened to work with Node 20 in a test; the classic backend does not depend on it.)
 //
 // Optional at build time: CMakeLists.txt compiles the Gloo group only when gloo's headers are installed (libtorch
-// ships gloo's code, not its headers); without them connect() fails with E_CONFIG saying what to install.
+// ships gloo's code, not its headers), and the NCCL group only in a CUDA build against a libtorch with NCCL; a group
+// the build lacks fails with E_CONFIG saying what to install. With NCCL, host tensors (the agreed loss) are staged
+// through the device and come back where they were.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <cstdint>
@@ -27,6 +31,7 @@
 namespace m2vla::train {
 
 struct DistributedOptions {
+  c10::Device device = c10::kCPU;  // the trainer's: CPU -> Gloo, cuda:N -> NCCL on that GPU
   int rank = 0;
   int world_size = 1;  // 1: no process group at all
   std::string master_addr = "127.0.0.1";
@@ -36,12 +41,15 @@ struct DistributedOptions {
   int64_t bucket_bytes = int64_t(25) << 20;
 };
 
-// Whether this build has the Gloo process group (M2VLA_WITH_GLOO).
-bool distributed_available();
+// Whether this build has the process group for `device`: Gloo (M2VLA_WITH_GLOO) for the CPU, NCCL (M2VLA_WITH_NCCL)
+// for CUDA devices.
+bool distributed_available(const c10::Device& device);
+// E_CONFIG saying what to build or install when this build has no group for `device`.
+void require_distributed(const c10::Device& device);
 
 class ProcessGroup {
  public:
-  // Rendezvous and the Gloo group; E_DISTRIBUTED when the peers do not all arrive within the timeout.
+  // Rendezvous and the device's group; E_CONFIG when this build lacks it, E_DISTRIBUTED when the peers do not all arrive within the timeout.
   explicit ProcessGroup(const DistributedOptions& options);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;

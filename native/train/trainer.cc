@@ -52,9 +52,7 @@ void check_options(const TrainerOptions& o) {
   if (!(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1))
     fail(ErrorCode::Input, "betas: expected values in [0, 1), got ", a.beta1, ", ", a.beta2);
   if (!(a.eps > 0) || !(a.weight_decay >= 0)) fail(ErrorCode::Input, "eps must be positive and weightDecay non-negative");
-  if (!o.device.is_cpu() && o.distributed.world_size > 1)
-    fail(ErrorCode::Config, "data-parallel training on ", o.device.str(), " needs an NCCL process group, which this build ",
-         "does not have yet (Gloo runs on the CPU): train on one GPU or with device 'cpu'");
+  if (o.distributed.world_size > 1) require_distributed(o.device);  // before any weight moves to the device
 }
 
 // Checkpoints are written from the host.
@@ -109,6 +107,7 @@ Trainer::Trainer(const TrainerOptions& options)
   optimizer_ = std::make_unique<AdamW>(std::move(params), options_.adamw);
   if (!options_.resume_state_path.empty()) restore(io::load_state_dict(options_.resume_state_path));
   if (options_.distributed.world_size > 1) {
+    options_.distributed.device = options_.device;  // Gloo on the CPU, NCCL on a GPU
     group_ = std::make_unique<ProcessGroup>(options_.distributed);
     std::vector<at::Tensor> weights;
     for (const Parameter& p : optimizer_->parameters()) weights.push_back(p.tensor);

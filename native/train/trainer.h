@@ -74,7 +74,7 @@ struct TrainerOptions {
   double memory_sample_rate = 0.2;
   bool bf16 = false;  // VLM in bfloat16, head under autocast (bfloat16) on the device with float32 master weights
   // Where the weights, the optimizer state, the MSM bank and the computation live (checkpoints are written from the
-  // host; random draws come from the CPU generator on every device). Data-parallel training is CPU-only (Gloo).
+  // host; random draws come from the CPU generator on every device). Data-parallel: Gloo on the CPU, NCCL on a GPU.
   c10::Device device = c10::kCPU;
   bool prefix_trick = true;
   uint64_t seed = 0;

@@ -29,7 +29,7 @@ describe('head parameter tables', () => {
     const d = head.dims;
     const layout = getBinding().headCheckpointLayout({
       hidden: d.hidden, numBlocks: d.numBlocks, numHeads: d.numHeads, actionDim: d.actionDim, chunk: d.chunk,
-      proprioDim: d.proprioDim, keyDim: d.keyDim, bankCapacity: d.bankCapacity,
+      proprioDim: d.proprioDim, keyDim: d.keyDim, bankCapacity: d.bankCapacity, ablation: 'none',
     });
     const asMap = (ts: Array<{ name: string; shape: number[] }>) => new Map(ts.map((t) => [t.name, t.shape]));
     expect(asMap(layout.actionHead)).toEqual(safetensorsShapes(path.join(FIXTURE_A, 'action_head.safetensors')));

@@ -52,6 +52,15 @@ describe('loadPolicy(fixture A).act() from raw camera images', () => {
     }
   });
 
+  it('stageTimes is an opt-in boolean act() option, checked before any work', async () => {
+    const obs = observations(cases, CASES[0])[0];
+    expect(policy.metadata.stageTimes).toBe('always');  // the CPU: stage times are exact without syncs
+    const timed = await policy.act(obs, { stageTimes: true });
+    expect(timed.timing.llm).toBeGreaterThan(0);
+    await expect(policy.act(obs, { stageTimes: 'yes' as unknown as boolean })).rejects.toThrow(/act: stageTimes: expected a boolean, got "yes"/);
+    await expect(policy.act(obs, { stagetimes: true } as never)).rejects.toThrow(/unknown option 'stagetimes' \(did you mean 'stageTimes'\?\)/);
+  });
+
   it.each(CASES)('%s: pure float32 (no reference casts) matches expected_nocast', async (c) => {
     await using p = await loadPolicy(FIXTURE_A, { dtype: 'float32' });
     const obs = observations(cases, c);
