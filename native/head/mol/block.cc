@@ -62,13 +62,8 @@ MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int6
   b.dim = dim;
   b.heads = heads;
   b.head_dim = dim / heads;
-  load_params(sd, prefix, mol_block_table(), {.D = dim, .H = heads}, dtype, b.slots());
+  load_params(sd, prefix, mol_block_table(), {.D = dim, .H = heads}, dtype, slots(b));
   return b;
-}
-
-ParamSlots MolBlock::slots() {
-  return {{"qkv_self", &qkv_self}, {"kv_adapter", &kv_adapter}, {"kv_task", &kv_task}, {"o_proj", &o_proj},
-          {"gating_factor", &gating_factor}, {"ffn.0", &ffn_norm}, {"ffn.1", &ffn_fc}};
 }
 
 float MolBlock::tanh_g() const { return std::tanh(gating_factor.item<float>()); }
