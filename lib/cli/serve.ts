@@ -59,7 +59,7 @@ function parseKeys(json: string): ObservationKeys {
 /** The key from a file (its first line) or M2VLA_API_KEY; a key on the command line is refused (ps shows it). */
 function apiKey(onCommandLine: string | undefined, file: string | undefined): string | undefined {
   if (onCommandLine !== undefined)
-    throw new ConfigError('--api-key: a key on the command line is visible to every local user (ps); use --api-key-file or M2VLA_API_KEY');
+    throw new UsageError('--api-key: a key on the command line is visible to every local user (ps); use --api-key-file or M2VLA_API_KEY');
   let key = process.env.M2VLA_API_KEY, from = 'M2VLA_API_KEY';
   if (file !== undefined) {
     try {
