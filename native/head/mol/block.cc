@@ -35,10 +35,10 @@ at::Tensor mix_reference(const MolBlock& b, const at::Tensor& qkv, const MolCond
                        .reshape({qkv.size(0), qkv.size(1), b.dim});
   if (trace) {
     trace->tanh_g = w.tanh_g;
-    trace->sa_weights = w.self;
-    trace->ca_s_weights = w.adapter;
-    trace->ca_s_gate = w.gate;
-    trace->ca_v_weights = w.task;
+    trace->sa_weights = w.sa;
+    trace->ca_s_weights = w.ca_s;
+    trace->ca_s_gate = w.ca_s_gate;
+    trace->ca_v_weights = w.ca_v;
     trace->attn_mix = mix;
   }
   return mix;
