@@ -1,6 +1,7 @@
 #include "policy.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include "error.h"
 #include "head/kernel_cases.h"
@@ -122,10 +123,11 @@ head::HeadForwardOutput Policy::forward(const at::Tensor& pixels, const at::Tens
   Stopwatch watch(device());
   model::BackboneOutput vlm = backbone_->forward(pixels, input_ids, reference_casts);
   watch.lap();
+  RECORD_USER_SCOPE("m2vla::head");  // with retrieval: m2vla_bench act --profile splits the ops by these scopes
   head::HeadForwardInput in;
-  // The head slices what it reads and converts it to its dtype itself: on a GPU the stack stays in the VLM's dtype
-  // (a bf16 -> float32 -> bf16 round trip of every hidden state is exact but costs 2 x 56 MB of traffic at full size).
-  in.hidden = device().is_cpu() ? vlm.hidden_states.to(at::kFloat) : vlm.hidden_states;
+  // The head slices what it reads and converts it to its dtype itself: the stack stays in the VLM's dtype (a
+  // bf16 -> float32 -> bf16 round trip of every hidden state is exact but costs 2 x 56 MB of traffic at full size).
+  in.hidden = vlm.hidden_states;
   in.prompt_len = input_ids.size(1);
   in.proprio = proprio;
   in.reference_casts = reference_casts;

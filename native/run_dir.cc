@@ -285,7 +285,8 @@ std::shared_ptr<const Policy> load_policy(const RunSpec& spec, const Placement& 
   head::HeadOptions options = spec.head;
   options.dtype = placement.dtype;
   options.device = placement.device;
-  auto backbone = model::load_backbone(spec.model_file, spec.backbone, placement.dtype, placement.device);
+  auto backbone = model::load_backbone(spec.model_file, spec.backbone, placement.dtype, placement.device,
+                                       model::inference_kernel(placement.device, placement.dtype, placement.int8));
   auto head = head::ActionHead::load(spec.action_head_file, spec.proprio_projector_file, options);
   return std::make_shared<const Policy>(std::move(backbone), std::move(head),
                                         PolicyConfig{spec.preprocess, spec.proprio_stats, spec.action_stats, custom_kernels});

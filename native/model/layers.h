@@ -41,7 +41,8 @@ struct Weights {
   const std::string& source() const { return dict.source; }
   at::Tensor get(const std::string& name) const;
   at::Tensor get(const std::string& name, const std::vector<int64_t>& shape) const;  // E_CHECKPOINT on a mismatch
-  // get() without the copy the inference kernels make: for a weight the caller repacks (Linear::make).
+  // get() without the copy the inference kernels make: for a weight the caller repacks (Linear::make), or one that
+  // should stay a view of the mapped file (the embedding table: act() reads a few rows).
   at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) const;
 };
 

@@ -2,6 +2,7 @@
 #include "timing.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 
@@ -83,9 +84,16 @@ at::Tensor Backbone::vision(const at::Tensor& pixel_values) const {
 at::Tensor Backbone::patches(const at::Tensor& pixel_values, bool reference_casts, BackboneOutput* timing) const {
   Stopwatch watch(device());
   at::Tensor pixels = reference_casts ? pixel_values.to(at::kBFloat16).to(dtype_) : pixel_values.to(dtype_);
-  at::Tensor features = vision(pixels);
+  at::Tensor features, projected;
+  {
+    RECORD_USER_SCOPE("m2vla::vision");  // stage scopes: m2vla_bench act --profile attributes ops to stages by them
+    features = vision(pixels);
+  }
   if (timing) timing->vision_ms = watch.lap();
-  at::Tensor projected = projector_(features);
+  {
+    RECORD_USER_SCOPE("m2vla::projector");
+    projected = projector_(features);
+  }
   if (timing) timing->projector_ms = watch.lap();
   return projected;
 }
@@ -108,7 +116,10 @@ BackboneOutput Backbone::forward(const at::Tensor& pixel_values, const at::Tenso
   BackboneOutput out;
   out.projected_patches = patches(pixel_values, reference_casts, &out);
   Stopwatch watch(device());
-  out.hidden_states = llm_.hidden_states(sequence(input_ids, out.projected_patches, action_queries_));
+  {
+    RECORD_USER_SCOPE("m2vla::llm");
+    out.hidden_states = llm_.hidden_states(sequence(input_ids, out.projected_patches, action_queries_));
+  }
   out.llm_ms = watch.lap();
   return out;
 }

@@ -1,9 +1,13 @@
 #include "model/qwen2.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
+#include <cmath>
+
 #include "error.h"
+#include "head/simd.h"
 
 namespace m2vla::model {
 namespace {
@@ -20,11 +24,80 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 at::Tensor apply_rope(const at::Tensor& x, const Rope& r) { return x * r.cos + rotate_half(x) * r.sin; }
 
+// Inference on the CPU: ATen has no fused CPU kernel for either op (at::rms_norm decomposes into pow, mean, add,
+// rsqrt, mul and a float32 copy; RoPE as above is six passes with a chunk and a cat), and they measured ~20 % of the
+// bf16 LLM in the profile of docs/benchmarks.md. One pass each, float32 inside, 16 lanes so the loops vectorize.
+// bfloat16 only: in float32 the ATen ops stay, bit for bit what the parity fixtures (rounded to bf16 with
+// referenceCasts) were made with; a reordered float32 sum flips a bf16 rounding there.
+bool fused_cpu(const at::Tensor& x) {
+  return x.is_cpu() && !at::GradMode::is_enabled() && x.is_contiguous() && x.scalar_type() == at::kBFloat16;
+}
+
+// HF Qwen2RMSNorm's roundings: the normalized row is rounded to the activation dtype, then scaled by the weight.
+template <typename T>
+M2VLA_SIMD_CLONES void rms_row(const T* x, const T* w, T* y, int64_t n, float eps) {
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= n; d += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += float(x[d + l]) * float(x[d + l]);
+  float s = 0;
+  for (; d < n; ++d) s += float(x[d]) * float(x[d]);
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
+  const float r = 1.0f / std::sqrt(s / float(n) + eps);
+  for (d = 0; d < n; ++d) y[d] = T(float(w[d]) * float(T(float(x[d]) * r)));
+}
+
+at::Tensor rms_norm_fused(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor y = at::empty_like(x);
+  const int64_t n = x.size(-1), rows = x.numel() / n;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "rms_norm_fused", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) rms_row<scalar_t>(xp + r * n, wp, yp + r * n, n, float(eps));
+    });
+  });
+  return y;
+}
+
+// rotate_half RoPE in place on `heads` consecutive heads of each row, with HF's roundings in the activation dtype
+// (x * cos and rotate_half(x) * sin each rounded, then their sum): (x1, x2) -> (x1 c - x2 s, x2 c + x1 s).
+template <typename T>
+M2VLA_SIMD_CLONES void rope_row(T* row, int64_t heads, int64_t half, const T* cos, const T* sin) {
+  for (int64_t h = 0; h < heads; ++h) {
+    T* x1 = row + h * 2 * half;
+    T* x2 = x1 + half;
+    for (int64_t d = 0; d < half; ++d) {
+      const float a = float(x1[d]), b = float(x2[d]), c = float(cos[d]), s = float(sin[d]);
+      x1[d] = T(float(T(a * c)) + float(T(-b * s)));
+      x2[d] = T(float(T(b * c)) + float(T(a * s)));
+    }
+  }
+}
+
+// qkv [B, T, cols] (contiguous): RoPE on its first `heads` heads (q then k), row t at position start + t.
+void rope_inplace(at::Tensor& qkv, int64_t heads, int64_t head_dim, const Rope& r) {
+  const int64_t t = qkv.size(1), cols = qkv.size(2), half = head_dim / 2;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, qkv.scalar_type(), "qwen2_rope", [&] {
+    const scalar_t* cos = r.cos.const_data_ptr<scalar_t>();  // [T, head_dim]: both halves hold the same values
+    const scalar_t* sin = r.sin.const_data_ptr<scalar_t>();
+    scalar_t* base = qkv.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, qkv.size(0) * t, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row)
+        rope_row<scalar_t>(base + row * cols, heads, half, cos + (row % t) * head_dim, sin + (row % t) * head_dim);
+    });
+  });
+}
+
 }  // namespace
 
-// ATen's fused kernel (one pass, float32 inside) where the op-by-op HF form makes six passes and a float32 copy;
-// in bfloat16 it rounds once, after the scale, where HF rounds before and after it.
-at::Tensor RmsNorm::operator()(const at::Tensor& x) const { return at::rms_norm(x, {weight.size(0)}, weight, eps); }
+// ATen's rms_norm (float32 inside) under autograd or on a GPU; one fused pass on the CPU otherwise (see above).
+at::Tensor RmsNorm::operator()(const at::Tensor& x) const {
+  if (fused_cpu(x) && weight.scalar_type() == x.scalar_type()) return rms_norm_fused(x, weight, eps);
+  return at::rms_norm(x, {weight.size(0)}, weight, eps);
+}
 
 Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix) : cfg_(cfg) {
   const int64_t d = cfg.hidden_size, hd = cfg.head_dim, q_out = cfg.num_heads * hd, kv_out = cfg.num_kv_heads * hd;
@@ -33,7 +106,9 @@ Qwen2::Qwen2(const LlmConfig& cfg, const Weights& sd, const std::string& prefix)
     fail(ErrorCode::Config, "llm: num_heads ", cfg.num_heads, " is not a multiple of num_kv_heads ", cfg.num_kv_heads);
   if (hd % 2 != 0) fail(ErrorCode::Config, "llm: head_dim ", hd, " must be even for rotary embeddings");
 
-  embed_tokens_ = sd.get(prefix + "embed_tokens.weight", {cfg.vocab_size, d});
+  // A view of the mapped checkpoint where the dtype matches (take, not get): act() reads a few rows, so the other
+  // ~270 MB of the table stay on disk instead of in the resident set (generate()'s LM head pages them in).
+  embed_tokens_ = sd.take(prefix + "embed_tokens.weight", {cfg.vocab_size, d});
   // HF: 1 / theta^(arange(0, head_dim, 2) / head_dim), computed in float32.
   inv_freq_ = (1.0 / at::pow(cfg.rope_theta, at::arange(0, hd, 2, at::kLong).to(at::kFloat) / double(hd)))
                   .to(embed_tokens_.device());
@@ -63,15 +138,19 @@ Rope Qwen2::rope(int64_t start, int64_t length, at::ScalarType dtype) const {
   at::Tensor pos = at::arange(start, start + length, inv_freq_.options().dtype(at::kLong)).to(at::kFloat);
   at::Tensor freqs = at::outer(pos, inv_freq_);  // [T, head_dim/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);  // [T, head_dim]
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  return {emb.cos().to(dtype).contiguous(), emb.sin().to(dtype).contiguous()};
 }
 
 at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, const History& history) const {
   const int64_t b = x.size(0), t = x.size(1), h = cfg_.num_heads, kvh = cfg_.num_kv_heads, hd = cfg_.head_dim;
-  auto qkv = layers_[i].qkv(x).split({h * hd, kvh * hd, kvh * hd}, -1);
-  at::Tensor q = apply_rope(qkv[0].view({b, t, h, hd}).transpose(1, 2), r);  // [B, heads, T, hd]
-  at::Tensor k = apply_rope(qkv[1].view({b, t, kvh, hd}).transpose(1, 2), r);
+  at::Tensor projected = layers_[i].qkv(x);
+  const bool fused = fused_cpu(projected) && r.cos.scalar_type() == projected.scalar_type();
+  if (fused) rope_inplace(projected, h + kvh, hd, r);  // q and k heads are adjacent
+  auto qkv = projected.split({h * hd, kvh * hd, kvh * hd}, -1);
+  at::Tensor q = qkv[0].view({b, t, h, hd}).transpose(1, 2);  // [B, heads, T, hd]
+  at::Tensor k = qkv[1].view({b, t, kvh, hd}).transpose(1, 2);
   at::Tensor v = qkv[2].view({b, t, kvh, hd}).transpose(1, 2);
+  if (!fused) q = apply_rope(q, r), k = apply_rope(k, r);
   bool causal = true;
   std::optional<at::Tensor> mask;
   if (KvCache* cache = history.append) {

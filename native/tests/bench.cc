@@ -2,12 +2,14 @@
 //
 //   m2vla_bench act <run_dir> [--device cpu|cuda:N] [--dtype auto|float32|bfloat16] [--iters 20] [--warmup 3]
 //                   [--batch 1] [--prompt-len 50] [--kernels on|off] [--graph on|off] [--json <file>]
-//                   [--expect-path cuda-kernels|cpu-fused|libtorch-ops]
+//                   [--expect-path cuda-kernels|cpu-fused|libtorch-ops] [--profile <file>]
 //     Loads the run directory (resolve_run_dir), acts once (the first act: kernel choice and self-checks, cuBLAS
 //     set-up), then `iters` timed acts without stage syncs (p50/p95/p99, chunks/s, actions/s), 5 acts with
 //     synchronized stages (the breakdown), the peak device memory, the dense GEMM peak of the device in the same run,
 //     and on CUDA the whole device part captured as one CUDA graph on its own stream with preallocated I/O.
 //     --expect-path: exit 1 (after writing the numbers) when the kernel path is another.
+//     --profile: one more act under libtorch's (Kineto) profiler: per stage (the m2vla::* scopes) its time, its GEMM
+//     FLOPs (from the ops' input shapes) and their floor at the GEMM peak, and the ops by self time; written to <file>.
 //   m2vla_bench kernels [--device cuda:N] [--iters 50] [--json <file>]
 //     Each CUDA kernel at its production shapes against its libtorch reference on the same GPU.
 //   m2vla_bench train <run_dir> [--device cpu|cuda:N] [--steps 5] [--bf16 on|off] [--json <file>]
@@ -25,6 +27,7 @@
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <chrono>
@@ -50,6 +53,7 @@
 #include "run_dir.h"
 #include "timing.h"
 #include "transfer.h"
+#include <torch/csrc/autograd/profiler_kineto.h>
 #ifdef M2VLA_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -212,6 +216,112 @@ std::string checks_json(const KernelReport& k) {
   return s + "]";
 }
 
+// ---- act --profile: where one act()'s time goes ----------------------------------------------------------------
+
+// 2·M·K·N of the GEMM-like ops (0 for the rest), from their recorded input shapes; composite ops (aten::linear,
+// aten::matmul) are left out, their GEMM child counts.
+double op_flops(const std::string& name, c10::ArrayRef<std::vector<int64_t>> s) {
+  const auto numel = [](const std::vector<int64_t>& v, size_t drop) {
+    double n = 1;
+    for (size_t i = 0; i + drop < v.size(); ++i) n *= double(v[i]);
+    return n;
+  };
+  const auto ok = [&](size_t i, size_t rank) { return s.size() > i && s[i].size() >= rank; };
+  if ((name == "aten::mm") && ok(1, 2)) return 2 * numel(s[0], 0) * double(s[1][1]);
+  if ((name == "aten::addmm") && ok(2, 2)) return 2 * numel(s[1], 0) * double(s[2][1]);
+  if (name == "aten::bmm" && ok(1, 3)) return 2 * numel(s[0], 0) * double(s[1][2]);
+  if (name == "aten::baddbmm" && ok(2, 3)) return 2 * numel(s[1], 0) * double(s[2][2]);
+  if (name == "mkldnn::_linear_pointwise") {  // X [.., K], W [N, K]; .binary: X, other, W
+    const size_t w = s.size() >= 4 && ok(2, 2) && s[1].size() == s[0].size() ? 2 : 1;
+    if (ok(w, 2)) return 2 * numel(s[0], 0) * double(s[w][0]);
+  }
+  if (name == "onednn::qlinear_pointwise" && ok(4, 1)) return 2 * numel(s[0], 0) * double(s[4][0]);  // qx, .., w_scale [N]
+  if (name.find("scaled_dot_product") != std::string::npos && name.find("flash") != std::string::npos && ok(2, 4))
+    return 4 * numel(s[0], 0) * double(s[1][2]);  // q [B,H,T,hd], k [B,Hk,S,hd]: QK^T and PV (no causal discount)
+  return 0;
+}
+
+struct OpStat {
+  double self_ms = 0, gflop = 0;
+  int64_t calls = 0;
+};
+
+JsonObject profile_act(const Policy& policy, const RandomObservations& obs, double gemm_tflops_peak) {
+  namespace prof = torch::autograd::profiler;
+  using torch::profiler::impl::ActivityType;
+  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO, /*report_input_shapes=*/true);
+  const std::set<ActivityType> activities{ActivityType::CPU};
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  const auto t = Clock::now();
+  policy.act(request(obs, false));
+  const double wall = ms_since(t);
+  const std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
+
+  // Ops of the calling thread (oneDNN / OpenMP workers record none), nested by their intervals: self = own - children.
+  struct Ev {
+    uint64_t start, end;
+    std::string name, stage;
+    double flops, child_ns = 0;
+  };
+  std::vector<Ev> evs;
+  uint64_t main_thread = 0;
+  for (const auto& e : result->events())
+    if (e.name() == "m2vla::llm") main_thread = e.startThreadId();
+  for (const auto& e : result->events())
+    if (e.startThreadId() == main_thread && e.deviceType() == c10::DeviceType::CPU)
+      evs.push_back({e.startNs(), e.endNs(), e.name(), "", op_flops(e.name(), e.hasShapes() ? e.shapes() : c10::ArrayRef<std::vector<int64_t>>{})});
+  std::sort(evs.begin(), evs.end(), [](const Ev& a, const Ev& b) { return a.start != b.start ? a.start < b.start : a.end > b.end; });
+  std::vector<size_t> stack;
+  std::map<std::string, double> stage_ms, stage_gflop;
+  std::map<std::string, std::map<std::string, OpStat>> ops;  // stage -> op -> stat
+  for (size_t i = 0; i < evs.size(); ++i) {
+    while (!stack.empty() && evs[stack.back()].end <= evs[i].start) stack.pop_back();
+    Ev& e = evs[i];
+    if (!stack.empty()) {
+      evs[stack.back()].child_ns += double(e.end - e.start);
+      e.stage = evs[stack.back()].stage;
+    }
+    if (e.name.rfind("m2vla::", 0) == 0) e.stage = e.name.substr(7), stage_ms[e.stage] += double(e.end - e.start) * 1e-6;
+    if (e.stage.empty()) e.stage = "other";
+    stack.push_back(i);
+  }
+  for (const Ev& e : evs) {
+    if (e.name.rfind("m2vla::", 0) == 0) continue;
+    OpStat& o = ops[e.stage][e.name];
+    o.self_ms += (double(e.end - e.start) - e.child_ns) * 1e-6, o.calls += 1, o.gflop += e.flops * 1e-9;
+    stage_gflop[e.stage] += e.flops * 1e-9;
+  }
+  double scoped = 0;
+  for (const auto& [k, v] : stage_ms) scoped += v;
+  stage_ms["other"] = wall - scoped;
+  // "head" holds retrieval; its own scopes nest in it (the head's stage keeps their self time).
+  std::printf("\nprofile of one act(): %.1f ms wall (profiler on); GEMM peak %.0f GFLOP/s\n", wall, gemm_tflops_peak * 1e3);
+  std::printf("%-10s %10s %10s %12s %12s\n", "stage", "ms", "GEMM GFLOP", "floor ms", "above floor");
+  std::string stages_json = "[", ops_json = "[";
+  for (const auto& [stage, ms] : stage_ms) {
+    const double gf = stage_gflop[stage], floor = gf / (gemm_tflops_peak * 1e3) * 1e3;
+    std::printf("%-10s %10.1f %10.1f %12.1f %12.1f\n", stage.c_str(), ms, gf, floor, ms - floor);
+    stages_json += (stages_json.size() > 1 ? ", " : "") +
+                   JsonObject().str("stage", stage).num("ms", ms).num("gemm_gflop", gf).num("floor_ms", floor).dump();
+  }
+  for (auto& [stage, by_op] : ops) {
+    std::vector<std::pair<std::string, OpStat>> sorted(by_op.begin(), by_op.end());
+    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second.self_ms > b.second.self_ms; });
+    std::printf("\n%s: top ops by self time\n%-52s %8s %10s %10s %10s\n", stage.c_str(), "op", "calls", "self ms", "GFLOP", "GFLOP/s");
+    for (size_t i = 0; i < sorted.size() && i < 12; ++i) {
+      const auto& [name, o] = sorted[i];
+      std::printf("%-52s %8lld %10.2f %10.2f %10.0f\n", name.c_str(), (long long)o.calls, o.self_ms, o.gflop,
+                  o.gflop > 0 ? o.gflop / o.self_ms * 1e3 : 0.0);
+    }
+    for (const auto& [name, o] : sorted)
+      if (o.self_ms >= 0.05)
+        ops_json += (ops_json.size() > 1 ? ", " : "") + JsonObject().str("stage", stage).str("op", name).num("calls", double(o.calls))
+                                                            .num("self_ms", o.self_ms).num("gflop", o.gflop).dump();
+  }
+  return JsonObject().num("wall_ms", wall).raw("stages", stages_json + "]").raw("ops", ops_json + "]");
+}
+
 #ifdef M2VLA_WITH_CUDA
 // The device part of act() (Policy::forward) captured once as a CUDA graph on a stream of its own, inputs and outputs
 // in preallocated device buffers: a replay = copy the new inputs in, replay, copy the actions out.
@@ -253,6 +363,7 @@ JsonObject graph_bench(const Policy& policy, const RandomObservations& o, const 
 
 int bench_act(const Args& a) {
   if (a.positional.size() != 1) fail(ErrorCode::Input, "act: expected one run directory");
+  const c10::InferenceMode inference;  // as the addon's workers run act(): no autograd records, in-place epilogues
   const Placement placement = resolve_placement(a.get("device", "cpu"), a.get("dtype", "auto"));
   const c10::Device d = placement.device;
   const int64_t iters = a.integer("iters", 20), warmup = a.integer("warmup", 3), batch = a.integer("batch", 1);
@@ -330,6 +441,10 @@ int bench_act(const Args& a) {
   }
 #endif
   (void)graph_on;
+  if (a.options.count("profile")) {
+    const JsonObject p = profile_act(*policy, obs, gemm);
+    std::ofstream(a.get("profile", "")) << p.dump() << "\n";
+  }
   const std::string json = j.dump();
   if (a.options.count("json")) std::ofstream(a.get("json", "")) << json << "\n";
   else std::printf("%s\n", json.c_str());
@@ -591,7 +706,7 @@ int main(int argc, char** argv) {
   const std::string cmd = argc > 1 ? argv[1] : "";
   try {
     if (cmd == "act")
-      return bench_act(parse(argc, argv, {"device", "dtype", "iters", "warmup", "batch", "prompt-len", "kernels", "graph", "json", "expect-path"}));
+      return bench_act(parse(argc, argv, {"device", "dtype", "iters", "warmup", "batch", "prompt-len", "kernels", "graph", "json", "expect-path", "profile"}));
     if (cmd == "kernels") return bench_kernels(parse(argc, argv, {"device", "iters", "json"}));
     if (cmd == "make-run") return make_run(parse(argc, argv, {"seed"}));
     if (cmd == "train") return bench_train(parse(argc, argv, {"device", "steps", "bf16", "json"}));
