@@ -53,7 +53,7 @@ function run(nvcc, args) {
 }
 
 /**
- * Compile `files` (default: every native/**/*.cu) into a temporary directory. Resolves to
+ * Compile `files` (default: every .cu file below native/) into a temporary directory. Resolves to
  * { skipped: reason } without nvcc, else { ok, nvcc, results: [{ file, command, status, seconds, output }] }.
  */
 export async function checkCuda({ files, nvcc = findNvcc(), archs = CUDA_ARCHS, jobs = os.availableParallelism() } = {}) {

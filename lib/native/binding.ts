@@ -454,7 +454,7 @@ export interface BindingModule {
    * 'perturbed' (reference + 1e-2) must fail, 'cuda' runs the CUDA kernel (CUDA builds only).
    */
   kernelSelfCheck(options: {
-    kernel: 'molAttention' | 'l1TopK' | 'bankAppend';
+    kernel: 'molAttention' | 'l1TopK';
     candidate: 'reference' | 'perturbed' | 'cuda';
     seed?: number;
     atol?: number;

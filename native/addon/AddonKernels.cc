@@ -115,8 +115,8 @@ Napi::Value KernelSelfCheck(const Napi::CallbackInfo& info) {
     return opts.Get(key).IsString() ? opts.Get(key).As<Napi::String>().Utf8Value() : std::string();
   };
   const std::string kernel = text("kernel"), candidate = text("candidate");
-  if (kernel != "molAttention" && kernel != "l1TopK" && kernel != "bankAppend")
-    throw make_error(env, "E_INPUT", "kernelSelfCheck: kernel must be molAttention, l1TopK or bankAppend, got '" + kernel + "'");
+  if (kernel != "molAttention" && kernel != "l1TopK")
+    throw make_error(env, "E_INPUT", "kernelSelfCheck: kernel must be molAttention or l1TopK, got '" + kernel + "'");
   if (candidate != "reference" && candidate != "perturbed" && candidate != "cuda")
     throw make_error(env, "E_INPUT", "kernelSelfCheck: candidate must be reference, perturbed or cuda, got '" + candidate + "'");
   const uint64_t seed = opts.Get("seed").IsNumber() ? uint64_t(opts.Get("seed").As<Napi::Number>().Int64Value()) : 0;

@@ -134,33 +134,6 @@ head::TopK l1_topk(const at::Tensor& queries_in, const at::Tensor& keys, int64_t
   return out;
 }
 
-void bank_append(at::Tensor& keys, at::Tensor& values, int64_t offset, const at::Tensor& new_keys_in,
-                 const at::Tensor& new_values_in) {
-  const at::Device device = keys.device();
-  require_device(values, "bank values", device);
-  require_device(new_keys_in, "new keys", device);
-  require_device(new_values_in, "new values", device);
-  for (const at::Tensor* t : {&keys, &values})
-    if (t->scalar_type() != at::kBFloat16 || t->dim() != 2 || !t->is_contiguous())
-      fail(ErrorCode::Input, "bank append (CUDA): the bank must be contiguous bfloat16 [capacity, dim] tensors");
-  const int64_t capacity = keys.size(0), count = new_keys_in.size(0);
-  if (values.size(0) != capacity || new_keys_in.dim() != 2 || new_keys_in.size(1) != keys.size(1) ||
-      new_values_in.dim() != 2 || new_values_in.size(0) != count || new_values_in.size(1) != values.size(1))
-    fail(ErrorCode::Shape, "bank append (CUDA): expected new keys [N, ", keys.size(1), "] and values [N, ",
-         values.size(1), "], got ", new_keys_in.sizes(), " and ", new_values_in.sizes());
-  if (capacity < 1 || offset < 0 || offset >= capacity)
-    fail(ErrorCode::Input, "bank append (CUDA): offset ", offset, " outside a bank of ", capacity, " rows");
-  const at::Tensor new_keys = new_keys_in.to(at::kFloat).contiguous();
-  const at::Tensor new_values = new_values_in.to(at::kFloat).contiguous();
-
-  m2vla_bank_append_args a{};
-  a.keys = keys.data_ptr(), a.values = values.data_ptr(), a.capacity = capacity, a.offset = offset;
-  a.key_dim = int(keys.size(1)), a.value_dim = int(values.size(1));
-  a.new_keys = new_keys.data_ptr<float>(), a.new_values = new_values.data_ptr<float>(), a.count = count;
-
-  launch_checked(device, "bank append", [&](cudaStream_t stream) { return m2vla_bank_append(&a, stream); });
-}
-
 std::string context_error(const at::Device& device) {
   const c10::cuda::CUDAGuard guard(device);
   // A sticky error is returned by every later call; a plain one is cleared by cudaGetLastError and harmless.

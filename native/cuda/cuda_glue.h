@@ -17,10 +17,6 @@ at::Tensor mol_attention(const head::MolAttentionInputs& in, at::ScalarType out_
 // queries [B, key_dim] (converted to float32), keys [capacity, key_dim] bf16 contiguous; key_dim a multiple of 8.
 head::TopK l1_topk(const at::Tensor& queries, const at::Tensor& keys, int64_t size, int64_t oldest, int64_t top_k);
 
-// In place on the bf16 ring buffers keys [capacity, key_dim] and values [capacity, value_dim].
-void bank_append(at::Tensor& keys, at::Tensor& values, int64_t offset, const at::Tensor& new_keys,
-                 const at::Tensor& new_values);
-
 // Empty while `device`'s context works; else the sticky error that killed it (a kernel fault), after waiting for the
 // device. Clears nothing that could be recovered.
 std::string context_error(const at::Device& device);

@@ -78,21 +78,6 @@ typedef struct m2vla_l1_topk_args {
 size_t m2vla_l1_topk_workspace_bytes(int batch, int64_t size, int top_k);
 cudaError_t m2vla_l1_topk(const m2vla_l1_topk_args* args, cudaStream_t stream);
 
-/* FIFO append for training: row i of the `count` new rows goes to ring row (offset + i) % capacity, rounded to bf16
- * (round to nearest even, like a torch copy). With count > capacity only the newest `capacity` rows are written (the
- * older ones would be overwritten anyway). The caller advances offset/size/oldest. */
-typedef struct m2vla_bank_append_args {
-  void* keys;   /* bf16 [capacity, key_dim] */
-  void* values; /* bf16 [capacity, value_dim] */
-  int64_t capacity, offset;
-  int key_dim, value_dim;
-  const float* new_keys;   /* [count, key_dim] */
-  const float* new_values; /* [count, value_dim] */
-  int64_t count;
-} m2vla_bank_append_args;
-
-cudaError_t m2vla_bank_append(const m2vla_bank_append_args* args, cudaStream_t stream);
-
 #ifdef __cplusplus
 }
 #endif

@@ -104,8 +104,8 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   d.chunk = stated_dim(sd, "chunk", chunk, options.chunk, found);
   d.key_dim = int64_t(options.key_layer_indices.size()) * D;
 
-  load_params(sd, "", latent_table(), param_dims(d), dtype, head->latent_slots());
-  load_params(sd, "", output_table(), param_dims(d), dtype, head->output_slots());
+  load_params(sd, "", latent_table(), param_dims(d), dtype, latent_slots(*head));
+  load_params(sd, "", output_table(), param_dims(d), dtype, output_slots(*head));
   // The initial latent is zeros, so layer_norm1's output is its bias: the latent is one constant row.
   head->x0_ = head->initial_latent();
   for (int64_t i = 0; i < d.num_blocks; ++i) {
@@ -124,7 +124,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   if (ablation == Ablation::NoMol)
     head->token_rope_ = table(options.num_patches + options.num_action_queries + 1);
   if (ablation != Ablation::NoMsm) {
-    load_params(sd, "", msm_table(), param_dims(d), dtype, head->msm_slots());
+    load_params(sd, "", msm_table(), param_dims(d), dtype, msm_slots(*head));
     head->bank_ = MemoryBank::load(sd, d.key_dim, d.chunk * d.action_dim);
   } else {
     head->bank_ = MemoryBank(0, d.key_dim, d.chunk * d.action_dim);

@@ -149,9 +149,12 @@ class ActionHead {
   // LayerNorm output is layer_norm1's bias: one constant row [1, 1, D], from the current weights.
   at::Tensor initial_latent(const at::Tensor& z = {}) const;
   // The groups of latent_table(), output_table() and msm_table().
-  ParamSlots latent_slots() { return {{"model.layer_norm1", &layer_norm1}, {"model.fc1", &fc1}}; }
-  ParamSlots output_slots() { return {{"model.layer_norm2", &layer_norm2}, {"model.fc2", &fc2}}; }
-  ParamSlots msm_slots() { return {{"memory_value_proj", &memory_value_proj}}; }
+  template <class Self>
+  static SlotsOf<Self> latent_slots(Self& h) { return {{"model.layer_norm1", &h.layer_norm1}, {"model.fc1", &h.fc1}}; }
+  template <class Self>
+  static SlotsOf<Self> output_slots(Self& h) { return {{"model.layer_norm2", &h.layer_norm2}, {"model.fc2", &h.fc2}}; }
+  template <class Self>
+  static SlotsOf<Self> msm_slots(Self& h) { return {{"memory_value_proj", &h.memory_value_proj}}; }
 
   HeadOptions options_;
   HeadDims dims_;

@@ -22,7 +22,7 @@ CrossBlock make(const io::StateDict& sd, const std::string& prefix, int64_t dim,
   b.dim = dim;
   b.heads = heads;
   b.head_dim = dim / heads;
-  load_params(sd, prefix, cross_block_table(), {.D = dim, .H = heads}, dtype, b.slots(), from_mol);
+  load_params(sd, prefix, cross_block_table(), {.D = dim, .H = heads}, dtype, CrossBlock::slots(b), from_mol);
   return b;
 }
 
@@ -39,10 +39,6 @@ CrossBlock CrossBlock::load(const io::StateDict& sd, const std::string& prefix, 
 
 CrossBlock CrossBlock::from_mol(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype) {
   return make(sd, prefix, dim, heads, dtype, true);
-}
-
-ParamSlots CrossBlock::slots() {
-  return {{"q_proj", &q_proj}, {"kv_last", &kv_last}, {"o_proj", &o_proj}, {"ffn.0", &ffn_norm}, {"ffn.1", &ffn_fc}};
 }
 
 at::Tensor cross_keys(const CrossBlock& block, const at::Tensor& tokens, const RopeTable& token_rope) {

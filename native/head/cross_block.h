@@ -44,7 +44,10 @@ struct CrossBlock {
   // Training a no-mol head from a full one: q_proj, o_proj and the FFN are the MoL block's, k_last / v_last start from
   // its vision branch (k_task / v_task), so every variant starts from the same weights where they share them.
   static CrossBlock from_mol(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype);
-  ParamSlots slots();  // the groups of cross_block_table()
+  template <class Self>  // the groups of cross_block_table(), as MolBlock::slots
+  static SlotsOf<Self> slots(Self& b) {
+    return {{"q_proj", &b.q_proj}, {"kv_last", &b.kv_last}, {"o_proj", &b.o_proj}, {"ffn.0", &b.ffn_norm}, {"ffn.1", &b.ffn_fc}};
+  }
 };
 
 // The rotated keys [B, H, n, head_dim] of the block's tokens [B, n, D]: they do not depend on the latent, so a forward

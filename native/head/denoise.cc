@@ -33,7 +33,7 @@ DenoiseModule DenoiseModule::load_or_init(const io::StateDict& sd, int64_t hidde
   DenoiseModule m;
   m.time_embed_dim = config.time_embed_dim;
   if (sd.has(std::string(denoise_table().entries[0].name) + ".weight")) {
-    load_params(sd, "", denoise_table(), {.D = hidden, .A = action_dim, .T = config.time_embed_dim}, dtype, m.slots());
+    load_params(sd, "", denoise_table(), {.D = hidden, .A = action_dim, .T = config.time_embed_dim}, dtype, slots(m));
     return m;
   }
   at::Generator gen = at::detail::createCPUGenerator(config.init_seed);

@@ -29,8 +29,10 @@ struct DenoiseModule {
   // [B, chunk, D] added to the constant latent: action_in(x_t) + time_mlp(embedding(t)) (broadcast over the chunk).
   // `t` [B] int64, one timestep per sample (training), or [1] for the whole batch (sampling).
   at::Tensor operator()(const at::Tensor& noisy_actions, const at::Tensor& t) const;
-  ParamSlots slots() {  // the groups of denoise_table()
-    return {{"denoise.action_in", &action_in}, {"denoise.time_mlp.0", &time_fc1}, {"denoise.time_mlp.2", &time_fc2}};
+  // The groups of denoise_table().
+  template <class Self>
+  static SlotsOf<Self> slots(Self& m) {
+    return {{"denoise.action_in", &m.action_in}, {"denoise.time_mlp.0", &m.time_fc1}, {"denoise.time_mlp.2", &m.time_fc2}};
   }
 };
 

@@ -13,19 +13,18 @@ const std::string kBlockPrefix = "model.mlp_resnet_blocks.";
 
 }  // namespace
 
-// Readers only read through the slots (which hand out mutable references for the loaders and the optimizer).
+// The tensors' handles: the optimizer updates them in place, so the head trains through a const reference.
 std::vector<HeadParameter> ActionHead::parameters() const {
-  ActionHead& self = const_cast<ActionHead&>(*this);
   std::vector<HeadParameter> p;
-  append_parameters(p, "", latent_table(), self.latent_slots());
+  append_parameters(p, "", latent_table(), latent_slots(*this));
   for (size_t i = 0; i < cross_blocks_.size(); ++i)
-    append_parameters(p, kBlockPrefix + std::to_string(i) + ".", cross_block_table(), self.cross_blocks_[i].slots());
+    append_parameters(p, kBlockPrefix + std::to_string(i) + ".", cross_block_table(), CrossBlock::slots(cross_blocks_[i]));
   for (size_t i = 0; i < blocks_.size(); ++i)
-    append_parameters(p, kBlockPrefix + std::to_string(i) + ".", mol_block_table(), self.blocks_[i].slots());
-  append_parameters(p, "", output_table(), self.output_slots());
-  if (uses_msm()) append_parameters(p, "", msm_table(), self.msm_slots());
-  append_parameters(p, "proprio_projector.", proprio_table(), self.proprio_.slots());
-  if (self.denoise_) append_parameters(p, "", denoise_table(), self.denoise_->slots());
+    append_parameters(p, kBlockPrefix + std::to_string(i) + ".", mol_block_table(), MolBlock::slots(blocks_[i]));
+  append_parameters(p, "", output_table(), output_slots(*this));
+  if (uses_msm()) append_parameters(p, "", msm_table(), msm_slots(*this));
+  append_parameters(p, "proprio_projector.", proprio_table(), ProprioProjector::slots(proprio_));
+  if (denoise_) append_parameters(p, "", denoise_table(), DenoiseModule::slots(*denoise_));
   return p;
 }
 
@@ -62,7 +61,6 @@ at::Tensor ActionHead::predict(const HeadBatch& batch, std::optional<uint64_t> s
 }
 
 io::NamedTensors ActionHead::action_head_state_dict() const {
-  ActionHead& self = const_cast<ActionHead&>(*this);
   const ParamDims dims = param_dims(dims_, denoise_ ? denoise_->time_embed_dim : 0);
   io::NamedTensors sd;
   if (uses_msm()) {
@@ -70,22 +68,21 @@ io::NamedTensors ActionHead::action_head_state_dict() const {
     sd.emplace_back(kBankKeys, bank_.keys());
     sd.emplace_back(kBankValues, bank_.values());
     sd.emplace_back(kBankSize, at::scalar_tensor(bank_.size(), at::kLong));
-    append_state_dict(sd, "", msm_table(), dims, self.msm_slots());
+    append_state_dict(sd, "", msm_table(), dims, msm_slots(*this));
   }
-  append_state_dict(sd, "", latent_table(), dims, self.latent_slots());
+  append_state_dict(sd, "", latent_table(), dims, latent_slots(*this));
   for (size_t i = 0; i < cross_blocks_.size(); ++i)
-    append_state_dict(sd, kBlockPrefix + std::to_string(i) + ".", cross_block_table(), dims, self.cross_blocks_[i].slots());
+    append_state_dict(sd, kBlockPrefix + std::to_string(i) + ".", cross_block_table(), dims, CrossBlock::slots(cross_blocks_[i]));
   for (size_t i = 0; i < blocks_.size(); ++i)
-    append_state_dict(sd, kBlockPrefix + std::to_string(i) + ".", mol_block_table(), dims, self.blocks_[i].slots());
-  append_state_dict(sd, "", output_table(), dims, self.output_slots());
-  if (self.denoise_) append_state_dict(sd, "", denoise_table(), dims, self.denoise_->slots());
+    append_state_dict(sd, kBlockPrefix + std::to_string(i) + ".", mol_block_table(), dims, MolBlock::slots(blocks_[i]));
+  append_state_dict(sd, "", output_table(), dims, output_slots(*this));
+  if (denoise_) append_state_dict(sd, "", denoise_table(), dims, DenoiseModule::slots(*denoise_));
   return sd;
 }
 
 io::NamedTensors ActionHead::proprio_state_dict() const {
-  ProprioProjector proprio = proprio_;
   io::NamedTensors sd;
-  append_state_dict(sd, "", proprio_table(), param_dims(dims_), proprio.slots());
+  append_state_dict(sd, "", proprio_table(), param_dims(dims_), ProprioProjector::slots(proprio_));
   return sd;
 }
 

@@ -14,13 +14,12 @@ Tensors to_device(const Tensors& ts, const c10::Device& device) {
   return out;
 }
 
-const std::vector<std::string> kKernelNames = {"molAttention", "l1TopK", "bankAppend"};
+const std::vector<std::string> kKernelNames = {"molAttention", "l1TopK"};
 
 std::vector<KernelCase> kernel_cases(const std::string& kernel, c10::Device gpu) {
   if (kernel == "molAttention") return mol_attention_cases(gpu);
   if (kernel == "l1TopK") return l1_topk_cases(gpu);
-  if (kernel == "bankAppend") return bank_append_cases(gpu);
-  fail(ErrorCode::Input, "kernel must be molAttention, l1TopK or bankAppend, got '", kernel, "'");
+  fail(ErrorCode::Input, "kernel must be molAttention or l1TopK, got '", kernel, "'");
 }
 
 KernelCase kernel_case(const std::string& kernel, c10::Device gpu) { return kernel_cases(kernel, gpu).front(); }

@@ -23,7 +23,7 @@ struct KernelCase {
 };
 
 // The kernels with a self-check.
-extern const std::vector<std::string> kKernelNames;  // molAttention, l1TopK, bankAppend
+extern const std::vector<std::string> kKernelNames;  // molAttention, l1TopK
 
 // kernel: one of kKernelNames (E_INPUT otherwise); the CUDA candidate runs on `gpu` (index -1: the current GPU).
 std::vector<KernelCase> kernel_cases(const std::string& kernel, c10::Device gpu = c10::Device(c10::kCUDA));
@@ -33,7 +33,6 @@ KernelCase kernel_case(const std::string& kernel, c10::Device gpu = c10::Device(
 // Each kernel's variants, beside its reference: mol/cases.cc, msm/cases.cc.
 std::vector<KernelCase> mol_attention_cases(const c10::Device& gpu);
 std::vector<KernelCase> l1_topk_cases(const c10::Device& gpu);
-std::vector<KernelCase> bank_append_cases(const c10::Device& gpu);
 // Copies of `ts` on `device` (the CUDA candidates' inputs).
 Tensors to_device(const Tensors& ts, const c10::Device& device);
 

@@ -173,32 +173,32 @@ void load_params(const io::StateDict& sd, const std::string& prefix, const Param
 }
 
 void append_parameters(std::vector<HeadParameter>& out, const std::string& name_prefix, const ParamTable& table,
-                       const ParamSlots& slots) {
+                       const ConstParamSlots& slots) {
   for (const auto& [group, slot] : slots) {
     if (members(table, group).empty()) continue;
     const std::string name = name_prefix + group;
-    if (auto* l = std::get_if<Linear*>(&slot)) out.push_back({name + ".weight", (*l)->weight}), out.push_back({name + ".bias", (*l)->bias});
-    else if (auto* n = std::get_if<LayerNorm*>(&slot)) out.push_back({name + ".weight", (*n)->weight}), out.push_back({name + ".bias", (*n)->bias});
-    else out.push_back({name, *std::get<at::Tensor*>(slot)});
+    if (auto* l = std::get_if<const Linear*>(&slot)) out.push_back({name + ".weight", (*l)->weight}), out.push_back({name + ".bias", (*l)->bias});
+    else if (auto* n = std::get_if<const LayerNorm*>(&slot)) out.push_back({name + ".weight", (*n)->weight}), out.push_back({name + ".bias", (*n)->bias});
+    else out.push_back({name, *std::get<const at::Tensor*>(slot)});
   }
 }
 
 void append_state_dict(io::NamedTensors& out, const std::string& prefix, const ParamTable& table, const ParamDims& dims,
-                       const ParamSlots& slots) {
+                       const ConstParamSlots& slots) {
   for (const auto& [group, slot] : slots) {
     int64_t row = 0;  // a stack's rows, entry after entry in part order
     for (const ParamEntry* e : members(table, group)) {
       const std::string name = prefix + e->name;
-      if (auto* l = std::get_if<Linear*>(&slot)) {
+      if (auto* l = std::get_if<const Linear*>(&slot)) {
         const int64_t rows = param_shape(*e, dims)[0];
         out.emplace_back(name + ".weight", (*l)->weight.detach().narrow(0, row, rows));
         out.emplace_back(name + ".bias", (*l)->bias.detach().narrow(0, row, rows));
         row += rows;
-      } else if (auto* m = std::get_if<LayerNorm*>(&slot)) {
+      } else if (auto* m = std::get_if<const LayerNorm*>(&slot)) {
         out.emplace_back(name + ".weight", (*m)->weight.detach());
         out.emplace_back(name + ".bias", (*m)->bias.detach());
       } else {
-        out.emplace_back(name, std::get<at::Tensor*>(slot)->detach());
+        out.emplace_back(name, std::get<const at::Tensor*>(slot)->detach());
       }
     }
   }

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -75,7 +76,12 @@ std::vector<int64_t> param_shape(const ParamEntry& e, const ParamDims& dims);
 // A module's in-memory tensors by group name (the table's groups), in the order parameters() and the state-dict export list them.
 using ParamSlot = std::variant<Linear*, LayerNorm*, at::Tensor*>;
 using ParamSlots = std::vector<std::pair<const char*, ParamSlot>>;
-// Readers (parameters(), the export) take the slots of a copy of a const module: its tensors are the same handles.
+// The same slots read-only: what the readers (parameters(), the export) take from a const head.
+using ConstParamSlot = std::variant<const Linear*, const LayerNorm*, const at::Tensor*>;
+using ConstParamSlots = std::vector<std::pair<const char*, ConstParamSlot>>;
+// A module writes its slot list once, as a template over its constness: SlotsOf<const M> is ConstParamSlots.
+template <class Module>
+using SlotsOf = std::conditional_t<std::is_const_v<Module>, ConstParamSlots, ParamSlots>;
 
 // Loads every Trained entry of `table` into its slot (stacked by part), shape-checked; `from_full` reads the
 // entries' from_full names instead (an ablation started from a full head).
@@ -89,10 +95,10 @@ struct HeadParameter {
 };
 // The learnable tensors (the slots of Trained groups) under `name_prefix` + group (+ ".weight"/".bias").
 void append_parameters(std::vector<HeadParameter>& out, const std::string& name_prefix, const ParamTable& table,
-                       const ParamSlots& slots);
+                       const ConstParamSlots& slots);
 // The Trained entries under their checkpoint names, stacks split again (detached views).
 void append_state_dict(io::NamedTensors& out, const std::string& prefix, const ParamTable& table, const ParamDims& dims,
-                       const ParamSlots& slots);
+                       const ConstParamSlots& slots);
 
 // One tensor a checkpoint file of the head holds.
 struct CheckpointTensor {

@@ -12,7 +12,7 @@ ProprioProjector ProprioProjector::load(const io::StateDict& sd, int64_t hidden,
     fail(ErrorCode::Checkpoint, sd.source, ": tensor 'fc1.weight' should be [", hidden,
          ", proprio_dim] for a head of hidden size ", hidden, ", got ", w1.sizes());
   ProprioProjector p;
-  load_params(sd, "", proprio_table(), {.D = hidden, .P = w1.size(1)}, dtype, p.slots());
+  load_params(sd, "", proprio_table(), {.D = hidden, .P = w1.size(1)}, dtype, slots(p));
   return p;
 }
 

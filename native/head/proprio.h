@@ -15,7 +15,8 @@ struct ProprioProjector {
   static ProprioProjector load(const io::StateDict& sd, int64_t hidden, at::ScalarType dtype);
   int64_t proprio_dim() const { return fc1.in_features(); }
   at::Tensor operator()(const at::Tensor& p) const;  // [B, proprio_dim] -> [B, hidden]
-  ParamSlots slots() { return {{"fc1", &fc1}, {"fc2", &fc2}}; }  // the groups of proprio_table()
+  template <class Self>  // the groups of proprio_table()
+  static SlotsOf<Self> slots(Self& p) { return {{"fc1", &p.fc1}, {"fc2", &p.fc2}}; }
 };
 
 }  // namespace m2vla::head

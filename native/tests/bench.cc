@@ -48,6 +48,7 @@
 #include "train/trainer.h"
 #include "head/mol/reference.h"
 #include "head/msm/reference.h"
+#include "head/param_table.h"
 #include "policy.h"
 #include "run_dir.h"
 #include "timing.h"
@@ -490,13 +491,6 @@ int bench_kernels(const Args& a) {
     row("l1TopK", c.variant, [&] { cuda::l1_topk(in[0], in[1], s.size, s.oldest, s.top_k); },
         [&] { head::l1_topk_reference(in[0], in[1], s.size, s.oldest, s.top_k); });
   }
-  {
-    const head::BankAppendSizes s{10000, 2688, 56, 9990, 16};
-    head::Tensors in = head::random_bank_append_inputs(s, 0);
-    for (auto& t : in) t = t.to(d);
-    row("bankAppend", "production", [&] { cuda::bank_append(in[0], in[1], s.offset, in[2], in[3]); },
-        [&] { head::bank_append_reference(in[0], in[1], s.offset, in[2], in[3]); });
-  }
   const std::string json = JsonObject().str("device", d.str()).str("device_name", placement.name).raw("kernels", rows + "]").dump();
   if (a.options.count("json")) std::ofstream(a.get("json", "")) << json << "\n";
   return 0;
@@ -619,25 +613,16 @@ std::vector<TensorSpec> vlm_tensors() {
   return t;
 }
 
-std::vector<TensorSpec> head_tensors() {
+// The head's checkpoint files as its parameter tables declare them (head/param_table.h); the bank's int64 size is
+// written by the caller.
+std::vector<TensorSpec> head_tensors(const std::vector<head::CheckpointTensor>& layout) {
   std::vector<TensorSpec> t;
-  const auto lin = [&](const std::string& n, int64_t o, int64_t i) {
-    t.push_back({n + ".weight", {o, i}, Init::Normal}), t.push_back({n + ".bias", {o}, Init::Zero});
-  };
-  t.push_back({"model.layer_norm1.weight", {6272}, Init::One}), t.push_back({"model.layer_norm1.bias", {6272}, Init::Small});
-  lin("model.fc1", 896, 6272);
-  for (int b = 0; b < 24; ++b) {
-    const std::string q = "model.mlp_resnet_blocks." + std::to_string(b) + ".";
-    for (const char* n : {"q_proj", "k_self", "v_self", "v_adapter", "k_task", "v_task", "k_memory", "v_memory", "o_proj"})
-      lin(q + n, 896, 896);
-    lin(q + "k_adapter", 896 + 14, 896), lin(q + "film_gen.0", 1792, 896);
-    t.push_back({q + "ffn.0.weight", {896}, Init::One}), t.push_back({q + "ffn.0.bias", {896}, Init::Zero});
-    lin(q + "ffn.1", 896, 896);
-    t.push_back({q + "gating_factor", {1}, Init::Small});
+  for (const head::CheckpointTensor& e : layout) {
+    using I = head::ParamInit;
+    const Init init = e.init == I::Zero ? Init::Zero : e.init == I::One ? Init::One : e.init == I::Small ? Init::Small
+                      : e.init == I::Bank ? Init::Bank : Init::Normal;
+    if (e.init != I::Count) t.push_back({e.name, e.shape, init});
   }
-  t.push_back({"model.layer_norm2.weight", {896}, Init::One}), t.push_back({"model.layer_norm2.bias", {896}, Init::Zero});
-  lin("model.fc2", 7, 896), lin("memory_value_proj", 7168, 56);
-  t.push_back({"memory_bank.keys", {10000, 2688}, Init::Bank}), t.push_back({"memory_bank.values", {10000, 56}, Init::Bank});
   return t;
 }
 
@@ -697,12 +682,14 @@ int make_run(const Args& a) {
   const auto t = Clock::now();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t(a.integer("seed", 0)));
   io::write_safetensors((out / "model.safetensors").string(), materialize(vlm_tensors(), gen));
-  io::NamedTensors head = materialize(head_tensors(), gen);
-  head.emplace_back("memory_bank.size", at::scalar_tensor(int64_t(9000), at::TensorOptions().dtype(at::kLong)));
+  head::HeadDims dims;  // the released head: Qwen2.5-0.5B's 24 layers of 896, 14 heads, LIBERO's 7-dof chunk of 8
+  dims.hidden = 896, dims.num_blocks = 24, dims.num_heads = 14, dims.action_dim = 7, dims.chunk = 8, dims.proprio_dim = 8;
+  dims.key_dim = 3 * 896, dims.bank_capacity = 10000;
+  io::NamedTensors head = materialize(head_tensors(head::action_head_layout(dims, head::Ablation::None)), gen);
+  head.emplace_back(head::kBankSize, at::scalar_tensor(int64_t(9000), at::TensorOptions().dtype(at::kLong)));
   io::write_safetensors((out / "action_head.safetensors").string(), head);
   io::write_safetensors((out / "proprio_projector.safetensors").string(),
-                        materialize({{"fc1.weight", {896, 8}, Init::Normal}, {"fc1.bias", {896}, Init::Zero},
-                                     {"fc2.weight", {896, 896}, Init::Normal}, {"fc2.bias", {896}, Init::Zero}}, gen));
+                        materialize(head_tensors(head::proprio_layout(dims)), gen));
   io::write_text((out / "config.json").string(), kFullSizeConfig);
   io::write_text((out / "preprocessor_config.json").string(), preprocessor_config());
   fs::copy_file(std::string(M2VLA_SOURCE_DIR) + "/test/fixtures/m2vla-tiny-a/dataset_statistics.json",

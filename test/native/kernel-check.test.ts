@@ -12,7 +12,7 @@ type Options = Parameters<ReturnType<typeof getBinding>['kernelSelfCheck']>[0];
 const selfCheck = (options: Options): Promise<KernelCheckResult> =>
   runTorchJob(() => getBinding().kernelSelfCheck({ threads: 2, ...options }));
 
-const kernels = ['molAttention', 'l1TopK', 'bankAppend'] as const;
+const kernels = ['molAttention', 'l1TopK'] as const;
 
 describe('kernel self-check', () => {
   it.each(kernels)('%s: trusts a candidate that matches the reference', async (kernel) => {
@@ -45,7 +45,7 @@ describe('kernel self-check', () => {
   it('refuses unknown kernels with a typed error', async () => {
     const err = await selfCheck({ kernel: 'softmax' as never, candidate: 'reference' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
-    expect((err as Error).message).toMatch(/kernel must be molAttention, l1TopK or bankAppend, got 'softmax'/);
+    expect((err as Error).message).toMatch(/kernel must be molAttention or l1TopK, got 'softmax'/);
   });
 
   const info = runtimeInfo();

@@ -35,10 +35,10 @@ at::Tensor mix_reference(const MolBlock& b, const at::Tensor& qkv, const MolCond
                        .reshape({qkv.size(0), qkv.size(1), b.dim});
   if (trace) {
     trace->tanh_g = w.tanh_g;
-    trace->sa_weights = w.self;
-    trace->ca_s_weights = w.adapter;
-    trace->ca_s_gate = w.gate;
-    trace->ca_v_weights = w.task;
+    trace->sa_weights = w.sa;
+    trace->ca_s_weights = w.ca_s;
+    trace->ca_s_gate = w.ca_s_gate;
+    trace->ca_v_weights = w.ca_v;
     trace->attn_mix = mix;
   }
   return mix;
@@ -62,13 +62,8 @@ MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int6
   b.dim = dim;
   b.heads = heads;
   b.head_dim = dim / heads;
-  load_params(sd, prefix, mol_block_table(), {.D = dim, .H = heads}, dtype, b.slots());
+  load_params(sd, prefix, mol_block_table(), {.D = dim, .H = heads}, dtype, slots(b));
   return b;
-}
-
-ParamSlots MolBlock::slots() {
-  return {{"qkv_self", &qkv_self}, {"kv_adapter", &kv_adapter}, {"kv_task", &kv_task}, {"o_proj", &o_proj},
-          {"gating_factor", &gating_factor}, {"ffn.0", &ffn_norm}, {"ffn.1", &ffn_fc}};
 }
 
 float MolBlock::tanh_g() const { return std::tanh(gating_factor.item<float>()); }

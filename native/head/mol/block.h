@@ -43,7 +43,12 @@ struct MolBlock {
   // `prefix` e.g. "model.mlp_resnet_blocks.3."; heads = k_adapter rows - D (head-wise gate: one column per head).
   static MolBlock load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype);
   float tanh_g() const;
-  ParamSlots slots();  // the groups of mol_block_table()
+  // The groups of mol_block_table(): mutable for loading, read-only for parameters() and the export.
+  template <class Self>
+  static SlotsOf<Self> slots(Self& b) {
+    return {{"qkv_self", &b.qkv_self}, {"kv_adapter", &b.kv_adapter}, {"kv_task", &b.kv_task}, {"o_proj", &b.o_proj},
+            {"gating_factor", &b.gating_factor}, {"ffn.0", &b.ffn_norm}, {"ffn.1", &b.ffn_fc}};
+  }
 };
 
 // RoPE tables for the three position ranges a block uses.

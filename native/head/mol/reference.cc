@@ -45,11 +45,11 @@ at::Tensor mol_attention_reference(const MolAttentionInputs& in, at::ScalarType 
   MolAttentionWeights local;
   MolAttentionWeights& out = weights ? *weights : local;
   out.tanh_g = at::tanh(in.gating_factor.to(q.device(), at::kFloat)).to(compute);
-  const at::Tensor self = attend(logits(in.k_self) / scale, in.v_self, out.self);
+  const at::Tensor self = attend(logits(in.k_self) / scale, in.v_self, out.sa);
   // Head-wise gate: the mean over the adapter tokens of each head's logit -> [B, H, 1, 1].
-  out.gate = at::sigmoid(in.gate.to(compute).unsqueeze(-1).transpose(1, 2).mean(2, true));
-  const at::Tensor adapter = attend(logits(in.k_adapter) / scale, in.v_adapter, out.adapter) * out.gate;
-  const at::Tensor task = attend(logits(in.k_task) * out.tanh_g / scale, in.v_task, out.task);
+  out.ca_s_gate = at::sigmoid(in.gate.to(compute).unsqueeze(-1).transpose(1, 2).mean(2, true));
+  const at::Tensor adapter = attend(logits(in.k_adapter) / scale, in.v_adapter, out.ca_s) * out.ca_s_gate;
+  const at::Tensor task = attend(logits(in.k_task) * out.tanh_g / scale, in.v_task, out.ca_v);
   return at::stack({self, adapter, task}, 0).mean(0).transpose(1, 2);
 }
 

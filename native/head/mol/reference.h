@@ -26,8 +26,8 @@ MolAttentionInputs mol_attention_views(const at::Tensor& qkv, const at::Tensor& 
 // The intermediates the head's trace records (BlockTrace, named like the fixture's expected.head.block{N}.*).
 struct MolAttentionWeights {
   at::Tensor tanh_g;                // [1] in the compute dtype
-  at::Tensor self, adapter, task;   // softmax weights [B, H, T, n]
-  at::Tensor gate;                  // [B, H, 1, 1] sigmoid(mean_j gate)
+  at::Tensor sa, ca_s, ca_v;        // softmax weights [B, H, T, n] of the self, adapter and vision branches
+  at::Tensor ca_s_gate;             // [B, H, 1, 1] sigmoid(mean_j gate)
 };
 
 // [B, T, H, hd] in `compute`: (softmax(q·k_selfᵀ/√hd)·v_self + sigmoid(mean_j gate)·softmax(q·k_adapterᵀ/√hd)·v_adapter

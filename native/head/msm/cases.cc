@@ -1,4 +1,4 @@
-// The MSM kernels' self-check cases (head/kernel_cases.h): the CUDA top-R and bank append against their references.
+// The MSM top-R's self-check cases (head/kernel_cases.h): the CUDA kernel against l1_topk_reference.
 #include <ATen/ATen.h>
 
 #include "head/kernel_cases.h"
@@ -40,26 +40,6 @@ KernelCase l1_topk_case(const std::string& variant, const L1TopKSizes& s, bool t
   return c;
 }
 
-KernelCase bank_append_case(const std::string& variant, const BankAppendSizes& s, const c10::Device& gpu) {
-  KernelCase c;
-  c.variant = variant;
-  c.make_inputs = [s](uint64_t seed) { return random_bank_append_inputs(s, seed); };
-  c.reference = [s](const Tensors& in) {
-    at::Tensor keys = in[0].clone(), values = in[1].clone();
-    bank_append_reference(keys, values, s.offset, in[2], in[3]);
-    return Tensors{keys, values};
-  };
-#ifdef M2VLA_WITH_CUDA
-  c.cuda = [s, gpu](const Tensors& in) {
-    Tensors g = to_device(in, gpu);
-    cuda::bank_append(g[0], g[1], s.offset, g[2], g[3]);
-    return Tensors{g[0].cpu(), g[1].cpu()};
-  };
-#endif
-  c.tolerance = {0, 0};  // the same bf16 rounding of the same floats
-  return c;
-}
-
 }  // namespace
 
 std::vector<KernelCase> l1_topk_cases(const c10::Device& gpu) {
@@ -75,13 +55,6 @@ std::vector<KernelCase> l1_topk_cases(const c10::Device& gpu) {
           l1_topk_case("empty-bank", empty, false, gpu),
           l1_topk_case("production-batch1", kL1ProductionSizes, false, gpu),
           l1_topk_case("production-batch2-wrapped", production_b2, false, gpu)};
-}
-
-std::vector<KernelCase> bank_append_cases(const c10::Device& gpu) {
-  BankAppendSizes overflow, production{10000, 2688, 56, 9990, 16};
-  overflow.count = 60;  // more rows than the capacity: only the newest 50 land
-  return {bank_append_case("edge", {}, gpu), bank_append_case("overflow", overflow, gpu),
-          bank_append_case("production", production, gpu)};
 }
 
 }  // namespace m2vla::head

@@ -34,19 +34,4 @@ Tensors random_l1_topk_inputs(const L1TopKSizes& s, uint64_t seed) {
   return {queries, keys};
 }
 
-void bank_append_reference(at::Tensor& keys, at::Tensor& values, int64_t offset, const at::Tensor& new_keys,
-                           const at::Tensor& new_values) {
-  const int64_t capacity = keys.size(0), count = new_keys.size(0), skip = std::max<int64_t>(0, count - capacity);
-  const at::Tensor rows = (at::arange(skip, count, keys.options().dtype(at::kLong)) + offset).remainder(capacity);
-  keys.index_copy_(0, rows, new_keys.narrow(0, skip, count - skip).to(keys.scalar_type()));
-  values.index_copy_(0, rows, new_values.narrow(0, skip, count - skip).to(values.scalar_type()));
-}
-
-Tensors random_bank_append_inputs(const BankAppendSizes& s, uint64_t seed) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return {at::randn({s.capacity, s.key_dim}, gen).to(at::kBFloat16),
-          at::randn({s.capacity, s.value_dim}, gen).to(at::kBFloat16),
-          at::randn({s.count, s.key_dim}, gen), at::randn({s.count, s.value_dim}, gen)};
-}
-
 }  // namespace m2vla::head

@@ -36,15 +36,4 @@ constexpr L1TopKSizes kL1ProductionSizes{1, 2688, 10000, 10000, 0, 4};
 // the best match is clear; the default ring wraps, ends in a partial tile and splits key_dim into partial chunks.
 Tensors random_l1_topk_inputs(const L1TopKSizes& sizes, uint64_t seed);
 
-// FIFO append into the ring: new row i goes to (offset + i) % capacity, rounded to the bank's dtype; with more new
-// rows than the capacity only the newest `capacity` are written.
-void bank_append_reference(at::Tensor& keys, at::Tensor& values, int64_t offset, const at::Tensor& new_keys,
-                           const at::Tensor& new_values);
-
-struct BankAppendSizes {
-  int64_t capacity = 50, key_dim = 24, value_dim = 56, offset = 37, count = 20;
-};
-// {keys [capacity, key_dim] bf16, values [capacity, value_dim] bf16, new_keys, new_values float32} on the CPU.
-Tensors random_bank_append_inputs(const BankAppendSizes& sizes, uint64_t seed);
-
 }  // namespace m2vla::head
