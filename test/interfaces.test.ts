@@ -104,7 +104,7 @@ describe('m2vla: usage and exit 2 on a bad command line', () => {
     [['demo', '--threads', 'abc'], /--threads: expected an integer >= 1, got 'abc'/, 'demo'],
     [['doctor', '--jsn'], /unknown flag --jsn \(did you mean --json\?\)/, 'doctor'],
     [['serve', '--port', '80x'], /--port: expected an integer >= 0, got '80x'/, 'serve'],
-    [['serve', '--dtype', 'fp8'], /--dtype: expected auto \| float32 \| bfloat16 \| float16, got 'fp8'/, 'serve'],
+    [['serve', '--dtype', 'fp8'], /--dtype: expected auto \| float32 \| bfloat16 \| float16 \| int8, got 'fp8'/, 'serve'],
     [['train', '--data', 'd', '--init', 'i', '--out', 'o', '--steps', 'ten', '--batch-size', '2', '--lr', '1e-3'], /--steps: expected an integer >= 1, got 'ten'/, 'train'],
     [['train', '--data', 'd'], /--init is required/, 'train'],
     [['train', '--batch', '2', '--batch-size', '2'], /--batch and --batch-size are the same flag/, 'train'],
