@@ -197,14 +197,18 @@ io::Json read_json_file(const std::string& file) {
   }
   ::close(fd);
   if (!regular) fail(ErrorCode::Config, file, ": not a regular file");
+  return parse_json_object(text, file);
+}
+
+io::Json parse_json_object(const std::string& text, const std::string& source) {
   Json value;
   try {
     value = io::parse_json(text);
   } catch (const std::exception& e) {
-    fail(ErrorCode::Config, file, ": invalid JSON (", e.what(), ")");
+    fail(ErrorCode::Config, source, ": invalid JSON (", e.what(), ")");
   }
   if (!value.is(Json::Type::Object))
-    fail(ErrorCode::Config, file, ": expected a JSON object, got ",
+    fail(ErrorCode::Config, source, ": expected a JSON object, got ",
          value.is(Json::Type::Null) ? "null" : value.is(Json::Type::Array) ? "a list"
          : value.is(Json::Type::Number) ? "number" : value.is(Json::Type::String) ? "string" : "boolean");
   return value;

@@ -62,6 +62,8 @@ RunSpec resolve_run_dir(const std::string& dir, const RunDirOverrides& overrides
 // A run-directory JSON file holding an object: a regular file (a FIFO planted in its place would block), valid JSON,
 // an object at the top level; E_CONFIG naming the file otherwise.
 io::Json read_json_file(const std::string& file);
+// The same rule for JSON text already in memory (`source` names it in errors).
+io::Json parse_json_object(const std::string& text, const std::string& source);
 // preprocessor_config.json's rules (resize-naive, bicubic, one square size; tvf_normalize_params win over
 // means/stds); `source` names it in errors.
 PreprocessorConfig parse_preprocessor_config(const io::Json& cfg, const std::string& source);

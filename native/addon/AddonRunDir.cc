@@ -154,14 +154,7 @@ Napi::Value ParsePreprocessorConfig(const Napi::CallbackInfo& info) {
   try {
     if (!info[0].IsString() || !info[1].IsString()) fail(ErrorCode::Input, "parsePreprocessorConfig: expected (jsonText, source)");
     const std::string source = info[1].As<Napi::String>().Utf8Value();
-    io::Json json;
-    try {
-      json = io::parse_json(info[0].As<Napi::String>().Utf8Value());
-    } catch (const std::exception& e) {
-      fail(ErrorCode::Config, source, ": invalid JSON (", e.what(), ")");
-    }
-    if (!json.is(io::Json::Type::Object)) fail(ErrorCode::Config, source, ": expected a JSON object");
-    return preprocessor_to_js(env, parse_preprocessor_config(json, source));
+    return preprocessor_to_js(env, parse_preprocessor_config(parse_json_object(info[0].As<Napi::String>().Utf8Value(), source), source));
   } catch (const m2vla::Error& e) {
     throw make_error(env, error_code_name(e.code()), e.what());
   }
