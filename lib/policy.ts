@@ -33,7 +33,8 @@ export interface PolicyOptions {
   device?: NativeDevice;
   /**
    * Weights and computation dtype of the VLM and the head. 'auto' (default): on the CPU bfloat16 where it has AMX-BF16
-   * and float32 elsewhere; bfloat16 on GPUs of compute capability >= 8.0, float16 below (`metadata.dtypeReason` says
+   * or where bfloat16 GEMMs measure >= 1.5x float32's (AVX512-BF16 CPUs without AMX are probed once at startup), float32
+   * elsewhere; bfloat16 on GPUs of compute capability >= 8.0, float16 below (`metadata.dtypeReason` says
    * which rule applied). float16 is for GPUs only (ConfigError on the CPU). 'int8' (CPU with AVX512-VNNI or AMX-INT8,
    * never chosen by 'auto'): the VLM's linears in W8A8 int8 with per-channel weight scales computed at load, the rest
    * of the VLM and the head in bfloat16 (docs/benchmarks.md states its error).
@@ -127,7 +128,7 @@ export interface PolicyMetadata {
   /** The device the models are on ('cpu', 'cuda:0') and its name ('CPU' or the GPU's). */
   device: string;
   deviceName: string;
-  /** The resolved computation dtype ('auto' decided), and why ('auto: this CPU has AMX-BF16, ...' or 'asked for'). */
+  /** The resolved computation dtype ('auto' decided), and why ('auto: this CPU has AMX-BF16, ...', the measured GEMM rates, or 'asked for'). */
   dtype: ModelDtype;
   dtypeReason: string;
   /**

@@ -1,7 +1,12 @@
 #include "device.h"
 
+#include <ATen/ATen.h>
 #include <ATen/cpu/Utils.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <future>
 #include <regex>
 
 #include "error.h"
@@ -29,18 +34,51 @@ bool capability(const std::unordered_map<std::string, c10::IValue>& caps, const 
   return it != caps.end() && it->second.isBool() && it->second.toBool();
 }
 
+// GFLOP/s of a [256, 1024] x [1024, 1024] GEMM (one of the VLM's linears at a short sequence), best of 3 after a
+// warm-up: the probe of the 'auto' rule on CPUs without AMX. The best of 3 keeps a busy neighbour from flipping it.
+double gemm_gflops(at::ScalarType dtype) {
+  at::InferenceMode guard;
+  const auto a = at::randn({256, 1024}).to(dtype), b = at::randn({1024, 1024}).to(dtype);
+  at::mm(a, b);
+  double best = 0;
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::mm(a, b);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * 256 * 1024 * 1024 / s / 1e9);
+  }
+  return best;
+}
+
+CpuMatrixFeatures detect_cpu_matrix_features() {
+  const auto caps = at::cpu::get_cpu_capabilities();
+  // init_amx() asks the kernel for the AMX tile state (arch_prctl), as oneDNN does: CPUID alone is not enough.
+  const bool amx = (capability(caps, "amx_bf16") || capability(caps, "amx_int8")) && at::cpu::init_amx();
+  CpuMatrixFeatures f{amx && capability(caps, "amx_bf16"), amx && capability(caps, "amx_int8"),
+                      capability(caps, "avx512_bf16"), capability(caps, "avx512_vnni")};
+  if (f.avx512_bf16 && !f.amx_bf16) {
+    f.fp32_gflops = gemm_gflops(at::kFloat);
+    f.bf16_gflops = gemm_gflops(at::kBFloat16);
+  }
+  return f;
+}
+
+std::shared_future<CpuMatrixFeatures>& cpu_matrix_probe() {
+  static std::shared_future<CpuMatrixFeatures> probe = std::async(std::launch::async, detect_cpu_matrix_features).share();
+  return probe;
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
 }  // namespace
 
-CpuMatrixFeatures cpu_matrix_features() {
-  static const CpuMatrixFeatures features = [] {
-    const auto caps = at::cpu::get_cpu_capabilities();
-    // init_amx() asks the kernel for the AMX tile state (arch_prctl), as oneDNN does: CPUID alone is not enough.
-    const bool amx = (capability(caps, "amx_bf16") || capability(caps, "amx_int8")) && at::cpu::init_amx();
-    return CpuMatrixFeatures{amx && capability(caps, "amx_bf16"), amx && capability(caps, "amx_int8"),
-                             capability(caps, "avx512_bf16"), capability(caps, "avx512_vnni")};
-  }();
-  return features;
-}
+void start_cpu_matrix_probe() { (void)cpu_matrix_probe(); }
+
+CpuMatrixFeatures cpu_matrix_features() { return cpu_matrix_probe().get(); }
 
 Placement resolve_placement(const std::string& device, const std::string& dtype, const CpuMatrixFeatures& cpu) {
   static const std::regex kDevice("cpu|cuda(:[0-9]{1,3})?");
@@ -51,9 +89,19 @@ Placement resolve_placement(const std::string& device, const std::string& dtype,
   p.reason = "asked for";
   if (device == "cpu") {
     if (automatic) {
-      p.dtype = cpu.amx_bf16 ? c10::kBFloat16 : c10::kFloat;
-      p.reason = cpu.amx_bf16 ? "auto: this CPU has AMX-BF16, where bfloat16 matmuls run several times faster than float32"
-                              : "auto: this CPU has no AMX-BF16, and without it bfloat16 matmuls are slower than float32";
+      const bool measured = cpu.bf16_gflops > 0 && cpu.fp32_gflops > 0;
+      const bool bf16 = cpu.amx_bf16 || (measured && cpu.bf16_gflops >= kAutoBf16Speedup * cpu.fp32_gflops);
+      p.dtype = bf16 ? c10::kBFloat16 : c10::kFloat;
+      if (cpu.amx_bf16)
+        p.reason = "auto: this CPU has AMX-BF16, where bfloat16 matmuls run several times faster than float32";
+      else if (measured)
+        p.reason = std::string("auto: this CPU has no AMX-BF16, ") + (bf16 ? "but" : "and") +
+                   " its bfloat16 matmuls measured " + fixed(cpu.bf16_gflops, 0) + " GFLOP/s against float32's " +
+                   fixed(cpu.fp32_gflops, 0) + (bf16 ? " (at least " : " (under ") + fixed(kAutoBf16Speedup, 1) +
+                   "x), so " + (bf16 ? "bfloat16" : "float32");
+      else
+        p.reason = "auto: this CPU has neither AMX-BF16 nor AVX512-BF16, and without them bfloat16 matmuls are slower "
+                   "than float32";
       return p;
     }
     p.dtype = parse_dtype(dtype);

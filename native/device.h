@@ -21,15 +21,23 @@ struct Placement {
 // The CPU's matrix engines as oneDNN can use them (AMX only where the kernel grants this process the tile state).
 struct CpuMatrixFeatures {
   bool amx_bf16 = false, amx_int8 = false, avx512_bf16 = false, avx512_vnni = false;
+  // AVX512-BF16 without AMX: the flag does not tell whether bfloat16 GEMMs are faster (measured 0.53x float32 on one
+  // such Xeon, 4.3x on an AMD Zen 5), so cpu_matrix_features() measures bfloat16 and float32 GEMM throughput here
+  // (GFLOP/s; 0 = not measured).
+  double bf16_gflops = 0, fp32_gflops = 0;
 };
+// The first call measures (~10-40 ms, once per process); start_cpu_matrix_probe() starts that in the background so
+// the JS thread never waits for it (the addon calls it when it loads).
 CpuMatrixFeatures cpu_matrix_features();
+void start_cpu_matrix_probe();
 
 // device: "cpu" | "cuda" | "cuda:N"; dtype: "auto" | "float32" | "bfloat16" | "float16" | "int8".
-// "auto" on the CPU is bfloat16 where it has AMX-BF16 (bf16 GEMMs on AMX tiles run ~6x float32's) and float32
-// elsewhere (without AMX, bf16 GEMMs measured slower than float32); on CUDA bfloat16 on compute capability >= 8.0,
+// "auto" on the CPU is bfloat16 where it has AMX-BF16 (bf16 GEMMs on AMX tiles run ~6x float32's) or where its
+// bf16 GEMMs measured >= kAutoBf16Speedup x float32's, and float32 elsewhere; on CUDA bfloat16 on compute capability >= 8.0,
 // float16 below. float16 on the CPU is refused (E_CONFIG): libtorch's CPU half-precision matmuls are slow and the
 // CPU kernels of the head are float32/bfloat16 only. int8 needs the CPU and AVX512-VNNI or AMX-INT8 (E_CONFIG
 // otherwise). `cpu` is the CPU to decide for (this machine's by default; tests pass others).
+constexpr double kAutoBf16Speedup = 1.5;
 Placement resolve_placement(const std::string& device, const std::string& dtype,
                             const CpuMatrixFeatures& cpu = cpu_matrix_features());
 

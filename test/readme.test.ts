@@ -63,7 +63,7 @@ describe('README', () => {
     expect(r.code, r.err).toBe(0);
     const quoted = blocks('text')[0].split('\n').filter((l) => l.trim());
     expect(quoted.length).toBeGreaterThan(0);
-    // The dtype 'auto' picks depends on the CPU (bfloat16 with AMX-BF16, else float32): the README names one of them.
+    // The dtype 'auto' picks depends on the CPU (bfloat16 with AMX-BF16 or a measured bf16 speedup, else float32): the README names one of them.
     const dtypeFree = (l: string) => l.replace(/\b(float32|bfloat16)\b/, '<dtype>');
     for (const line of quoted) expect(r.out.split('\n').map(dtypeFree)).toContain(dtypeFree(line));
   });

@@ -39,7 +39,8 @@ export interface BuildInfo {
   /** CPU features; amxUsable: the kernel granted this process the AMX tile state (oneDNN uses AMX). */
   cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16' | 'amx-int8' | 'avx512vnni' | 'amxUsable', boolean>;
   /** What dtype 'auto' picks on this CPU and why; whether dtype 'int8' can run here (AVX512-VNNI or AMX-INT8). */
-  cpuDtype: { auto: 'float32' | 'bfloat16'; reason: string; int8: boolean };
+  /** bf16Gflops/fp32Gflops: the GEMM probe behind 'auto' on CPUs with AVX512-BF16 and no AMX (absent elsewhere). */
+  cpuDtype: { auto: 'float32' | 'bfloat16'; reason: string; int8: boolean; bf16Gflops?: number; fp32Gflops?: number };
   napiVersion: number;
 }
 
@@ -406,7 +407,7 @@ export interface BindingModule {
   /** cpuFeatures: decide for another CPU than this one (tests of the rule). */
   resolvePlacement(options: {
     device?: string; dtype?: string;
-    cpuFeatures?: { amxBf16: boolean; amxInt8: boolean; avx512Bf16: boolean; avx512Vnni: boolean };
+    cpuFeatures?: { amxBf16: boolean; amxInt8: boolean; avx512Bf16: boolean; avx512Vnni: boolean; bf16Gflops?: number; fp32Gflops?: number };
   }): NativePlacement;
   /** CUDA builds only: peak bytes of libtorch's caching allocator on a GPU since the last reset. */
   gpuPeakMemory?(options: { device: string; reset: boolean }): number;

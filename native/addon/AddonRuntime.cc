@@ -77,6 +77,10 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   dtype.Set("auto", automatic.dtype == at::kBFloat16 ? "bfloat16" : "float32");
   dtype.Set("reason", automatic.reason);
   dtype.Set("int8", m.avx512_vnni || m.amx_int8);
+  if (m.bf16_gflops > 0) {  // measured for 'auto' (AVX512-BF16 without AMX)
+    dtype.Set("bf16Gflops", m.bf16_gflops);
+    dtype.Set("fp32Gflops", m.fp32_gflops);
+  }
   out.Set("cpuDtype", dtype);
   out.Set("napiVersion", NAPI_VERSION);
   return out;
@@ -120,7 +124,8 @@ Napi::Value MeasureGemm(const Napi::CallbackInfo& info) {
 }
 
 // resolvePlacement({device?, dtype?, cpuFeatures?}) -> {device, dtype, reason, name, capability}: what loadPolicy will
-// load onto. cpuFeatures {amxBf16, amxInt8, avx512Bf16, avx512Vnni} decides for another CPU than this one (tests).
+// load onto. cpuFeatures {amxBf16, amxInt8, avx512Bf16, avx512Vnni, bf16Gflops?, fp32Gflops?} decides for another
+// CPU than this one (tests).
 Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -130,7 +135,9 @@ Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
     if (o.Has("cpuFeatures")) {
       const Napi::Object f = o.Get("cpuFeatures").As<Napi::Object>();
       const auto flag = [&](const char* name) { return f.Get(name).ToBoolean().Value(); };
-      cpu = {flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni")};
+      const auto gflops = [&](const char* name) { return f.Has(name) ? f.Get(name).ToNumber().DoubleValue() : 0.0; };
+      cpu = {flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni"), gflops("bf16Gflops"),
+             gflops("fp32Gflops")};
     }
     const Placement p = placement_from_js(o, cpu);
     auto out = Napi::Object::New(env);
@@ -164,6 +171,7 @@ Napi::Value GpuPeakMemory(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_runtime(Napi::Env env, Napi::Object exports) {
+  start_cpu_matrix_probe();  // dtype 'auto' may need a GEMM measurement: done off the JS thread before first use
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("resolvePlacement", Napi::Function::New(env, ResolvePlacement));
 #ifdef M2VLA_WITH_CUDA

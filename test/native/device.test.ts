@@ -89,17 +89,28 @@ describe("dtype 'auto' and 'int8' on the CPU", () => {
   const none = { amxBf16: false, amxInt8: false, avx512Bf16: false, avx512Vnni: false };
   const resolve = (dtype: string, cpuFeatures = none, device = 'cpu') => getBinding().resolvePlacement({ device, dtype, cpuFeatures });
 
-  it('auto is bfloat16 exactly where the CPU has AMX-BF16, and says why', () => {
+  it('auto is bfloat16 where the CPU has AMX-BF16 or its bfloat16 GEMMs measured >= 1.5x float32, and says why', () => {
     expect(resolve('auto', { ...none, amxBf16: true, amxInt8: true })).toMatchObject({ dtype: 'bfloat16', reason: expect.stringMatching(/^auto: this CPU has AMX-BF16/) });
-    // AVX512-BF16 alone (no AMX tiles) measured slower in bfloat16 than float32: auto stays float32.
-    expect(resolve('auto', { ...none, avx512Bf16: true, avx512Vnni: true })).toMatchObject({ dtype: 'float32', reason: expect.stringMatching(/^auto: this CPU has no AMX-BF16/) });
-    expect(resolve('auto')).toMatchObject({ dtype: 'float32' });
+    // AVX512-BF16 without AMX: the GEMM probe decides (0.53x on one Xeon, 4.3x on a Zen 5).
+    const avx512 = { ...none, avx512Bf16: true, avx512Vnni: true };
+    expect(resolve('auto', { ...avx512, bf16Gflops: 808, fp32Gflops: 186 })).toMatchObject({
+      dtype: 'bfloat16', reason: "auto: this CPU has no AMX-BF16, but its bfloat16 matmuls measured 808 GFLOP/s against float32's 186 (at least 1.5x), so bfloat16",
+    });
+    expect(resolve('auto', { ...avx512, bf16Gflops: 184, fp32Gflops: 344 })).toMatchObject({
+      dtype: 'float32', reason: expect.stringMatching(/^auto: this CPU has no AMX-BF16, and its bfloat16 matmuls measured 184 GFLOP\/s against float32's 344 \(under 1.5x\), so float32$/),
+    });
+    expect(resolve('auto', { ...avx512, bf16Gflops: 250, fp32Gflops: 200 })).toMatchObject({ dtype: 'float32' });
+    expect(resolve('auto', avx512)).toMatchObject({ dtype: 'float32' }); // no measurement: float32
+    expect(resolve('auto')).toMatchObject({ dtype: 'float32', reason: expect.stringMatching(/^auto: this CPU has neither AMX-BF16 nor AVX512-BF16/) });
     expect(resolve('bfloat16')).toMatchObject({ dtype: 'bfloat16', reason: 'asked for' });
   });
 
   it('loadPolicy and doctor apply the rule to this machine', async () => {
     await using p = await loadPolicy(FIXTURE_A, { dtype: 'auto' });
-    expect(p.metadata.dtype).toBe(info.cpu.amxUsable && info.cpu['amx-bf16'] ? 'bfloat16' : 'float32');
+    const measuredFaster = (info.cpuDtype.bf16Gflops ?? 0) >= 1.5 * (info.cpuDtype.fp32Gflops ?? Infinity);
+    expect(p.metadata.dtype).toBe((info.cpu.amxUsable && info.cpu['amx-bf16']) || measuredFaster ? 'bfloat16' : 'float32');
+    // The probe runs exactly where the flags leave the choice open.
+    expect(info.cpuDtype.bf16Gflops !== undefined).toBe(info.cpu.avx512bf16 && !(info.cpu.amxUsable && info.cpu['amx-bf16']));
     expect(p.metadata.dtypeReason).toBe(info.cpuDtype.reason);
     expect(info.cpuDtype.auto).toBe(p.metadata.dtype);
   });
