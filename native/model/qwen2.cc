@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "head/simd.h"
+#include "model/attention.h"
 
 namespace m2vla::model {
 namespace {
@@ -151,6 +152,8 @@ at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, const
   at::Tensor k = qkv[1].view({b, t, kvh, hd}).transpose(1, 2);
   at::Tensor v = qkv[2].view({b, t, kvh, hd}).transpose(1, 2);
   if (!fused) q = apply_rope(q, r), k = apply_rope(k, r);
+  // bf16 CPU inference over this call's own keys (act(), a prompt into an empty cache): batched GEMMs (attention.h).
+  const bool gemm = fused && gemm_attention_applies(projected) && !history.read && (!history.append || history.append->length == 0);
   bool causal = true;
   std::optional<at::Tensor> mask;
   if (KvCache* cache = history.append) {
@@ -161,12 +164,15 @@ at::Tensor Qwen2::attention(int64_t i, const at::Tensor& x, const Rope& r, const
     k = cache->keys[i].narrow(2, 0, start + t);
     v = cache->values[i].narrow(2, 0, start + t);
     causal = start == 0;  // a single new token attends to every cached position
+    if (gemm) return gemm_attention(qkv[0], qkv[1], qkv[2], h, kvh, /*causal=*/true);
   } else if (const KvCache* past = history.read) {
     // SDPA's is_causal aligns the mask top-left, wrong for queries that follow other positions: pass it explicitly.
     k = at::cat({past->keys[i].narrow(2, 0, past->length), k}, 2);
     v = at::cat({past->values[i].narrow(2, 0, past->length), v}, 2);
     causal = false;
     mask = history.read_mask;
+  } else if (gemm) {
+    return gemm_attention(qkv[0], qkv[1], qkv[2], h, kvh, /*causal=*/true);
   }
   // Scale head_dim^-0.5 (SDPA's default, as HF eager); each kv head serves heads/kv_heads query heads (GQA).
   at::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, causal,

@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include "error.h"
+#include "model/attention.h"
 
 namespace m2vla::model {
 namespace {
@@ -75,8 +76,13 @@ at::Tensor Vit::embed(const at::Tensor& images) const {
 
 at::Tensor Vit::attention(const Block& b, const at::Tensor& x) const {
   const int64_t n = x.size(0), t = x.size(1), h = cfg_.num_heads, hd = cfg_.embed_dim / h;
+  at::Tensor projected = b.qkv(x);  // [N, T, 3*dim]
+  if (gemm_attention_applies(projected)) {
+    auto qkv = projected.chunk(3, -1);
+    return gemm_attention(qkv[0], qkv[1], qkv[2], h, h, /*causal=*/false);
+  }
   // [N, T, 3*dim] -> 3 x [N, heads, T, head_dim]; SDPA's default scale is head_dim^-0.5, as in timm.
-  at::Tensor qkv = b.qkv(x).view({n, t, 3, h, hd}).permute({2, 0, 3, 1, 4});
+  at::Tensor qkv = projected.view({n, t, 3, h, hd}).permute({2, 0, 3, 1, 4});
   at::Tensor out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
   return out.transpose(1, 2).reshape({n, t, cfg_.embed_dim});  // heads merged, before proj
 }
