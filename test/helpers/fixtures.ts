@@ -39,6 +39,23 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/**
+ * How a tensor rounded to bfloat16 differs from its reference: how many elements differ, and the largest difference in
+ * bfloat16 ulps of the reference value (1 = the two sides rounded one value to neighbouring bf16 numbers).
+ */
+export function bf16UlpDiff(a: ArrayLike<number>, ref: ArrayLike<number>): { differing: number; worstUlps: number } {
+  if (a.length !== ref.length) throw new Error(`length mismatch: ${a.length} vs ${ref.length}`);
+  let differing = 0, worstUlps = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - ref[i]);
+    if (d === 0) continue;
+    differing++;
+    const ulp = 2 ** (Math.floor(Math.log2(Math.max(Math.abs(ref[i]), 2 ** -126))) - 7);
+    worstUlps = Math.max(worstUlps, d / ulp);
+  }
+  return { differing, worstUlps };
+}
+
 /** float32 → bfloat16 → float32, round to nearest even (what `.to(torch.bfloat16)` does). */
 export function roundBf16(x: Float32Array): Float32Array {
   const u = new Uint32Array(Float32Array.from(x).buffer);

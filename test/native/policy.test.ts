@@ -7,7 +7,7 @@ import {
   type Observation, type Policy,
 } from '../../lib/index.js';
 import type { NativeTensor } from '../../lib/native/binding.js';
-import { FIXTURE_A, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
+import { FIXTURE_A, bf16UlpDiff, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
 
 const CASES = ['case0', 'case1', 'case2', 'case3'];
 const TOL = 1e-4;
@@ -94,11 +94,17 @@ describe('loadPolicy(fixture A).act() from raw camera images', () => {
   it('features(): per-layer MoL gates and head inputs of case0 match the reference intermediates', async () => {
     const f = await policy.features(observations(cases, 'case0')[0]);
     expect(f.gates.map((g) => g.layer)).toEqual([1, 2, 3, 4]);
+    // Under referenceCasts the VLM's hidden states are rounded to bf16 as the reference rounds them; another CPU's fp32
+    // GEMMs sum in another order, so a value on a rounding boundary can land one bf16 ulp away. Measured on an AMD
+    // EPYC Zen 5 against the reference made on an Intel Xeon (2026-12-02): 2 of the 2560 action-query values one ulp
+    // off, gates of blocks 0, 1, 3 bit-identical and block 2's 1.04e-5 off; on the Intel machine all matched to 1e-5.
     f.gates.forEach((g, i) => {
       expect(Math.abs(g.visionScale - toFloat32(cases[`case0.expected.head.block${i}.tanh_g`])[0])).toBeLessThan(1e-6);
-      expect(maxAbsDiff(g.queryGate, toFloat32(cases[`case0.expected.head.block${i}.ca_s_gate`]))).toBeLessThan(1e-5);
+      expect(maxAbsDiff(g.queryGate, toFloat32(cases[`case0.expected.head.block${i}.ca_s_gate`]))).toBeLessThan(3e-5);
     });
-    expect(maxAbsDiff(f.actionQueries.data, toFloat32(cases['case0.expected.head.input_aq']))).toBeLessThan(TOL);
+    const aq = bf16UlpDiff(f.actionQueries.data, toFloat32(cases['case0.expected.head.input_aq']));
+    expect(aq.worstUlps).toBeLessThanOrEqual(1);
+    expect(aq.differing).toBeLessThanOrEqual(f.actionQueries.data.length / 100);
     expect(maxAbsDiff(f.proprioFeatures.data, toFloat32(cases['case0.expected.head.proprio_features']))).toBeLessThan(TOL);
     expect(maxAbsDiff(f.queryKeys.data, toFloat32(cases['case0.expected.msm.query_keys']))).toBeLessThan(TOL);
     expect(maxAbsDiff(f.normalizedState, new Float64Array(cases['case0.expected.proprio_norm'].data.slice().buffer))).toBeLessThan(1e-12);
