@@ -51,12 +51,13 @@ const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 
 /** The tokenizer shipped for the demo model (models/tokenizer-tiny, a Qwen2-style byte-level BPE with 585 ids). */
 export const TINY_TOKENIZER_DIR = path.join(PACKAGE_ROOT, 'models', 'tokenizer-tiny');
 
+/** The full-size model shrunk; what the task fixes (cameras, action and proprio sizes, chunk, top-R) stays as it is. */
 export const DEMO_DIMS: RandomRunDims = {
-  imageSize: 56, numImages: 2,
+  ...FULL_SIZE_DIMS,
+  imageSize: 56, numActionQueries: 8,
   dino: { dim: 48, depth: 3, heads: 4, mlp: 192 }, siglip: { dim: 40, depth: 3, heads: 4, mlp: 149 },
   llm: { hidden: 64, layers: 4, heads: 4, kvHeads: 2, intermediate: 128, vocab: 585 },
-  numActionQueries: 8,
-  head: { heads: 4, chunk: 8, actionDim: 7, proprioDim: 8, keyLayers: [1, 2, 4], topK: 4, bankSize: 64, bankFill: 50 },
+  head: { ...FULL_SIZE_DIMS.head, heads: 4, keyLayers: [1, 2, 4], bankSize: 64, bankFill: 50 },
   dtype: 'float32', manifest: true,
 };
 
