@@ -27,8 +27,8 @@ const proprio = Float32Array.from({ length: 8 }, (_, i) => Math.sin(i) * 0.5);
 // The variants take turns within every iteration, so load from other jobs on a shared machine hits them alike.
 const rows = [];
 for (const dtype of dtypes) {
-  const heads = await Promise.all(VARIANTS.map((ablation) => loadHead(
-    ensureRandomRun(ablation === 'none' ? FULLSIZE_DIR : `${FULLSIZE_DIR}-${ablation}`, { ...FULL_SIZE_DIMS, ablation }), { dtype, threads })));
+  const heads = await Promise.all(VARIANTS.map(async (ablation) => loadHead(
+    await ensureRandomRun(ablation === 'none' ? FULLSIZE_DIR : `${FULLSIZE_DIR}-${ablation}`, { ...FULL_SIZE_DIMS, ablation }), { dtype, threads })));
   const samples: number[][] = VARIANTS.map(() => []);
   for (let i = 0; i <= iters; i++) {
     for (const [v, head] of heads.entries()) {

@@ -9,7 +9,7 @@ import { backboneFlops, benchArgs, fmt, fullsizeRun, printTable, runEager, timeA
 
 const PROMPT = 50;
 const { iters, dtypes, threads, eager } = benchArgs({ iters: 5 });
-const run = fullsizeRun();
+const run = await fullsizeRun();
 const rows = [];
 for (const dtype of dtypes) {
   const peak = await measureGemmPeak({ n: 2048, iters: 4, dtype, threads });

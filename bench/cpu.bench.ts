@@ -22,7 +22,7 @@ const STAGES = ['preprocess', 'vision', 'projector', 'llm', 'head', 'retrieval']
 
 async function child(dtype: string) {
   const t0 = performance.now();
-  const policy = await loadPolicy(fullsizeRun(), { dtype: dtype as 'bfloat16', threads });
+  const policy = await loadPolicy(await fullsizeRun(), { dtype: dtype as 'bfloat16', threads });
   const loadMs = performance.now() - t0;
   const image = (seed: number) => ({ data: Uint8Array.from({ length: 224 * 224 * 3 }, (_, i) => (i * seed + (i >> 9)) % 256), width: 224, height: 224 });
   const obs = { images: { primary: image(7), wrist: image(13) }, inputIds: Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919) % 151900)),
@@ -55,7 +55,7 @@ function cpuFlags() {
 if (argv.includes('--child')) {
   await child(flag('dtype', 'bfloat16'));
 } else {
-  const run = fullsizeRun();
+  const run = await fullsizeRun();
   const cpu = cpuFlags(), loadBefore = os.loadavg();
   const gemm: Record<string, number> = {};
   for (const dtype of ['float32', 'bfloat16'] as const) gemm[dtype] = (await measureGemmPeak({ n: 2048, iters: 8, dtype, threads })).gflops;

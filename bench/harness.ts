@@ -16,7 +16,7 @@ export const FIXTURE_A = path.join(REPO_ROOT, 'test', 'fixtures', 'm2vla-tiny-a'
 export const FULLSIZE_DIR = process.env.M2VLA_FULLSIZE_DIR ?? path.join(os.tmpdir(), 'm2vla-fullsize');
 
 /** The full-size random run directory (generated on first use, ~20 s, 3.3 GB). */
-export function fullsizeRun(): string {
+export function fullsizeRun(): Promise<string> {
   return ensureRandomRun(FULLSIZE_DIR, FULL_SIZE_DIMS);
 }
 

@@ -20,7 +20,7 @@ const onGpu = device !== 'cpu';
 // A GPU runs in the dtype its compute capability calls for unless told otherwise.
 const dtypes: Array<'auto' | 'float32' | 'bfloat16'> = onGpu && !dtypesGiven ? ['auto'] : asked;
 const eager = eagerFlag && !onGpu;  // the eager reference runs on the CPU
-const run = fullsizeRun();
+const run = await fullsizeRun();
 // Peak memory of one act() loop: the GPU caching allocator's on a GPU, the process's resident set on the CPU.
 const gpuPeak = getBinding().gpuPeakMemory;
 

@@ -17,7 +17,7 @@ const seconds = Number(flag('seconds', '60')), hz = Number(flag('hz', '20')), re
 const threads = Number(flag('threads', '2'));
 
 async function child(dtype: 'bfloat16' | 'int8' | 'float32') {
-  const policy = await loadPolicy(fullsizeRun(), { dtype, threads });
+  const policy = await loadPolicy(await fullsizeRun(), { dtype, threads });
   const latencies: number[] = [];
   const onEvent = (e: RunnerEvent) => { if (e.type === 'chunk' || e.type === 'dropped-chunk') latencies.push(e.latencyMs); };
   const runner = new PolicyRunner(policy, { hz, replanSteps: replan, onEvent });

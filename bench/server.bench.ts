@@ -19,7 +19,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' }, threads: { type: 'string' },
   },
 });
-const runDir = typeof values.run === 'string' ? values.run : demoRunDir();
+const runDir = typeof values.run === 'string' ? values.run : await demoRunDir();
 const [clients, requests, rounds] = [values.clients, values.requests, values.rounds].map(Number);
 
 await using policy = await loadPolicy(runDir, { threads: values.threads ? Number(values.threads) : undefined });

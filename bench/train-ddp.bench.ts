@@ -79,8 +79,8 @@ if (process.argv[2] === '--child') {
   const batch = Number(v.batch), nproc = Number(v.nproc), cores = os.availableParallelism();
   const randomRun = (name: string, dims: RandomRunDims) =>
     ensureRandomRun(path.join(os.tmpdir(), `m2vla-${name}-train`), dims, { tokenizerDir: TINY_TOKENIZER_DIR });
-  const models = [{ name: 'demo', init: randomRun('demo', DEMO_DIMS), steps: Number(v.iters ?? 20) }];
-  if (v.wide) models.push({ name: 'wide', init: randomRun('wide', WIDE_DIMS), steps: Number(v.iters ?? 3) });
+  const models = [{ name: 'demo', init: await randomRun('demo', DEMO_DIMS), steps: Number(v.iters ?? 20) }];
+  if (v.wide) models.push({ name: 'wide', init: await randomRun('wide', WIDE_DIMS), steps: Number(v.iters ?? 3) });
   const results = [];
   for (const m of models) {
     const configs: Config[] = [

@@ -73,8 +73,8 @@ async function child(c: Config) {
 }
 
 /** The harness's full-size random run has no tokenizer: a directory of links to it plus the demo tokenizer. */
-function fullsizeWithTokenizer(): string {
-  const run = fullsizeRun(), dir = path.join(os.tmpdir(), 'm2vla-fullsize-train');
+async function fullsizeWithTokenizer(): Promise<string> {
+  const run = await fullsizeRun(), dir = path.join(os.tmpdir(), 'm2vla-fullsize-train');
   fs.mkdirSync(dir, { recursive: true });
   for (const f of fs.readdirSync(run)) if (!fs.existsSync(path.join(dir, f))) fs.symlinkSync(path.join(run, f), path.join(dir, f));
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(TINY_TOKENIZER_DIR, f), path.join(dir, f));
@@ -87,8 +87,8 @@ if (process.argv[2] === '--child') {
   const { iters, threads, dtypes, eager } = benchArgs({ iters: 2 });
   // Not strict: the dispatcher passes every suite's flags.
   const batch = Number(parseArgs({ strict: false, options: { batch: { type: 'string', default: '2' } } }).values.batch);
-  const tiny = ensureRandomRun(path.join(os.tmpdir(), 'm2vla-demo-train'), DEMO_DIMS, { tokenizerDir: TINY_TOKENIZER_DIR });
-  const full = fullsizeWithTokenizer();
+  const tiny = await ensureRandomRun(path.join(os.tmpdir(), 'm2vla-demo-train'), DEMO_DIMS, { tokenizerDir: TINY_TOKENIZER_DIR });
+  const full = await fullsizeWithTokenizer();
   const models = [{ name: 'demo', init: tiny, steps: 20, dtype: 'float32' as const },
     ...dtypes.map((dtype) => ({ name: `full-size ${dtype}`, init: full, steps: iters, dtype }))];
   const self = fileURLToPath(import.meta.url);

@@ -229,7 +229,7 @@ async function main() {
     variants.push(report);
     analyses.push([report, runDir]);
   } else {
-    const randomBase = ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
+    const randomBase = await ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
     let base = randomBase;
     // The random-VLM row needs no pretrained VLM: it trains and is evaluated while the VLM pretrains (other processes).
     const randomRow = v.vlm === 'pretrained' && !v['no-random-row']

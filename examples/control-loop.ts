@@ -66,7 +66,7 @@ function withLatency(policy: Policy, ms: number): Pick<Policy, 'act' | 'metadata
   };
 }
 
-await using policy = await loadPolicy(values.run ?? demoRunDir());
+await using policy = await loadPolicy(values.run ?? await demoRunDir());
 const robot = new PointMassRobot();
 const events: RunnerEvent[] = [];
 const runner = new PolicyRunner(withLatency(policy, extraMs), {

@@ -11,64 +11,49 @@ export class M2vlaError extends Error {
     this.name = new.target.name;
   }
 }
-/** A user-supplied value is invalid (NaN in state, unknown option, wrong image count, ...). */
-export class InputError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_INPUT', message, options); }
-}
-/** A tensor or array has the wrong shape or size. */
-export class ShapeError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_SHAPE', message, options); }
-}
-/** A checkpoint file is missing, truncated, corrupt, or lacks / mis-shapes a tensor. */
-export class CheckpointError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_CHECKPOINT', message, options); }
-}
-/** A run directory's configuration is missing or inconsistent. */
-export class ConfigError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_CONFIG', message, options); }
-}
-/** The object was disposed. */
-export class DisposedError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_DISPOSED', message, options); }
-}
-/** The native addon or libtorch could not be loaded. */
-export class LoadError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_LOAD', message, options); }
-}
-/** A control loop asked for an action and no planned action covers this tick (PolicyRunner with onEmpty: 'throw'). */
-export class StaleError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_STALE', message, options); }
-}
-/** A server's request queue is full: retry later. */
-export class BusyError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_BUSY', message, options); }
-}
-/** Data-parallel training: a peer process exited or did not reach a collective within the timeout. */
-export class DistributedError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_DISTRIBUTED', message, options); }
+/** The base of the classes below: an M2vlaError whose `code` is fixed (`name` is still the subclass's own). */
+function coded(code: ErrorCode) {
+  return class extends M2vlaError {
+    constructor(message: string, options?: { cause?: unknown }) { super(code, message, options); }
+  };
 }
 
+/** A user-supplied value is invalid (NaN in state, unknown option, wrong image count, ...). */
+export class InputError extends coded('E_INPUT') {}
+/** A tensor or array has the wrong shape or size. */
+export class ShapeError extends coded('E_SHAPE') {}
+/** A checkpoint file is missing, truncated, corrupt, or lacks / mis-shapes a tensor. */
+export class CheckpointError extends coded('E_CHECKPOINT') {}
+/** A run directory's configuration is missing or inconsistent. */
+export class ConfigError extends coded('E_CONFIG') {}
+/** The object was disposed. */
+export class DisposedError extends coded('E_DISPOSED') {}
+/** The native addon or libtorch could not be loaded. */
+export class LoadError extends coded('E_LOAD') {}
+/** A control loop asked for an action and no planned action covers this tick (PolicyRunner with onEmpty: 'throw'). */
+export class StaleError extends coded('E_STALE') {}
+/** A server's request queue is full: retry later. */
+export class BusyError extends coded('E_BUSY') {}
+/** Data-parallel training: a peer process exited or did not reach a collective within the timeout. */
+export class DistributedError extends coded('E_DISTRIBUTED') {}
+
 /** A download from the Hugging Face Hub failed (network, HTTP status, checksum) or is not in the cache offline. */
-export class DownloadError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_DOWNLOAD', message, options); }
-}
+export class DownloadError extends coded('E_DOWNLOAD') {}
 
 /**
  * The model produced NaN or Inf actions (bad weights or statistics, an overflow): they are never returned, so that
  * they cannot reach a robot. `observations` lists the indices (within the call) whose actions were not finite.
  */
-export class NonFiniteError extends M2vlaError {
+export class NonFiniteError extends coded('E_NONFINITE') {
   readonly observations: number[];
   constructor(message: string, options?: { cause?: unknown; observations?: number[] }) {
-    super('E_NONFINITE', message, options);
+    super(message, options);
     this.observations = options?.observations ?? [];
   }
 }
 
 /** An unexpected failure inside libtorch or the addon. */
-export class NativeError extends M2vlaError {
-  constructor(message: string, options?: { cause?: unknown }) { super('E_NATIVE', message, options); }
-}
+export class NativeError extends coded('E_NATIVE') {}
 
 const byCode: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => M2vlaError> = {
   E_INPUT: InputError, E_SHAPE: ShapeError, E_CHECKPOINT: CheckpointError, E_CONFIG: ConfigError,

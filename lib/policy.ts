@@ -397,6 +397,6 @@ function resolvePlacement(options: PolicyOptions): NativePlacement {
  * cache folder (`~/.cache/m2vla/demo-v1`, see userCacheDir; ~3 MB, ~30 ms) and reused while its files keep their
  * recorded SHA-256. Untrained: its actions exercise the engine, they do not solve tasks.
  */
-export function demoRunDir(): string {
+export function demoRunDir(): Promise<string> {
   return ensureRandomRun(path.join(userCacheDir(), 'demo-v1'), DEMO_DIMS, { seed: 7, tokenizerDir: TINY_TOKENIZER_DIR });
 }

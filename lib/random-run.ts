@@ -10,9 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HEAD_CONFIG_KEY, type Ablation, type RecordedHeadConfig } from './config.js';
-import { writeFileAtomic } from './atomic-file.js';
 import { ConfigError } from './errors.js';
-import { getBinding } from './native/binding.js';
+import { getBinding, type NativeTensor } from './native/binding.js';
+import { runTorchJob } from './native/queue.js';
 
 export interface TowerDims { dim: number; depth: number; heads: number; mlp: number }
 export interface RandomRunDims {
@@ -51,12 +51,13 @@ const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 
 /** The tokenizer shipped for the demo model (models/tokenizer-tiny, a Qwen2-style byte-level BPE with 585 ids). */
 export const TINY_TOKENIZER_DIR = path.join(PACKAGE_ROOT, 'models', 'tokenizer-tiny');
 
+/** The full-size model shrunk; what the task fixes (cameras, action and proprio sizes, chunk, top-R) stays as it is. */
 export const DEMO_DIMS: RandomRunDims = {
-  imageSize: 56, numImages: 2,
+  ...FULL_SIZE_DIMS,
+  imageSize: 56, numActionQueries: 8,
   dino: { dim: 48, depth: 3, heads: 4, mlp: 192 }, siglip: { dim: 40, depth: 3, heads: 4, mlp: 149 },
   llm: { hidden: 64, layers: 4, heads: 4, kvHeads: 2, intermediate: 128, vocab: 585 },
-  numActionQueries: 8,
-  head: { heads: 4, chunk: 8, actionDim: 7, proprioDim: 8, keyLayers: [1, 2, 4], topK: 4, bankSize: 64, bankFill: 50 },
+  head: { ...FULL_SIZE_DIMS.head, heads: 4, keyLayers: [1, 2, 4], bankSize: 64, bankFill: 50 },
   dtype: 'float32', manifest: true,
 };
 
@@ -152,45 +153,26 @@ function toBf16(src: Float32Array): Uint16Array {
   return out;
 }
 
-interface Extra { dtype: string; shape: number[]; bytes: Uint8Array }
-
-function writeSafetensors(file: string, spec: Spec, dims: RandomRunDims, seed: number, extra: Record<string, Extra> = {},
-  wStd?: number) {
-  const bf16 = dims.dtype === 'bfloat16', elem = bf16 ? 2 : 4;
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt', generator: 'm2vla lib/random-run.ts' } };
-  let off = 0;
-  for (const [name, shape] of spec) {
-    const n = elem * shape.reduce((a, b) => a * b, 1);
-    header[name] = { dtype: bf16 ? 'BF16' : 'F32', shape, data_offsets: [off, off + n] };
-    off += n;
-  }
-  for (const [name, t] of Object.entries(extra)) {
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.bytes.length] };
-    off += t.bytes.length;
-  }
-  let h = Buffer.from(JSON.stringify(header));
-  h = Buffer.concat([h, Buffer.alloc((8 - (h.length % 8)) % 8, 0x20)]);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(h.length));
-  writeFileAtomic(file, (fd) => {
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, h);
-    const uniform = makeUniform(seed);
-    let tied: Uint8Array | undefined;
-    for (const [name, shape, init] of spec) {
-      let bytes: Uint8Array;
-      if (init === 'tied' && tied) bytes = tied;
-      else {
-        const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
-        fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
-        const out = bf16 ? toBf16(v) : v;
-        bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-      }
-      if (name.endsWith('embed_tokens.weight')) tied = bytes;
-      fs.writeSync(fd, bytes);
+/** The tensors of one checkpoint file, drawn in the spec's order from one seeded generator, as raw bytes. */
+function drawTensors(spec: Spec, dims: RandomRunDims, seed: number, wStd?: number): Array<[string, NativeTensor]> {
+  const bf16 = dims.dtype === 'bfloat16', uniform = makeUniform(seed);
+  let tied: Uint8Array | undefined;
+  return spec.map(([name, shape, init]) => {
+    let bytes: Uint8Array;
+    if (init === 'tied' && tied) bytes = tied;
+    else {
+      const v = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      fill(init, v, uniform, shape[0], dims.head.bankFill, wStd);
+      const out = bf16 ? toBf16(v) : v;
+      bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     }
-    for (const t of Object.values(extra)) fs.writeSync(fd, t.bytes);
+    if (name.endsWith('embed_tokens.weight')) tied = bytes;
+    return [name, { dtype: dims.dtype, shape, data: bytes }];
   });
+}
+
+function writeSafetensors(file: string, tensors: Array<[string, NativeTensor]>): Promise<void> {
+  return runTorchJob(() => getBinding().saveSafetensors(file, tensors));
 }
 
 function writeJson(file: string, value: unknown) {
@@ -290,11 +272,12 @@ function verified(dir: string, inputs: string): boolean {
 }
 
 /**
- * Create a random run directory with these dims and return it. A directory is reused only when its record names the
+ * Create a random run directory with these dims and resolve with it. A directory is reused only when its record names the
  * same inputs and every file still has the SHA-256 recorded when it was written (a truncated or replaced file is
  * regenerated). `tokenizerDir` (optional) is copied in (tokenizer.json, tokenizer_config.json).
  */
-export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { seed?: number; tokenizerDir?: string } = {}): string {
+export async function ensureRandomRun(dir: string, dims: RandomRunDims,
+  options: { seed?: number; tokenizerDir?: string } = {}): Promise<string> {
   const seed = options.seed ?? 0;
   const tokenizer = options.tokenizerDir
     ? ['tokenizer.json', 'tokenizer_config.json'].map((f) => sha256(path.join(options.tokenizerDir!, f))) : [];
@@ -304,7 +287,7 @@ export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { see
   const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   fs.mkdirSync(tmp, { recursive: true });
   try {
-    writeRandomRun(tmp, dims, seed, options.tokenizerDir, inputs);
+    await writeRandomRun(tmp, dims, seed, options.tokenizerDir, inputs);
     for (let attempt = 0; ; attempt++) {
       try {
         fs.renameSync(tmp, dir);  // onto a missing or empty directory
@@ -327,13 +310,14 @@ export function ensureRandomRun(dir: string, dims: RandomRunDims, options: { see
   }
 }
 
-function writeRandomRun(dir: string, dims: RandomRunDims, seed: number, tokenizerDir: string | undefined, inputs: string): void {
-  writeSafetensors(path.join(dir, 'model.safetensors'), vlmSpec(dims), dims, seed, {}, dims.vlmInitStd);
+async function writeRandomRun(dir: string, dims: RandomRunDims, seed: number, tokenizerDir: string | undefined,
+  inputs: string): Promise<void> {
+  await writeSafetensors(path.join(dir, 'model.safetensors'), drawTensors(vlmSpec(dims), dims, seed, dims.vlmInitStd));
   const size = new Uint8Array(new BigInt64Array([BigInt(dims.head.bankFill)]).buffer);
   const counts = headLayout(dims).actionHead.filter((t) => t.init === 'count'); // the bank's row count (absent without MSM)
-  writeSafetensors(path.join(dir, 'action_head.safetensors'), headSpec(dims), dims, seed + 1,
-    Object.fromEntries(counts.map((t) => [t.name, { dtype: 'I64', shape: t.shape, bytes: size }])));
-  writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), proprioSpec(dims), dims, seed + 2);
+  await writeSafetensors(path.join(dir, 'action_head.safetensors'), [...drawTensors(headSpec(dims), dims, seed + 1),
+    ...counts.map((t): [string, NativeTensor] => [t.name, { dtype: 'int64', shape: t.shape, data: size }])]);
+  await writeSafetensors(path.join(dir, 'proprio_projector.safetensors'), drawTensors(proprioSpec(dims), dims, seed + 2));
   writeConfigs(dir, dims);
   if (tokenizerDir) {
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(tokenizerDir, f), path.join(dir, f));

@@ -43,7 +43,7 @@ describe('public functions reject misspelled options', () => {
     await expect(policy.act(OBS, { sed: 1 } as never)).rejects.toThrow(unknown('sed', 'seed'));
     expect(() => new api.PolicyRunner(policy, { hz: 20, replanStep: 4 } as never)).toThrow(unknown('replanStep', 'replanSteps'));
     await expect(api.createServer(policy, { maxbatch: 2 } as never)).rejects.toThrow(unknown('maxbatch', 'maxBatch'));
-    await using demo = await api.loadPolicy(api.demoRunDir());
+    await using demo = await api.loadPolicy(await api.demoRunDir());
     const { inputIds: _, ...images } = OBS;
     await expect(demo.act({ ...images, instruction: '  ' })).rejects.toThrow(/instruction: empty; give the task in words/);
   });

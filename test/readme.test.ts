@@ -30,7 +30,7 @@ function node(args: string[], env: NodeJS.ProcessEnv = {}) {
 
 let hub: Hub, dir: string;
 beforeAll(async () => {
-  hub = await startHub({ HUB_REPO: 'VLA-Adapter/LIBERO-Spatial', HUB_FOLDERS: `=${demoRunDir()}` });
+  hub = await startHub({ HUB_REPO: 'VLA-Adapter/LIBERO-Spatial', HUB_FOLDERS: `=${await demoRunDir()}` });
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-readme-'));
 });
 afterAll(() => {
@@ -71,7 +71,7 @@ describe('README', () => {
   it("docs/serving.md's POST /act example gets 8 actions back", async () => {
     const doc = fs.readFileSync(path.join(ROOT, 'docs', 'serving.md'), 'utf8');
     const [code] = [...doc.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
-    await using policy = await loadPolicy(demoRunDir());
+    await using policy = await loadPolicy(await demoRunDir());
     const server = await createServer(policy, { port: 0 });
     try {
       const file = path.join(dir, 'post-act.mjs');
@@ -86,7 +86,7 @@ describe('README', () => {
   });
 
   it('examples/openpi-client.mjs runs with plain node against a server', async () => {
-    await using policy = await loadPolicy(demoRunDir());
+    await using policy = await loadPolicy(await demoRunDir());
     const server = await createServer(policy, { port: 0 });
     try {
       const r = await node([path.join(ROOT, 'examples', 'openpi-client.mjs'), `ws://127.0.0.1:${server.port}`, '--steps', '2']);

@@ -43,7 +43,7 @@ export const demoCommand = {
       console.log(USAGE);
       return 0;
     }
-    const runDir = values.run ?? demoRunDir();
+    const runDir = values.run ?? await demoRunDir();
     const t0 = performance.now();
     // loadPolicy checks --device and --dtype (InputError / ConfigError with the fix).
     await using policy = await loadPolicy(runDir, {

@@ -114,7 +114,7 @@ export const serveCommand = {
       maxFrameBytes: values['max-frame-mb'] === undefined ? undefined : int('max-frame-mb', values['max-frame-mb'], 1)! * 2 ** 20,
       log,
     };
-    const runDir = values.run ?? demoRunDir();
+    const runDir = values.run ?? await demoRunDir();
     await using policy = await loadPolicy(runDir, {
       device: values.device as NativeDevice, dtype, threads: int('threads', values.threads, 1), unnormKey: values['unnorm-key'],
       centerCrop: values['center-crop'], hub: { onProgress: pullProgress() },

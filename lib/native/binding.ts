@@ -412,6 +412,11 @@ export interface BindingModule {
   /** CUDA builds only: peak bytes of libtorch's caching allocator on a GPU since the last reset. */
   gpuPeakMemory?(options: { device: string; reset: boolean }): number;
   loadStateDict(path: string, options?: { dtype?: 'float32' | 'bfloat16' | 'float16' | 'float64'; threads?: number }): Promise<Record<string, NativeTensor>>;
+  /**
+   * Writes the tensors, in this order, as one safetensors file (native/io/safetensors_write.cc: temp file, fsync,
+   * rename). Their bytes are read where they lie, so they must not change before the Promise settles.
+   */
+  saveSafetensors(path: string, tensors: Array<[name: string, tensor: NativeTensor]>): Promise<void>;
   /** [images / imagesPerSample, 3 * means.length * imagesPerSample, size, size] float32, channels [set][RGB] per image. */
   preprocessImages(options: {
     images: Array<{ data: Uint8Array; width: number; height: number; name?: string }>;

@@ -1,26 +1,59 @@
 #include "addon/marshal.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <iterator>
+#include <utility>
 
 #include "error.h"
 
 namespace m2vla::addon {
 
+namespace {
+// The names NativeTensor's `dtype` uses (lib/native/binding.ts), both ways.
+constexpr std::pair<at::ScalarType, const char*> kDtypeNames[] = {
+    {at::kFloat, "float32"}, {at::kDouble, "float64"}, {at::kHalf, "float16"}, {at::kBFloat16, "bfloat16"},
+    {at::kLong, "int64"},    {at::kInt, "int32"},      {at::kByte, "uint8"},   {at::kChar, "int8"},
+    {at::kBool, "bool"},
+};
+}  // namespace
+
 std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kLong: return "int64";
-    case at::kInt: return "int32";
-    case at::kByte: return "uint8";
-    case at::kChar: return "int8";
-    case at::kBool: return "bool";
-    default: return c10::toString(t);
+  for (const auto& [type, name] : kDtypeNames)
+    if (type == t) return name;
+  return c10::toString(t);
+}
+
+at::Tensor tensor_view_from_js(const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject()) fail(ErrorCode::Input, what, ": expected a {dtype, shape, data} object");
+  auto o = v.As<Napi::Object>();
+  const std::string dtype = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "";
+  const auto* entry = std::find_if(std::begin(kDtypeNames), std::end(kDtypeNames), [&](const auto& e) { return dtype == e.second; });
+  if (entry == std::end(kDtypeNames)) fail(ErrorCode::Input, what, ".dtype: expected one of float32, float64, float16, bfloat16, int64, int32, uint8, int8, bool, got '", dtype, "'");
+  if (!o.Get("shape").IsArray()) fail(ErrorCode::Input, what, ".shape: expected an array of sizes");
+  auto a = o.Get("shape").As<Napi::Array>();
+  std::vector<int64_t> shape;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value d = a.Get(i);
+    const double size = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
+    if (!(size >= 0 && size == std::floor(size))) fail(ErrorCode::Input, what, ".shape[", i, "]: expected a size (a whole number >= 0)");
+    shape.push_back(int64_t(size));
   }
+  Napi::Value data = o.Get("data");
+  if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    fail(ErrorCode::Input, what, ".data: expected a Uint8Array");
+  auto bytes = data.As<Napi::Uint8Array>();
+  const auto options = at::TensorOptions().dtype(entry->first);
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  const size_t expected = size_t(numel) * options.dtype().itemsize();
+  if (bytes.ByteLength() != expected)
+    fail(ErrorCode::Shape, what, ".data: expected ", expected, " bytes (", dtype, " ", at::IntArrayRef(shape), "), got ", bytes.ByteLength());
+  return at::from_blob(bytes.Data(), shape, options);
 }
 
 Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& t) {

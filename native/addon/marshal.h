@@ -14,6 +14,9 @@ Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& t);
 // A Float32Array holding the tensor converted to float32.
 Napi::Float32Array tensor_to_float32_array(Napi::Env env, const at::Tensor& t);
 std::string dtype_name(at::ScalarType t);
+// The reverse of tensor_to_js, without a copy: a tensor over the Uint8Array's bytes (dtype and byte count checked,
+// E_INPUT / E_SHAPE name `what`). It is valid only while that array is alive and unchanged: keep a reference to it.
+at::Tensor tensor_view_from_js(const Napi::Value& v, const std::string& what);
 
 // A copy of a TypedArray as a tensor of `shape` (element count checked; E_SHAPE names `what`).
 at::Tensor float32_from_js(const Napi::Value& v, const std::vector<int64_t>& shape, const std::string& what);

@@ -12,7 +12,7 @@ const root = tempDir();
 let outs = 0;
 
 /** The demo-size random run (DEMO_DIMS: 7 action / 8 proprio dims, chunk 8, two 56 px images), made once per file. */
-export function tinyRun(dims: RandomRunDims = DEMO_DIMS, name = 'tiny'): string {
+export function tinyRun(dims: RandomRunDims = DEMO_DIMS, name = 'tiny'): Promise<string> {
   return ensureRandomRun(path.join(root, name), dims, { tokenizerDir: TINY_TOKENIZER_DIR });
 }
 

@@ -167,7 +167,7 @@ describe('policy input errors', () => {
     await expect(loadPolicy(FIXTURE_A, { unnormKey: 'bridge_orig' })).rejects.toThrow(/available: libero_spatial_no_noops/);
   });
   it('a head checkpoint that does not fit the VLM → ConfigError naming the dims', async () => {
-    const other = ensureRandomRun(fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-head32-')),
+    const other = await ensureRandomRun(fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-head32-')),
       { ...DEMO_DIMS, llm: { ...DEMO_DIMS.llm, hidden: 32 } });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-misfit-'));
     for (const f of fs.readdirSync(FIXTURE_A)) {
@@ -185,7 +185,7 @@ describe('policy input errors', () => {
 
 describe('the embedded demo model', () => {
   it('acts on an instruction and two PNG-sized raw images with the shipped tokenizer, deterministically', async () => {
-    await using p = await loadPolicy(demoRunDir());
+    await using p = await loadPolicy(await demoRunDir());
     expect(p.metadata).toMatchObject({ chunk: 8, actionDim: 7, proprioDim: 8, numImages: 2, imageSize: 56 });
     const img = (seed: number) => ({ data: Uint8Array.from({ length: 64 * 80 * 3 }, (_, i) => (i * seed) % 251), width: 80, height: 64 });
     const obs = { images: { primary: img(7), wrist: img(13) }, instruction: 'Put the bowl on the plate', state: new Float64Array(8) };

@@ -32,7 +32,7 @@ const bf16 = (x: number) => {
 
 let policy: Policy;
 beforeAll(async () => {
-  policy = await loadPolicy(tinyRun(), THREADS);
+  policy = await loadPolicy(await tinyRun(), THREADS);
 });
 afterAll(() => policy?.dispose());
 
@@ -78,7 +78,7 @@ describe('policy.addSkills()', () => {
 
   it('drops the oldest rows at the capacity (FIFO, as training), and computes only what stays', async () => {
     const dims = { ...DEMO_DIMS, head: { ...DEMO_DIMS.head, bankSize: 10, bankFill: 8 } };
-    await using small = await loadPolicy(tinyRun(dims, 'bank10'), THREADS);
+    await using small = await loadPolicy(await tinyRun(dims, 'bank10'), THREADS);
     const before = await small.memoryBank();
     const r = await small.addSkills(LIBERO);
     expect(r).toMatchObject({ added: 7, evicted: 5, bankSize: 10, firstRow: 3 });
@@ -104,7 +104,7 @@ describe('policy.addSkills()', () => {
     await expect(policy.addSkills(oneCamera)).rejects.toThrow(/no wrist camera/);
     await oneCamera.close();
     // Wrong action dims: the dataset is opened for the model's dims and refused.
-    await using six = await loadPolicy(tinyRun({ ...DEMO_DIMS, head: { ...DEMO_DIMS.head, actionDim: 6 } }, 'a6'), THREADS);
+    await using six = await loadPolicy(await tinyRun({ ...DEMO_DIMS, head: { ...DEMO_DIMS.head, actionDim: 6 } }, 'a6'), THREADS);
     const sixBefore = await six.memoryBank();
     await expect(six.addSkills(LIBERO)).rejects.toThrow(ShapeError);
     expect((await six.memoryBank()).size).toBe(sixBefore.size);
@@ -117,16 +117,17 @@ describe('policy.addSkills()', () => {
   });
 
   it("a 'no-msm' policy has no bank to add to", async () => {
-    await using plain = await loadPolicy(tinyRun({ ...DEMO_DIMS, ablation: 'no-msm' }, 'no-msm'), THREADS);
+    await using plain = await loadPolicy(await tinyRun({ ...DEMO_DIMS, ablation: 'no-msm' }, 'no-msm'), THREADS);
     await expect(plain.addSkills(LIBERO)).rejects.toThrow(ConfigError);
   });
 });
 
 describe('policy.saveSkills()', () => {
   // The random run holds action_head.safetensors; fixture A (the reference's files) also action_head--checkpoint.pt.
-  it.each([['the random run', () => tinyRun()], ['fixture A', () => FIXTURE_A]])(
-    '%s: writes a run directory that loadPolicy reads back with the grown bank, every checkpoint format', async (_, source) => {
-      await using p = await loadPolicy(source(), THREADS);
+  it.each([['the random run', () => tinyRun()], ['fixture A', async () => FIXTURE_A]])(
+    '%s: writes a run directory that loadPolicy reads back with the grown bank, every checkpoint format', async (_, run) => {
+      const source = await run();
+      await using p = await loadPolicy(source, THREADS);
       const sourceSize = p.metadata.bankSize;
       // Fixture A has no tokenizer: its prompts are token ids (8 of its 300).
       const ep = { ...episode(12, 'put the yellow cylinder in the bowl', 5), inputIds: [1, 17, 42, 99, 7, 250, 3, 12] };
@@ -139,7 +140,7 @@ describe('policy.saveSkills()', () => {
       expect(log.added[0]).toMatchObject({ entries: r.added });
       const grown = await p.memoryBank();
       const heads = fs.readdirSync(out).filter((f) => f.startsWith('action_head'));
-      expect(heads.sort()).toEqual(fs.readdirSync(source()).filter((f) => f.startsWith('action_head')).sort());
+      expect(heads.sort()).toEqual(fs.readdirSync(source).filter((f) => f.startsWith('action_head')).sort());
       for (const file of heads) {
         const dir = freshOut();
         fs.mkdirSync(dir);
@@ -155,14 +156,14 @@ describe('policy.saveSkills()', () => {
         expect((await back.act(obs)).retrieval.indices[0]).toBe(r.firstRow + 3);
       }
       // The source run is unchanged; an existing directory other than the run itself is refused.
-      await using again = await loadPolicy(source(), THREADS);
+      await using again = await loadPolicy(source, THREADS);
       expect(again.metadata.bankSize).toBe(sourceSize);
       await expect(p.saveSkills(out)).rejects.toThrow(/exists/);
     });
 
   it('updates the loaded run in place when out is its own directory', async () => {
     const run = freshOut();
-    fs.cpSync(tinyRun(), run, { recursive: true });
+    fs.cpSync(await tinyRun(), run, { recursive: true });
     await using p = await loadPolicy(run, THREADS);
     const r = await p.addSkills(LIBERO);
     await p.saveSkills(run);
@@ -180,7 +181,7 @@ describe('m2vla add-skills', () => {
     const log = console.log;
     console.log = (...a: unknown[]) => { lines.push(a.join(' ')); };
     try {
-      expect(await addSkillsCommand.run([tinyRun(), '--data', LIBERO, '--out', out, '--threads', '1'])).toBe(0);
+      expect(await addSkillsCommand.run([await tinyRun(), '--data', LIBERO, '--out', out, '--threads', '1'])).toBe(0);
     } finally {
       console.log = log;
     }
@@ -191,8 +192,8 @@ describe('m2vla add-skills', () => {
     console.error = () => {};
     try {
       // Usage errors: lib/cli/main.ts prints them with the usage and exits 2.
-      await expect(addSkillsCommand.run([tinyRun(), '--data', LIBERO, '--out', freshOut(), '--strid', '2'])).rejects.toThrow(/unknown flag --strid \(did you mean --stride\?\)/);
-      await expect(addSkillsCommand.run([tinyRun(), '--out', freshOut()])).rejects.toThrow(/--data is required/);
+      await expect(addSkillsCommand.run([await tinyRun(), '--data', LIBERO, '--out', freshOut(), '--strid', '2'])).rejects.toThrow(/unknown flag --strid \(did you mean --stride\?\)/);
+      await expect(addSkillsCommand.run([await tinyRun(), '--out', freshOut()])).rejects.toThrow(/--data is required/);
     } finally {
       console.error = err;
     }

@@ -11,9 +11,11 @@ import { ConfigError } from '../../lib/errors.js';
 import { train, type TrainOptions } from '../../lib/train.js';
 import { freshOut, LIBERO, readMetrics, tinyRun } from '../helpers/train.js';
 
+const TINY = await tinyRun();
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const base = (out: string, steps = 3): TrainOptions => ({
-  data: LIBERO, init: tinyRun(), out, steps, batchSize: 2, lr: 1e-3, warmup: 1, threads: 1, seed: 3, checkpointEvery: 3,
+  data: LIBERO, init: TINY, out, steps, batchSize: 2, lr: 1e-3, warmup: 1, threads: 1, seed: 3, checkpointEvery: 3,
 });
 
 let trained: string;

@@ -15,7 +15,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 /** demoRunDir() in a child process with M2VLA_CACHE=cache: its result, or its error message. */
 function demoRunDir(cache: string): { dir?: string; error?: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '-e',
-    "import('./lib/policy.ts').then((m) => console.log(JSON.stringify({ dir: m.demoRunDir() })), (e) => console.log(JSON.stringify({ error: e.message })))"],
+    "import('./lib/policy.ts').then(async (m) => console.log(JSON.stringify({ dir: await m.demoRunDir() }))).catch((e) => console.log(JSON.stringify({ error: e.message })))"],
   { cwd: ROOT, encoding: 'utf8', env: { ...process.env, M2VLA_CACHE: cache } });
   try {
     return JSON.parse(r.stdout.trim().split('\n').at(-1)!);

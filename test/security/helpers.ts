@@ -8,10 +8,12 @@ export const IMAGE = { data: new Uint8Array(56 * 56 * 3).fill(100), width: 56, h
 export const observation = (instruction = 'pick up the bowl') =>
   ({ images: { primary: IMAGE, wrist: IMAGE }, instruction, state: Array(8).fill(0.1) });
 
+const DEMO = await demoRunDir();
+
 /** A fresh copy of the demo model's run directory. */
 export function runCopy(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-security-'));
-  fs.cpSync(demoRunDir(), dir, { recursive: true });
+  fs.cpSync(DEMO, dir, { recursive: true });
   return dir;
 }
 

@@ -85,13 +85,13 @@ describe('non-finite actions never leave act()', () => {
     expect(err).toBeInstanceOf(NonFiniteError);
     expect(err.code).toBe('E_NONFINITE');
     expect(err.observations).toEqual([0, 1]);
-    await using good = await loadPolicy(demoRunDir());
+    await using good = await loadPolicy(await demoRunDir());
     const { actions } = await good.act(observation());
     expect(actions.data.every(Number.isFinite)).toBe(true);
   });
 
   it('PolicyRunner holds the last action with stale: true and reports the non-finite chunk', async () => {
-    await using good = await loadPolicy(demoRunDir());
+    await using good = await loadPolicy(await demoRunDir());
     await using bad = await loadPolicy(overflowingRun());
     // The robot's policy goes bad after its first chunk (say, weights swapped under it): same metadata, NaN actions.
     let calls = 0;

@@ -20,7 +20,7 @@ import { BATCH_TOLERANCE, expectedActions, liberoObservation, maxAbsDiff, Openpi
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 let policy: Policy;
-beforeAll(async () => { policy = await loadPolicy(demoRunDir()); });
+beforeAll(async () => { policy = await loadPolicy(await demoRunDir()); });
 afterAll(() => policy?.dispose());
 
 const servers: PolicyServer[] = [];

@@ -6,7 +6,7 @@ import { GatedPolicy, maxAbsDiff } from './helpers.js';
 
 const H = 8, D = 7;
 let policy: Policy;
-beforeAll(async () => { policy = await loadPolicy(demoRunDir()); });
+beforeAll(async () => { policy = await loadPolicy(await demoRunDir()); });
 afterAll(() => policy?.dispose());
 
 /** The observation given at tick k: distinct images and state per tick, so each chunk shows which one it used. */

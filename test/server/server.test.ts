@@ -19,7 +19,7 @@ let policy: Policy;
 let server: PolicyServer;
 let url: string;
 beforeAll(async () => {
-  policy = await loadPolicy(demoRunDir());
+  policy = await loadPolicy(await demoRunDir());
   server = await createServer(policy, { port: 0, maxFrameBytes: MAX_FRAME });
   url = `ws://127.0.0.1:${server.port}`;
 });

@@ -18,12 +18,14 @@ import { Trainer, train, type PackedBatch } from '../../lib/train.js';
 import { roundBf16, toFloat32 } from '../helpers/fixtures.js';
 import { freshOut, LIBERO, mean, tinyRun } from '../helpers/train.js';
 
+const TINY = await tinyRun();
+
 const SAMPLES = [0, 3];
 
 /** Trains `steps` steps of a variant, exports it; the trainer's actions for SAMPLES and the batches it trained on. */
 async function trainVariant(ablation: Ablation | undefined, steps: number, lr = 1e-3) {
   const out = freshOut();
-  const trainer = await Trainer.create({ data: LIBERO, init: tinyRun(), out, steps, batchSize: 4, lr, threads: 1,
+  const trainer = await Trainer.create({ data: LIBERO, init: await tinyRun(), out, steps, batchSize: 4, lr, threads: 1,
     memorySampleRate: 1, ...(ablation && { ablation }) });
   const losses: number[] = [], trained: PackedBatch[] = [];
   try {
@@ -199,7 +201,7 @@ describe('no-mol', () => {
 
 describe('an ablation run', () => {
   it('resumes exactly from its checkpoint (the checkpoint states the dims its tensors do not show)', async () => {
-    const base = { data: LIBERO, init: tinyRun(), steps: 4, batchSize: 2, lr: 1e-3, threads: 1, seed: 3, checkpointEvery: 2,
+    const base = { data: LIBERO, init: await tinyRun(), steps: 4, batchSize: 2, lr: 1e-3, threads: 1, seed: 3, checkpointEvery: 2,
       ablation: 'no-mol' as const };
     const straight = await train({ ...base, out: freshOut() });
     const out = freshOut(), stop = new AbortController();
@@ -226,7 +228,7 @@ describe('memoryBank()', () => {
     expect(bank.size).toBe(58);
     expect(bank.keys.shape).toEqual([58, 3 * 64]);
     expect(bank.values.shape).toEqual([58, 56]);
-    const init = await loadStateDict(path.join(tinyRun(), 'action_head.safetensors'), { dtype: 'float32' });
+    const init = await loadStateDict(path.join(await tinyRun(), 'action_head.safetensors'), { dtype: 'float32' });
     expect(Array.from(bank.keys.data.subarray(0, 50 * 192))).toEqual(Array.from(roundBf16(f32(init['memory_bank.keys']).subarray(0, 50 * 192))));
     const appended = t.trained.flatMap((b) => Array.from(b.batch.actions));
     // Values are stored in bfloat16: 8 significant bits.
@@ -252,7 +254,7 @@ describe('memoryBank()', () => {
 
 describe('a random run in an ablation\'s layout (lib/random-run.ts, what the full-size bench uses)', () => {
   it.each(['no-mol', 'no-msm'] as const)('%s loads as that variant', async (ablation) => {
-    await using policy = await loadPolicy(tinyRun({ ...DEMO_DIMS, ablation }, `tiny-${ablation}`), { threads: 1 });
+    await using policy = await loadPolicy(await tinyRun({ ...DEMO_DIMS, ablation }, `tiny-${ablation}`), { threads: 1 });
     expect(policy.metadata.ablation).toBe(ablation);
     expect(policy.metadata.bankSize).toBe(ablation === 'no-msm' ? 0 : 50);
   });
@@ -261,7 +263,7 @@ describe('a random run in an ablation\'s layout (lib/random-run.ts, what the ful
 describe('a run directory without its "m2vla_head" record', () => {
   it('names the variant its checkpoint holds, then the dim it cannot show', async () => {
     const dir = freshOut();
-    fs.cpSync(tinyRun({ ...DEMO_DIMS, ablation: 'no-mol' }, 'tiny-no-mol'), dir, { recursive: true });
+    fs.cpSync(await tinyRun({ ...DEMO_DIMS, ablation: 'no-mol' }, 'tiny-no-mol'), dir, { recursive: true });
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
     delete config.m2vla_head;
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
@@ -275,7 +277,7 @@ describe('a run directory without its "m2vla_head" record', () => {
 describe('m2vla train --ablation', () => {
   const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../lib/cli/main.ts');
   const cli = (out: string, ablation: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e',
-    `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'train', '--data', LIBERO, '--init', tinyRun(),
+    `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'train', '--data', LIBERO, '--init', TINY,
     '--out', out, '--steps', '1', '--batch', '2', '--lr', '1e-3', '--threads', '1', '--ablation', ablation], { encoding: 'utf8' });
 
   it('trains the variant and records it; an unknown one is an error naming the choices', () => {
@@ -291,17 +293,17 @@ describe('m2vla train --ablation', () => {
 
 describe('bad ablation values', () => {
   it('are InputErrors in train(), loadPolicy() and loadHead()', async () => {
-    const o = { data: LIBERO, init: tinyRun(), out: freshOut(), steps: 1, batchSize: 2, lr: 1e-3, threads: 1 };
+    const o = { data: LIBERO, init: await tinyRun(), out: freshOut(), steps: 1, batchSize: 2, lr: 1e-3, threads: 1 };
     await expect(train({ ...o, ablation: 'no-both' as Ablation })).rejects.toThrow(InputError);
     await expect(train({ ...o, ablation: 'no-both' as Ablation })).rejects.toThrow(/ablation: expected one of 'none', 'no-mol', 'no-msm', got "no-both"/);
     expect(fs.existsSync(o.out)).toBe(false);
-    await expect(loadPolicy(tinyRun(), { ablation: 'mol' as Ablation })).rejects.toThrow(InputError);
-    await expect(loadHead(tinyRun(), { head: { ablation: 'msm' as Ablation } })).rejects.toThrow(InputError);
+    await expect(loadPolicy(await tinyRun(), { ablation: 'mol' as Ablation })).rejects.toThrow(InputError);
+    await expect(loadHead(await tinyRun(), { head: { ablation: 'msm' as Ablation } })).rejects.toThrow(InputError);
   });
 
   it('a full checkpoint forced to an ablation is a CheckpointError', async () => {
-    await expect(loadPolicy(tinyRun(), { threads: 1, ablation: 'no-msm' }))
+    await expect(loadPolicy(await tinyRun(), { threads: 1, ablation: 'no-msm' }))
       .rejects.toThrow(/holds a 'none' head \(ablation\), but 'no-msm' was requested/);
-    await expect(loadPolicy(tinyRun(), { threads: 1, ablation: 'no-mol' })).rejects.toThrow(CheckpointError);
+    await expect(loadPolicy(await tinyRun(), { threads: 1, ablation: 'no-mol' })).rejects.toThrow(CheckpointError);
   });
 });

@@ -12,6 +12,8 @@ import type { AugmentationDraw, ImageAugmentation } from '../../lib/native/bindi
 import { train, Trainer, type TrainOptions } from '../../lib/train.js';
 import { float32, freshOut, LIBERO, tinyRun } from '../helpers/train.js';
 
+const TINY = await tinyRun();
+
 const S = 64, DRAWS = 100, TOL = 1.5 / 255;
 const OFF: ImageAugmentation = { cropArea: 1, brightness: 0, contrast: [1, 1], saturation: [1, 1], hue: 0 };
 
@@ -139,7 +141,7 @@ describe('training with image augmentation', () => {
     for (const t of open) await t.dispose();
   });
   const base = (o: Partial<TrainOptions> = {}): TrainOptions => ({
-    data: LIBERO, init: tinyRun(), out: freshOut(), steps: 5, batchSize: 2, lr: 1e-3, threads: 1, seed: 4, checkpointEvery: 2,
+    data: LIBERO, init: TINY, out: freshOut(), steps: 5, batchSize: 2, lr: 1e-3, threads: 1, seed: 4, checkpointEvery: 2,
     imageAugmentation: true, ...o,
   });
 
@@ -167,7 +169,7 @@ describe('training with image augmentation', () => {
 
   it('is what m2vla train --image-aug turns on', async () => {
     const out = freshOut();
-    expect(await trainCommand.run(['--data', LIBERO, '--init', tinyRun(), '--out', out, '--steps', '1', '--batch', '2',
+    expect(await trainCommand.run(['--data', LIBERO, '--init', await tinyRun(), '--out', out, '--steps', '1', '--batch', '2',
       '--lr', '1e-3', '--threads', '1', '--image-aug'])).toBe(0);
     const state = JSON.parse(fs.readFileSync(path.join(out, 'checkpoints', 'step-00000001', 'trainer_state.json'), 'utf8'));
     expect(state.fixed.imageAugmentation).toBe(true);

@@ -20,6 +20,8 @@ import { getBinding } from '../../lib/native/binding.js';
 import { train, type TrainOptions } from '../../lib/train.js';
 import { freshOut, LIBERO, readMetrics, tinyRun } from '../helpers/train.js';
 
+const TINY = await tinyRun();
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RANK_SCRIPT = path.resolve(HERE, '../helpers/train-rank.ts');
 const CLI_MAIN = path.resolve(HERE, '../../lib/cli/main.ts');
@@ -29,7 +31,7 @@ const STEPS = 4, LR = 1e-3, ATOL = 5e-3 * LR * STEPS;
 // 7 samples, a global batch of 4: one batch per epoch, so 4 steps cross 3 epoch boundaries. Seed 3 offers the bank
 // 2 of the 4 batches (l1) and 3 (denoise): the coin flips must agree across the processes.
 const options = (out: string, extra: Partial<TrainOptions> = {}): TrainOptions => ({
-  data: LIBERO, init: tinyRun(), out, steps: STEPS, batchSize: 4, lr: LR, eps: 1e-6, warmup: 1, threads: 1, seed: 3,
+  data: LIBERO, init: TINY, out, steps: STEPS, batchSize: 4, lr: LR, eps: 1e-6, warmup: 1, threads: 1, seed: 3,
   memorySampleRate: 0.5, ...extra,
 });
 
@@ -103,7 +105,7 @@ describe.skipIf(!available)('data-parallel training (c10d Gloo, 2 processes on l
     const a = await checkpointTensors(straight.checkpoint);
     const b = await checkpointTensors(path.join(parallel, 'checkpoints', 'step-00000004'));
     // The bank received entries (the test would say nothing about the gather otherwise): the same ones on both sides.
-    const initial = values((await loadStateDict(path.join(tinyRun(), 'action_head.safetensors')))['memory_bank.size'])[0];
+    const initial = values((await loadStateDict(path.join(await tinyRun(), 'action_head.safetensors')))['memory_bank.size'])[0];
     expect(values(a['memory_bank.size'])[0]).toBeGreaterThan(initial);
     expect(values(b['memory_bank.size'])).toEqual(values(a['memory_bank.size']));
     const worst = expectClose(b, a, ATOL);
@@ -164,7 +166,7 @@ describe.skipIf(!available)('data-parallel training (c10d Gloo, 2 processes on l
     const out = freshOut();
     const cli = (steps: number, ...extra: string[]) => spawn(process.execPath, ['--import', 'tsx', '-e',
       `import(${JSON.stringify(CLI_MAIN)}).then((m) => m.main(process.argv.slice(1)))`, 'train', '--nproc', '2', '--data', LIBERO,
-      '--init', tinyRun(), '--out', out, '--steps', String(steps), '--batch', '2', '--lr', '1e-3', '--threads', '1',
+      '--init', TINY, '--out', out, '--steps', String(steps), '--batch', '2', '--lr', '1e-3', '--threads', '1',
       '--dist-timeout', '20', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
 
     // SIGINT to the launcher: it passes it on, the processes agree on the step to stop after, rank 0 saves it.

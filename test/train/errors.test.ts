@@ -8,7 +8,8 @@ import { DEMO_DIMS } from '../../lib/random-run.js';
 import { train, type TrainOptions } from '../../lib/train.js';
 import { freshOut, LEROBOT, LIBERO, tinyRun } from '../helpers/train.js';
 
-const options = (data: string, init = tinyRun()): TrainOptions =>
+const TINY = await tinyRun();
+const options = (data: string, init = TINY): TrainOptions =>
   ({ data, init, out: freshOut(), steps: 2, batchSize: 2, lr: 1e-3, threads: 1 });
 
 async function rejectsBeforeAnyStep(o: TrainOptions, error: unknown) {
@@ -27,10 +28,10 @@ describe('training rejects, before any step,', () => {
   });
 
   it('a dataset whose action or proprio dims do not fit the model', async () => {
-    const proprio9 = tinyRun({ ...DEMO_DIMS, head: { ...DEMO_DIMS.head, proprioDim: 9 } }, 'proprio9');
+    const proprio9 = await tinyRun({ ...DEMO_DIMS, head: { ...DEMO_DIMS.head, proprioDim: 9 } }, 'proprio9');
     await rejectsBeforeAnyStep(options(LEROBOT, proprio9), ShapeError);
     await expect(train(options(LEROBOT, proprio9))).rejects.toThrow(/'observation.state': 8 proprio dims, the model expects 9/);
-    const action6 = tinyRun({ ...DEMO_DIMS, head: { ...DEMO_DIMS.head, actionDim: 6 } }, 'action6');
+    const action6 = await tinyRun({ ...DEMO_DIMS, head: { ...DEMO_DIMS.head, actionDim: 6 } }, 'action6');
     await rejectsBeforeAnyStep(options(LIBERO, action6), ShapeError);
     await expect(train(options(LIBERO, action6))).rejects.toThrow(/7 action dims, the model expects 6/);
   });
@@ -43,7 +44,7 @@ describe('training rejects, before any step,', () => {
   it('options that make no sense', async () => {
     await expect(train({ ...options(LIBERO), lr: 0 })).rejects.toThrow(new InputError('lr: expected a positive number, got 0'));
     await expect(train({ ...options(LIBERO), batchSize: 8 })).rejects.toThrow(/7 samples are fewer than batchSize x worldSize = 8/);
-    const init = tinyRun();
+    const init = await tinyRun();
     await expect(train({ ...options(LIBERO), out: init })).rejects.toThrow(ConfigError);
   });
 

@@ -36,7 +36,7 @@ describe('an exported run', () => {
   const out = freshOut();
   let trainer: Trainer, batch: PackedBatch, trained: Float32Array;
   beforeAll(async () => {
-    trainer = await Trainer.create({ data: LIBERO, init: tinyRun(), out, steps: 3, batchSize: 2, lr: 1e-3, threads: 1,
+    trainer = await Trainer.create({ data: LIBERO, init: await tinyRun(), out, steps: 3, batchSize: 2, lr: 1e-3, threads: 1,
       memorySampleRate: 1 });
     for (let i = 0; i < 3; i++) await trainer.step();
     await trainer.exportRun();
@@ -64,7 +64,7 @@ describe('an exported run', () => {
   });
 
   it('keeps the reference names, fills the bank and leaves the unused tensors as they were', async () => {
-    const [init, exported] = await Promise.all([loadStateDict(path.join(tinyRun(), 'action_head.safetensors')),
+    const [init, exported] = await Promise.all([loadStateDict(path.join(await tinyRun(), 'action_head.safetensors')),
       loadStateDict(path.join(out, 'action_head.safetensors'))]);
     expect(Object.keys(exported).sort()).toEqual(Object.keys(init).sort());
     for (const name of Object.keys(init).filter((n) => /\.(k_memory|v_memory|film_gen\.0)\./.test(n)))
@@ -73,7 +73,7 @@ describe('an exported run', () => {
     // 50 rows to start with, every micro-batch of 2 added (memorySampleRate 1)
     expect(new BigInt64Array(exported['memory_bank.size'].data.slice().buffer)[0]).toBe(56n);
 
-    const [vlmInit, vlm] = await Promise.all([loadStateDict(path.join(tinyRun(), 'model.safetensors')),
+    const [vlmInit, vlm] = await Promise.all([loadStateDict(path.join(await tinyRun(), 'model.safetensors')),
       loadStateDict(path.join(out, 'model.safetensors'))]);
     expect(Object.keys(vlm).sort()).toEqual(Object.keys(vlmInit).sort());
     for (const name of Object.keys(vlm))
@@ -84,7 +84,7 @@ describe('an exported run', () => {
 describe('an exported denoise run', () => {
   it('reloads and samples the trained model\'s actions', async () => {
     const out = freshOut();
-    await using trainer = await Trainer.create({ data: LIBERO, init: tinyRun(), out, steps: 2, batchSize: 2, lr: 1e-3,
+    await using trainer = await Trainer.create({ data: LIBERO, init: await tinyRun(), out, steps: 2, batchSize: 2, lr: 1e-3,
       threads: 1, objective: 'denoise' });
     for (let i = 0; i < 2; i++) await trainer.step();
     await trainer.exportRun();

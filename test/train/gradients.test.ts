@@ -13,7 +13,7 @@ afterAll(async () => {
 });
 
 async function trainer(options: Partial<TrainOptions>): Promise<Trainer> {
-  const t = await Trainer.create({ data: LEROBOT, init: tinyRun(), out: freshOut(), steps: 1, batchSize: 4, lr: 1e-3, threads: 1,
+  const t = await Trainer.create({ data: LEROBOT, init: await tinyRun(), out: freshOut(), steps: 1, batchSize: 4, lr: 1e-3, threads: 1,
     seed: 3, ...options });
   open.push(t);
   return t;

@@ -11,7 +11,7 @@ import { freshOut, LIBERO, tinyRun } from '../helpers/train.js';
 describe('training lifecycle', () => {
   it('reports its stages, explains a changed schedule on resume, and exports an interrupted checkpoint', async () => {
     const out = freshOut();
-    const base = { data: LIBERO, init: tinyRun(), out, steps: 4, batchSize: 2, lr: 1e-3, threads: 1, checkpointEvery: 100 };
+    const base = { data: LIBERO, init: await tinyRun(), out, steps: 4, batchSize: 2, lr: 1e-3, threads: 1, checkpointEvery: 100 };
     const lines: string[] = [];
     const controller = new AbortController();
     const first = await train({
@@ -54,7 +54,7 @@ describe('training lifecycle', () => {
 
   it('keepCheckpoints keeps every checkpoint (hard links) for export --step N', async () => {
     const out = freshOut();
-    await train({ data: LIBERO, init: tinyRun(), out, steps: 3, batchSize: 2, lr: 1e-3, threads: 1, checkpointEvery: 1, keepCheckpoints: true });
+    await train({ data: LIBERO, init: await tinyRun(), out, steps: 3, batchSize: 2, lr: 1e-3, threads: 1, checkpointEvery: 1, keepCheckpoints: true });
     const root = path.join(out, 'checkpoints');
     expect(fs.readdirSync(path.join(root, 'kept')).sort()).toEqual(['step-00000001', 'step-00000002']);
     expect(fs.readdirSync(root).filter((d) => d.startsWith('step-'))).toEqual(['step-00000003']);

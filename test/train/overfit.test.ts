@@ -10,7 +10,7 @@ const STEPS = 60;
 
 async function overfit(data: string, options: { objective?: 'l1' | 'denoise'; bf16?: boolean } = {}) {
   const out = freshOut();
-  const result = await train({ data, init: tinyRun(), out, steps: STEPS, batchSize: 4, lr: 1e-3, threads: 1, ...options });
+  const result = await train({ data, init: await tinyRun(), out, steps: STEPS, batchSize: 4, lr: 1e-3, threads: 1, ...options });
   const losses = result.metrics.map((m) => m.loss);
   expect(result.metrics.map((m) => m.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
   expect(readMetrics(out).map((m) => m.loss)).toEqual(losses);

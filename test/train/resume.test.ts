@@ -11,9 +11,11 @@ import { ConfigError } from '../../lib/errors.js';
 import { train, type TrainOptions } from '../../lib/train.js';
 import { freshOut, LIBERO, readMetrics, tinyRun } from '../helpers/train.js';
 
+const TINY = await tinyRun();
+
 const STEPS = 8;
 const base = (out: string): TrainOptions => ({
-  data: LIBERO, init: tinyRun(), out, steps: STEPS, batchSize: 2, lr: 1e-3, warmup: 2, threads: 1, seed: 7,
+  data: LIBERO, init: TINY, out, steps: STEPS, batchSize: 2, lr: 1e-3, warmup: 2, threads: 1, seed: 7,
   checkpointEvery: 3, memorySampleRate: 0.5,
 });
 
@@ -48,7 +50,7 @@ describe('kill and resume', () => {
     const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../lib/cli/main.ts');
     const args = (steps: number, ...extra: string[]) => ['--import', 'tsx', '-e',
       `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'train', '--data', LIBERO,
-      '--init', tinyRun(), '--out', out, '--steps', String(steps), '--batch', '2', '--lr', '1e-3', '--threads', '1', ...extra];
+      '--init', TINY, '--out', out, '--steps', String(steps), '--batch', '2', '--lr', '1e-3', '--threads', '1', ...extra];
     const run = (argv: string[], interruptAfter?: number) => new Promise<{ code: number | null; stdout: string }>((resolve) => {
       const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '', stderr = '', sent = false;
