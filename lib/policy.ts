@@ -33,7 +33,7 @@ export interface PolicyOptions {
   device?: NativeDevice;
   /**
    * Weights and computation dtype of the VLM and the head. 'auto' (default): on the CPU bfloat16 where it has AMX-BF16
-   * or where bfloat16 GEMMs measure >= 1.5x float32's (AVX512-BF16 CPUs without AMX are probed once at startup), float32
+   * or where bfloat16 GEMMs measure >= 1.5x float32's (AVX512-BF16 CPUs without AMX: probed once per process), float32
    * elsewhere; bfloat16 on GPUs of compute capability >= 8.0, float16 below (`metadata.dtypeReason` says
    * which rule applied). float16 is for GPUs only (ConfigError on the CPU). 'int8' (CPU with AVX512-VNNI or AMX-INT8,
    * never chosen by 'auto'): the VLM's linears in W8A8 int8 with per-channel weight scales computed at load, the rest
@@ -344,6 +344,7 @@ function retrievalOf(r: NativePolicyResult, batch: number): ActOutput['retrieval
 export async function loadPolicy(runDir: string, options: PolicyOptions = {}): Promise<Policy> {
   checkOptions(options, POLICY_KEYS, 'loadPolicy');
   runDir = await resolveRunDir(runDir, options.hub);
+  await runTorchJob(() => getBinding().probeCpuMatrix());  // so that 'auto' never measures on this thread
   const placement = resolvePlacement(options);
   const run = resolveRunSpec(runDir, { unnormKey: options.unnormKey });  // the one read of the run directory
   const centerCrop = centerCropArea(options.centerCrop);

@@ -8,6 +8,7 @@ export interface RuntimeInfo extends BuildInfo {
   libtorch: { dir: string; source: string; version: string };
 }
 
+/** What was loaded and built, and this CPU's features. Its first call may measure a few ms of GEMMs for dtype 'auto'. */
 export function runtimeInfo(): RuntimeInfo {
   const { addon, file, libtorch } = loadBinding();
   return { ...addon.buildInfo(), addonPath: file, libtorch };

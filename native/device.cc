@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <future>
 #include <regex>
 
 #include "error.h"
@@ -34,18 +33,21 @@ bool capability(const std::unordered_map<std::string, c10::IValue>& caps, const 
   return it != caps.end() && it->second.isBool() && it->second.toBool();
 }
 
-// GFLOP/s of a [256, 1024] x [1024, 1024] GEMM (one of the VLM's linears at a short sequence), best of 3 after a
-// warm-up: the probe of the 'auto' rule on CPUs without AMX. The best of 3 keeps a busy neighbour from flipping it.
+// GFLOP/s of a [128, 1024] x [1024, 1024] GEMM (one of the VLM's linears at a short sequence), best of 3 after a
+// warm-up: the probe of the 'auto' rule on CPUs without AMX (~2-6 ms for both dtypes). The best of 3 keeps a busy
+// neighbour from flipping it. Constant operands: the values do not change a GEMM's speed, and at::randn would take
+// the global generator's lock.
 double gemm_gflops(at::ScalarType dtype) {
+  constexpr int64_t m = 128, k = 1024, n = 1024;
   at::InferenceMode guard;
-  const auto a = at::randn({256, 1024}).to(dtype), b = at::randn({1024, 1024}).to(dtype);
+  const auto a = at::full({m, k}, 0.5, at::TensorOptions(dtype)), b = at::full({k, n}, 0.25, at::TensorOptions(dtype));
   at::mm(a, b);
   double best = 0;
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     at::mm(a, b);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * 256 * 1024 * 1024 / s / 1e9);
+    best = std::max(best, 2.0 * m * k * n / s / 1e9);
   }
   return best;
 }
@@ -63,11 +65,6 @@ CpuMatrixFeatures detect_cpu_matrix_features() {
   return f;
 }
 
-std::shared_future<CpuMatrixFeatures>& cpu_matrix_probe() {
-  static std::shared_future<CpuMatrixFeatures> probe = std::async(std::launch::async, detect_cpu_matrix_features).share();
-  return probe;
-}
-
 std::string fixed(double v, int decimals) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
@@ -76,9 +73,10 @@ std::string fixed(double v, int decimals) {
 
 }  // namespace
 
-void start_cpu_matrix_probe() { (void)cpu_matrix_probe(); }
-
-CpuMatrixFeatures cpu_matrix_features() { return cpu_matrix_probe().get(); }
+CpuMatrixFeatures cpu_matrix_features() {
+  static const CpuMatrixFeatures features = detect_cpu_matrix_features();
+  return features;
+}
 
 Placement resolve_placement(const std::string& device, const std::string& dtype, const CpuMatrixFeatures& cpu) {
   static const std::regex kDevice("cpu|cuda(:[0-9]{1,3})?");

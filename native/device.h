@@ -26,10 +26,9 @@ struct CpuMatrixFeatures {
   // (GFLOP/s; 0 = not measured).
   double bf16_gflops = 0, fp32_gflops = 0;
 };
-// The first call measures (~10-40 ms, once per process); start_cpu_matrix_probe() starts that in the background so
-// the JS thread never waits for it (the addon calls it when it loads).
+// The first call measures (~2-6 ms, once per process): call it first off the JS thread (the addon's
+// probeCpuMatrix() worker, which loadPolicy awaits).
 CpuMatrixFeatures cpu_matrix_features();
-void start_cpu_matrix_probe();
 
 // device: "cpu" | "cuda" | "cuda:N"; dtype: "auto" | "float32" | "bfloat16" | "float16" | "int8".
 // "auto" on the CPU is bfloat16 where it has AMX-BF16 (bf16 GEMMs on AMX tiles run ~6x float32's) or where its

@@ -403,6 +403,8 @@ export interface BindingModule {
   createBackbone(options: {
     modelPath: string; config: BackboneConfig; dtype: ModelDtype; device?: NativeDevice; threads?: number;
   }): Promise<NativeBackbone>;
+  /** The one-time GEMM measurement behind dtype 'auto' on CPUs with AVX512-BF16 and no AMX, on a worker (~2-6 ms). */
+  probeCpuMatrix(): Promise<void>;
   /** E_INPUT for a bad string, E_CONFIG for what this build or GPU cannot run (a CPU-only build never probes). */
   /** cpuFeatures: decide for another CPU than this one (tests of the rule). */
   resolvePlacement(options: {

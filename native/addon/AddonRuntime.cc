@@ -123,6 +123,19 @@ Napi::Value MeasureGemm(const Napi::CallbackInfo& info) {
   return (new GemmWorker(info.Env(), threads_option(opts), n, iters, st))->Start();
 }
 
+// probeCpuMatrix() -> Promise<void>: the one-time GEMM measurement behind dtype 'auto' (device.h), on a worker, so
+// that resolvePlacement() after it only reads the result.
+class ProbeCpuMatrixWorker : public TorchWorker {
+ public:
+  explicit ProbeCpuMatrixWorker(Napi::Env env) : TorchWorker(env, 0) {}
+
+ protected:
+  void Run() override { cpu_matrix_features(); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+};
+
+Napi::Value ProbeCpuMatrix(const Napi::CallbackInfo& info) { return (new ProbeCpuMatrixWorker(info.Env()))->Start(); }
+
 // resolvePlacement({device?, dtype?, cpuFeatures?}) -> {device, dtype, reason, name, capability}: what loadPolicy will
 // load onto. cpuFeatures {amxBf16, amxInt8, avx512Bf16, avx512Vnni, bf16Gflops?, fp32Gflops?} decides for another
 // CPU than this one (tests).
@@ -171,7 +184,7 @@ Napi::Value GpuPeakMemory(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_runtime(Napi::Env env, Napi::Object exports) {
-  start_cpu_matrix_probe();  // dtype 'auto' may need a GEMM measurement: done off the JS thread before first use
+  exports.Set("probeCpuMatrix", Napi::Function::New(env, ProbeCpuMatrix));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("resolvePlacement", Napi::Function::New(env, ResolvePlacement));
 #ifdef M2VLA_WITH_CUDA
