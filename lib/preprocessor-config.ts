@@ -3,7 +3,7 @@
  * rules are native/run_dir.cc's (parse_preprocessor_config), the same ones resolveRunSpec applies.
  */
 import path from 'node:path';
-import { ConfigError, toTypedError } from './errors.js';
+import { toTypedError } from './errors.js';
 import { getBinding } from './native/binding.js';
 import type { ImagePreprocessing } from './run-spec.js';
 
@@ -21,11 +21,13 @@ export async function readPreprocessorConfig(runDir: string): Promise<ImagePrepr
   }
 }
 
-/** The same rules over an already parsed object (`source` names it in errors). */
+/**
+ * The same rules over an already parsed value (`source` names it in errors); that it is a JSON object is one of them
+ * (ConfigError "<source>: expected a JSON object, got a list", as for the file). `undefined` reads as null.
+ */
 export function parsePreprocessorConfig(json: unknown, source: string): ImagePreprocessing {
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError(`${source}: expected a JSON object`);
   try {
-    return getBinding().parsePreprocessorConfig(JSON.stringify(json), source);
+    return getBinding().parsePreprocessorConfig(JSON.stringify(json) ?? 'null', source);
   } catch (e) {
     throw toTypedError(e);
   }

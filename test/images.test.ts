@@ -67,6 +67,10 @@ describe('image inputs', () => {
     const { tvf_normalize_params: _n, ...noTvf } = cfg;
     expect(parsePreprocessorConfig(noTvf, 'x').means).toEqual(cfg.means);  // falls back to means/stds
     expect(() => parsePreprocessorConfig({ ...cfg, image_resize_strategy: 'letterbox' }, 'x')).toThrow(ConfigError);
+    for (const [value, got] of [[[cfg], 'a list'], [null, 'null'], [undefined, 'null'], ['{}', 'string']] as const) {
+      expect(() => parsePreprocessorConfig(value, 'x')).toThrow(ConfigError);
+      expect(() => parsePreprocessorConfig(value, 'x')).toThrow(`x: expected a JSON object, got ${got}`);
+    }
     const bilinear = cfg.tvf_resize_params.map((r: object) => ({ ...r, interpolation: 2 }));
     expect(() => parsePreprocessorConfig({ ...cfg, tvf_resize_params: bilinear }, 'x')).toThrow(/bicubic/);
     const mixed = [cfg.tvf_resize_params[0], { ...cfg.tvf_resize_params[1], size: [64, 64] }];

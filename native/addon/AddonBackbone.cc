@@ -149,8 +149,7 @@ int64_t integer_option(const Napi::Object& o, const char* key) {
 
 Napi::Value AddonBackbone::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!model_) throw make_error(env, "E_DISPOSED", "Backbone: generate() after dispose()");
-  try {
+  return js_method(env, !model_, "Backbone: generate", [&]() -> Napi::Value {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "generate: expected an options object");
     auto o = info[0].As<Napi::Object>();
     const model::BackboneConfig& cfg = model_->config();
@@ -171,15 +170,12 @@ Napi::Value AddonBackbone::Generate(const Napi::CallbackInfo& info) {
     bool casts = o.Get("referenceCasts").ToBoolean();
     return (new GenerateWorker(env, threads_, model_, std::move(pixels), std::move(ids), max_new, std::move(stop_ids), casts))
         ->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value AddonBackbone::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!model_) throw make_error(env, "E_DISPOSED", "Backbone: forward() after dispose()");
-  try {
+  return js_method(env, !model_, "Backbone: forward", [&]() -> Napi::Value {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "forward: expected an options object");
     auto o = info[0].As<Napi::Object>();
     const model::BackboneConfig& cfg = model_->config();
@@ -191,14 +187,12 @@ Napi::Value AddonBackbone::Forward(const Napi::CallbackInfo& info) {
     at::Tensor ids = int64_from_js(o.Get("inputIds"), {batch, prompt_len}, "inputIds");
     bool casts = o.Get("referenceCasts").ToBoolean();
     return (new ForwardWorker(env, threads_, model_, std::move(pixels), std::move(ids), casts))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value CreateBackbone(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "createBackbone: expected an options object");
     auto o = info[0].As<Napi::Object>();
     if (!o.Get("modelPath").IsString()) fail(ErrorCode::Input, "modelPath: expected a string");
@@ -206,9 +200,7 @@ Napi::Value CreateBackbone(const Napi::CallbackInfo& info) {
     return (new LoadBackboneWorker(env, ctor, o.Get("modelPath").As<Napi::String>(), backbone_config_from_js(o.Get("config")),
                                    placement_from_js(o), threads_option(o)))
         ->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 }  // namespace

@@ -73,7 +73,7 @@ class SaveSafetensorsWorker : public TorchWorker {
 
 Napi::Value SaveSafetensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsString()) fail(ErrorCode::Input, "saveSafetensors: path must be a string");
     if (!info[1].IsArray()) fail(ErrorCode::Input, "saveSafetensors: tensors must be an array of [name, tensor]");
     auto list = info[1].As<Napi::Array>();
@@ -89,9 +89,7 @@ Napi::Value SaveSafetensors(const Napi::CallbackInfo& info) {
       arrays.push_back(Napi::Persistent(tensor.As<Napi::Object>().Get("data").As<Napi::Object>()));
     }
     return (new SaveSafetensorsWorker(env, info[0].As<Napi::String>(), std::move(tensors), std::move(arrays)))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 }  // namespace

@@ -27,11 +27,7 @@ at::Tensor flat_f32(const Napi::Object& o, const char* key) {
 template <typename Body>
 Napi::Value guarded(const Napi::CallbackInfo& info, const char* what, Body body) {
   Napi::Env env = info.Env();
-  try {
-    return body(env, object_arg(info, 0, what));
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  return js_errors(env, [&]() -> Napi::Value { return body(env, object_arg(info, 0, what)); });
 }
 
 Napi::Value DdimSchedule(const Napi::CallbackInfo& info) {

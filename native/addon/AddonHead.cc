@@ -206,8 +206,7 @@ class HeadForwardWorker : public TorchWorker {
 
 Napi::Value AddonHead::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!head_) throw make_error(env, "E_DISPOSED", "Head: forward() after dispose()");
-  try {
+  return js_method(env, !head_, "Head: forward", [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "forward");
     std::vector<int64_t> shape = integer_array_option(o, "hiddenShape");
     if (shape.size() != 4) fail(ErrorCode::Shape, "hiddenShape: expected [L+1, B, seq, D], got ", shape.size(), " dims");
@@ -226,9 +225,7 @@ Napi::Value AddonHead::Forward(const Napi::CallbackInfo& info) {
     else fail(ErrorCode::Input, "impl: expected 'fused' or 'reference', got '", impl_name, "'");
     if (auto seed = optional_integer(o, "seed")) in.seed = uint64_t(*seed);
     return (new HeadForwardWorker(env, threads_, head_, std::move(in)))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 // addSkills / writeBank: one bank operation on a worker thread; resolves with the bank's size after it.
@@ -262,41 +259,33 @@ at::Tensor rows_from_js(const Napi::Value& v, int64_t width, const char* what) {
 
 Napi::Value AddonHead::AddSkills(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!head_) throw make_error(env, "E_DISPOSED", "Head: addSkills() after dispose()");
-  try {
+  return js_method(env, !head_, "Head: addSkills", [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "addSkills");
     const head::HeadDims& d = head_->dims();
     at::Tensor keys = rows_from_js(o.Get("keys"), d.key_dim, "keys");
     at::Tensor values = rows_from_js(o.Get("values"), d.chunk * d.action_dim, "values");
     return (new BankWorker(env, threads_, head_, [keys, values](head::ActionHead& h) { h.add_skills(keys, values); }))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value AddonHead::WriteBank(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!head_) throw make_error(env, "E_DISPOSED", "Head: writeBank() after dispose()");
-  try {
+  return js_method(env, !head_, "Head: writeBank", [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "writeBank");
     std::string from = string_option(o, "from"), to = string_option(o, "to");
     return (new BankWorker(env, threads_, head_, [from, to](head::ActionHead& h) { h.write_bank(from, to); }))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value CreateHead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "createHead");
     auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
     return (new LoadHeadWorker(env, ctor, string_option(o, "actionHeadPath"), string_option(o, "proprioProjectorPath"),
                                head_options_from_js(o), threads_option(o)))
         ->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 // A TypedArray of the given type copied into a tensor [len / n, n] (the rows of BOUNDS_Q99 maps).
@@ -329,7 +318,7 @@ namespace {
 // {values, q01, q99, mask}: q01/q99 Float64Array of n statistics, mask Uint8Array (0 = pass through), values rows of n.
 Napi::Value map_rows(const Napi::CallbackInfo& info, const char* what, bool unnormalize) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, what);
     head::BoundsStats stats = bounds_from_js(o);
     const int64_t n = stats.q01.numel();
@@ -340,9 +329,7 @@ Napi::Value map_rows(const Napi::CallbackInfo& info, const char* what, bool unno
     auto out = Napi::Float64Array::New(env, y.numel());
     std::memcpy(out.Data(), y.data_ptr<double>(), y.numel() * sizeof(double));
     return out;
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Array layout_to_js(Napi::Env env, const std::vector<head::CheckpointTensor>& layout) {
@@ -365,7 +352,7 @@ Napi::Array layout_to_js(Napi::Env env, const std::vector<head::CheckpointTensor
 // -> {actionHead, proprio}: the tensors of the released checkpoint files, from the head's parameter tables.
 Napi::Value HeadCheckpointLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "headCheckpointLayout");
     head::HeadDims d;
     d.hidden = integer_option(o, "hidden");
@@ -380,9 +367,7 @@ Napi::Value HeadCheckpointLayout(const Napi::CallbackInfo& info) {
     out.Set("actionHead", layout_to_js(env, head::action_head_layout(d, ablation_from_js(o))));
     out.Set("proprio", layout_to_js(env, head::proprio_layout(d)));
     return out;
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value NormalizeBounds(const Napi::CallbackInfo& info) { return map_rows(info, "normalizeBounds", false); }

@@ -155,12 +155,7 @@ class AddonMemoryBank : public Napi::ObjectWrap<AddonMemoryBank> {
   template <typename Body>
   Napi::Value guarded(const Napi::CallbackInfo& info, const char* what, Body body) {
     Napi::Env env = info.Env();
-    if (!bank_) throw make_error(env, "E_DISPOSED", std::string("MemoryBank: ") + what + "() after dispose()");
-    try {
-      return body(env);
-    } catch (const m2vla::Error& e) {
-      throw make_error(env, error_code_name(e.code()), e.what());
-    }
+    return js_method(env, !bank_, std::string("MemoryBank: ") + what, [&]() -> Napi::Value { return body(env); });
   }
 
   // Dims never change after creation, so reading them here without the lock is safe; size is read under it.
@@ -210,7 +205,7 @@ class AddonMemoryBank : public Napi::ObjectWrap<AddonMemoryBank> {
 
 Napi::Value CreateMemoryBank(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "createMemoryBank");
     const int64_t capacity = integer_option(o, "capacity"), key_dim = integer_option(o, "keyDim"),
                   value_dim = integer_option(o, "valueDim");
@@ -218,9 +213,7 @@ Napi::Value CreateMemoryBank(const Napi::CallbackInfo& info) {
       fail(ErrorCode::Input, "createMemoryBank: capacity, keyDim and valueDim must be at least 1");
     auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
     return (new CreateBankWorker(env, ctor, capacity, key_dim, value_dim, threads_option(o)))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 }  // namespace

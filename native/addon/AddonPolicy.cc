@@ -109,7 +109,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
 
   explicit AddonPolicy(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonPolicy>(info) {
     Napi::Env env = info.Env();
-    try {
+    js_errors(env, [&] {
       Napi::Object o = object_arg(info, 0, "createPolicy");
       PolicyConfig cfg;
       cfg.preprocess = preprocess_options_from_js(env, object_option(o, "preprocess"));
@@ -119,16 +119,13 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
       policy_ = std::make_shared<const Policy>(backbone_from_js(o.Get("backbone"), "backbone"),
                                                head_from_js(o.Get("head"), "head"), std::move(cfg));
       threads_ = int(optional_integer(o, "threads").value_or(0));
-    } catch (const m2vla::Error& e) {
-      throw make_error(env, error_code_name(e.code()), e.what());
-    }
+    });
   }
 
  private:
   Napi::Value Act(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!policy_) throw make_error(env, "E_DISPOSED", "Policy: act() after dispose()");
-    try {
+    return js_method(env, !policy_, "Policy: act", [&]() -> Napi::Value {
       Napi::Object o = object_arg(info, 0, "act");
       const int64_t batch = integer_option(o, "batch"), prompt_len = integer_option(o, "promptLen");
       const auto& cfg = policy_->backbone().config();
@@ -159,9 +156,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
       req.time_stages = bool_option(o, "stageTimes", false);
       if (auto seed = optional_integer(o, "seed")) req.seed = uint64_t(*seed);
       return (new ActWorker(env, threads_, policy_, std::move(images), std::move(req)))->Start();
-    } catch (const m2vla::Error& e) {
-      throw make_error(env, error_code_name(e.code()), e.what());
-    }
+    });
   }
 
   Napi::Value Kernels(const Napi::CallbackInfo& info) {

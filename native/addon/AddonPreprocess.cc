@@ -196,7 +196,7 @@ Napi::Value PreprocessImages(const Napi::CallbackInfo& info) {
 
 Napi::Value AugmentImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "augmentImage");
     train::AugmentOptions options = augment_options_from_js(o.Get("augmentation"));
     options.enabled = true;
@@ -208,9 +208,7 @@ Napi::Value AugmentImage(const Napi::CallbackInfo& info) {
     const int64_t size = integer_option(o, "size"), count = integer_option(o, "count"), seed = integer_option(o, "seed");
     if (size < 1 || count < 1 || seed < 0) fail(ErrorCode::Input, "augmentImage: size and count must be positive, seed non-negative");
     return (new AugmentWorker(env, threads_option(o), std::move(image), size, options, uint64_t(seed), count))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 }  // namespace

@@ -134,7 +134,7 @@ std::optional<std::string> optional_string(const Napi::Object& o, const char* ke
 
 Napi::Value ResolveRunDir(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsString()) fail(ErrorCode::Input, "resolveRunDir: expected a directory path");
     const Napi::Object o = object_arg(info, 1, "resolveRunDir");
     RunDirOverrides overrides;
@@ -144,36 +144,30 @@ Napi::Value ResolveRunDir(const Napi::CallbackInfo& info) {
     overrides.head = bool_option(o, "head", true);
     const RunSpec spec = resolve_run_dir(info[0].As<Napi::String>().Utf8Value(), overrides);
     return spec_to_js(env, spec, spec.head.num_heads > 0);
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value ParsePreprocessorConfig(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsString() || !info[1].IsString()) fail(ErrorCode::Input, "parsePreprocessorConfig: expected (jsonText, source)");
     const std::string source = info[1].As<Napi::String>().Utf8Value();
     return preprocessor_to_js(env, parse_preprocessor_config(parse_json_object(info[0].As<Napi::String>().Utf8Value(), source), source));
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value ReadPreprocessorConfig(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsString()) fail(ErrorCode::Input, "readPreprocessorConfig: expected a file path");
     const std::string file = info[0].As<Napi::String>().Utf8Value();
     return preprocessor_to_js(env, parse_preprocessor_config(read_json_file(file), file));
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 Napi::Value ReadNormalizationStatistics(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsString()) fail(ErrorCode::Input, "readNormalizationStatistics: expected a file path");
     std::optional<std::string> key;
     if (!info[1].IsUndefined()) {
@@ -181,9 +175,7 @@ Napi::Value ReadNormalizationStatistics(const Napi::CallbackInfo& info) {
       key = info[1].As<Napi::String>().Utf8Value();
     }
     return stats_to_js(env, read_normalization_statistics(info[0].As<Napi::String>().Utf8Value(), key));
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 }  // namespace

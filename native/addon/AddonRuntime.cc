@@ -141,7 +141,7 @@ Napi::Value ProbeCpuMatrix(const Napi::CallbackInfo& info) { return (new ProbeCp
 // CPU than this one (tests).
 Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "resolvePlacement: expected an options object");
     const Napi::Object o = info[0].As<Napi::Object>();
     CpuMatrixFeatures cpu = cpu_matrix_features();
@@ -160,24 +160,20 @@ Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
     out.Set("name", p.name);
     out.Set("capability", p.capability / 10.0);
     return out;
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 #ifdef M2VLA_WITH_CUDA
 // gpuPeakMemory({device: 'cuda:N', reset}) -> bytes: the caching allocator's peak since the last reset (CUDA builds).
 Napi::Value GpuPeakMemory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "gpuPeakMemory: expected an options object");
     auto o = info[0].As<Napi::Object>();
     const Placement p = placement_from_js(o);
     if (p.device.is_cpu()) fail(ErrorCode::Input, "gpuPeakMemory: expected a CUDA device, got 'cpu'");
     return Napi::Number::New(env, double(cuda::peak_allocated_bytes(p.device.index(), o.Get("reset").ToBoolean())));
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 #endif
 

@@ -240,12 +240,7 @@ class AddonTrainer : public Napi::ObjectWrap<AddonTrainer> {
   template <typename F>
   Napi::Value call(const Napi::CallbackInfo& info, const char* what, F start) {
     Napi::Env env = info.Env();
-    if (!session_) throw make_error(env, "E_DISPOSED", std::string("Trainer: ") + what + "() after dispose()");
-    try {
-      return start(env);
-    } catch (const m2vla::Error& e) {
-      throw make_error(env, error_code_name(e.code()), e.what());
-    }
+    return js_method(env, !session_, std::string("Trainer: ") + what, [&]() -> Napi::Value { return start(env); });
   }
 
   Napi::Value Dims(const Napi::CallbackInfo& info) {
@@ -384,7 +379,7 @@ train::TrainerOptions trainer_options_from_js(Napi::Env env, const Napi::Object&
 
 Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  return js_errors(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info, 0, "createTrainer");
     auto session = std::make_shared<Session>();
     session->threads = threads_option(o);
@@ -398,9 +393,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
     }
     auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
     return (new CreateTrainerWorker(env, ctor, std::move(session), std::move(options)))->Start();
-  } catch (const m2vla::Error& e) {
-    throw make_error(env, error_code_name(e.code()), e.what());
-  }
+  });
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 #include <napi.h>
 
 #include <string>
+#include <utility>
+
+#include "error.h"
 
 namespace m2vla::addon {
 
@@ -36,6 +39,25 @@ class TorchWorker : public Napi::AsyncWorker {
 
 // Rejection helper for argument errors detected on the JS thread (before any worker starts).
 Napi::Error make_error(Napi::Env env, const char* code, const std::string& message);
+
+// The JS-thread part of every addon call (argument checks, copies into workers, synchronous results) runs in here:
+// an m2vla::Error thrown by `body` becomes the JS error make_error builds, with its code, as a worker's would.
+template <typename Body>
+auto js_errors(Napi::Env env, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const m2vla::Error& e) {
+    throw make_error(env, error_code_name(e.code()), e.what());
+  }
+}
+
+// The same for a method of a wrapped object: once dispose() released its native part (`disposed`), the call is an
+// E_DISPOSED error "<what>() after dispose()" (what: "Class: method") and `body` does not run.
+template <typename Body>
+auto js_method(Napi::Env env, bool disposed, const std::string& what, Body&& body) -> decltype(body()) {
+  if (disposed) throw make_error(env, "E_DISPOSED", what + "() after dispose()");
+  return js_errors(env, std::forward<Body>(body));
+}
 
 // Reads an optional numeric `threads` field of an options object (0 = libtorch's default).
 int threads_option(const Napi::Object& options);
