@@ -87,7 +87,8 @@ describe('loadPolicy({ device, dtype })', () => {
 
 describe("dtype 'auto' and 'int8' on the CPU", () => {
   const none = { amxBf16: false, amxInt8: false, avx512Bf16: false, avx512Vnni: false };
-  const resolve = (dtype: string, cpuFeatures = none, device = 'cpu') => getBinding().resolvePlacement({ device, dtype, cpuFeatures });
+  type CpuFeatures = typeof none & { bf16Gflops?: number; fp32Gflops?: number };
+  const resolve = (dtype: string, cpuFeatures: CpuFeatures = none, device = 'cpu') => getBinding().resolvePlacement({ device, dtype, cpuFeatures });
 
   it('auto is bfloat16 where the CPU has AMX-BF16 or its bfloat16 GEMMs measured >= 1.5x float32, and says why', () => {
     expect(resolve('auto', { ...none, amxBf16: true, amxInt8: true })).toMatchObject({ dtype: 'bfloat16', reason: expect.stringMatching(/^auto: this CPU has AMX-BF16/) });
