@@ -1,7 +1,6 @@
 #include "addon/js_args.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "error.h"
 
@@ -63,13 +62,6 @@ std::vector<int64_t> integer_array_option(const Napi::Object& o, const char* key
   std::vector<int64_t> out;
   for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(to_integer(a.Get(i), std::string(key) + "[" + std::to_string(i) + "]"));
   return out;
-}
-
-Napi::Int32Array tensor_to_int32_array(Napi::Env env, const at::Tensor& t) {
-  at::Tensor c = t.to(at::kInt).contiguous();
-  auto arr = Napi::Int32Array::New(env, c.numel());
-  if (c.numel()) std::memcpy(arr.Data(), c.data_ptr<int32_t>(), c.numel() * sizeof(int32_t));
-  return arr;
 }
 
 }  // namespace m2vla::addon

@@ -19,7 +19,5 @@ std::optional<int64_t> optional_integer(const Napi::Object& o, const char* key);
 bool bool_option(const Napi::Object& o, const char* key, bool fallback);
 double number_option(const Napi::Object& o, const char* key, double fallback);
 std::vector<int64_t> integer_array_option(const Napi::Object& o, const char* key);
-// An integer tensor copied into an Int32Array (indices, for JS consumers that index arrays with them).
-Napi::Int32Array tensor_to_int32_array(Napi::Env env, const at::Tensor& t);
 
 }  // namespace m2vla::addon

@@ -70,11 +70,22 @@ Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& t) {
   return out;
 }
 
-Napi::Float32Array tensor_to_float32_array(Napi::Env env, const at::Tensor& t) {
-  at::Tensor c = t.to(at::kFloat).contiguous();
-  auto arr = Napi::Float32Array::New(env, c.numel());
-  if (c.numel()) std::memcpy(arr.Data(), c.data_ptr<float>(), c.numel() * sizeof(float));
+namespace {
+template <typename T, typename Array>
+Array typed_array_from_tensor(Napi::Env env, const at::Tensor& t, at::ScalarType type) {
+  at::Tensor c = t.to(type).contiguous();
+  auto arr = Array::New(env, c.numel());
+  if (c.numel()) std::memcpy(arr.Data(), c.data_ptr<T>(), c.numel() * sizeof(T));
   return arr;
+}
+}  // namespace
+
+Napi::Float32Array tensor_to_float32_array(Napi::Env env, const at::Tensor& t) {
+  return typed_array_from_tensor<float, Napi::Float32Array>(env, t, at::kFloat);
+}
+
+Napi::Int32Array tensor_to_int32_array(Napi::Env env, const at::Tensor& t) {
+  return typed_array_from_tensor<int32_t, Napi::Int32Array>(env, t, at::kInt);
 }
 
 namespace {

@@ -13,6 +13,8 @@ namespace m2vla::addon {
 Napi::Object tensor_to_js(Napi::Env env, const at::Tensor& t);
 // A Float32Array holding the tensor converted to float32.
 Napi::Float32Array tensor_to_float32_array(Napi::Env env, const at::Tensor& t);
+// An integer tensor copied into an Int32Array (indices, for JS consumers that index arrays with them).
+Napi::Int32Array tensor_to_int32_array(Napi::Env env, const at::Tensor& t);
 std::string dtype_name(at::ScalarType t);
 // The reverse of tensor_to_js, without a copy: a tensor over the Uint8Array's bytes (dtype and byte count checked,
 // E_INPUT / E_SHAPE name `what`). It is valid only while that array is alive and unchanged: keep a reference to it.
