@@ -439,7 +439,6 @@ std::shared_ptr<const Policy> load_policy(const RunSpec& spec, const Placement& 
   head::HeadOptions options = spec.head;
   options.dtype = placement.dtype;
   options.device = placement.device;
-  options.linear = model::inference_kernel(placement.device, placement.dtype, /*int8=*/false);  // the head stays in its dtype
   auto backbone = model::load_backbone(spec.model_file, spec.backbone, placement.dtype, placement.device,
                                        model::inference_kernel(placement.device, placement.dtype, placement.int8));
   auto head = head::ActionHead::load(spec.action_head_file, spec.proprio_projector_file, options);

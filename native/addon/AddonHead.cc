@@ -102,10 +102,7 @@ class LoadHeadWorker : public TorchWorker {
         options_(std::move(options)), threads_(threads) {}
 
  protected:
-  void Run() override {
-    options_.linear = model::inference_kernel(options_.device, options_.dtype, /*int8=*/false);  // a head for forward()
-    head_ = head::ActionHead::load(head_path_, proprio_path_, options_);
-  }
+  void Run() override { head_ = head::ActionHead::load(head_path_, proprio_path_, options_); }
   Napi::Value Result(Napi::Env env) override {
     return ctor_->New({Napi::External<HeadPtr>::New(env, &head_), Napi::Number::New(env, threads_)});
   }

@@ -111,7 +111,7 @@ std::shared_ptr<ActionHead> ActionHead::load(const io::StateDict& sd_in, const i
   for (int64_t i = 0; i < d.num_blocks; ++i) {
     const std::string prefix = "model.mlp_resnet_blocks." + std::to_string(i) + ".";
     if (ablation != Ablation::NoMol)
-      head->blocks_.push_back(MolBlock::load(sd, prefix, D, d.num_heads, dtype, options.linear));
+      head->blocks_.push_back(MolBlock::load(sd, prefix, D, d.num_heads, dtype));
     else if (found == Ablation::None)
       head->cross_blocks_.push_back(CrossBlock::from_mol(sd, prefix, D, d.num_heads, dtype));
     else

@@ -8,8 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/layers.h"
-
 namespace m2vla::head {
 
 enum class Objective {
@@ -43,9 +41,6 @@ struct HeadOptions {
   DenoiseConfig denoise;
   at::ScalarType dtype = at::kFloat;       // weights and activations; the bank stays bfloat16, retrieval float32
   c10::Device device = c10::kCPU;          // where every tensor of the head lives (copied there once, at load)
-  // How the MoL blocks' Linears compute: model::inference_kernel(device, dtype, false) for a head loaded for
-  // inference (CPU bfloat16: prepacked once, head/layers.h), Aten for one the trainer changes.
-  model::LinearKernel linear = model::LinearKernel::Aten;
   Ablation ablation = Ablation::None;
   // Dims an ablated checkpoint no longer shows (no-mol has no k_adapter for the head count, no-msm no
   // memory_value_proj for the chunk): the run directory states them (config.json "m2vla_head"); 0 = not stated.

@@ -2,6 +2,7 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
 
 namespace m2vla::head {
 
@@ -22,15 +23,7 @@ Linear Linear::rows(int64_t begin, int64_t count) const {
   return {weight.narrow(0, begin, count), bias.narrow(0, begin, count)};
 }
 
-Linear Linear::prepared(model::LinearKernel kernel) const {
-  if (kernel == model::LinearKernel::Aten) return *this;
-  // make() pages out its source: `weight` stays readable (a mapped file's pages are read again when touched).
-  return {weight, bias, model::Linear::make(weight, bias, kernel)};
-}
-
-at::Tensor Linear::operator()(const at::Tensor& x) const {
-  return packed.weight.defined() ? packed(x) : model::Linear{weight, bias}(x);
-}
+at::Tensor Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
 LayerNorm LayerNorm::load(const io::StateDict& sd, const std::string& name, int64_t dim, at::ScalarType dtype) {
   return {sd.get(name + ".weight", {dim}).to(dtype).contiguous(), sd.get(name + ".bias", {dim}).to(dtype).contiguous()};

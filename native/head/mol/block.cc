@@ -54,8 +54,7 @@ at::Tensor mix_cuda(const MolBlock& b, const at::Tensor& qkv, const MolCondition
 
 }  // namespace
 
-MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype,
-                        model::LinearKernel kernel) {
+MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype) {
   if (heads < 1 || dim % heads != 0 || (dim / heads) % 2 != 0)
     fail(ErrorCode::Checkpoint, sd.source, ": '", prefix, "k_adapter.weight' implies ", heads, " heads for hidden size ", dim,
          "; need a head count dividing it into an even head_dim");
@@ -64,9 +63,6 @@ MolBlock MolBlock::load(const io::StateDict& sd, const std::string& prefix, int6
   b.heads = heads;
   b.head_dim = dim / heads;
   load_params(sd, prefix, mol_block_table(), {.D = dim, .H = heads}, dtype, slots(b));
-  b.adapter_keys = b.kv_adapter.rows(0, dim + heads);
-  b.task_keys = b.kv_task.rows(0, dim);
-  for (Linear* l : {&b.qkv_self, &b.adapter_keys, &b.task_keys, &b.o_proj, &b.ffn_fc}) *l = l->prepared(kernel);
   return b;
 }
 
@@ -74,10 +70,11 @@ float MolBlock::tanh_g() const { return std::tanh(gating_factor.item<float>()); 
 
 MolCondition mol_condition(const MolBlock& block, const at::Tensor& h_adapter, const at::Tensor& h_task,
                            const MolTables& tables, Backend backend) {
-  const int64_t H = block.heads;
+  const int64_t D = block.dim, H = block.heads;
   if (backend != Backend::CpuFused) return {backend, block.kv_adapter(h_adapter), block.kv_task(h_task), {}, {}};
   // Keys (and the gate scores) only: values are projected after the attention-weighted sum (fused_cpu.cc).
-  MolCondition cond{backend, block.adapter_keys(h_adapter).contiguous(), block.task_keys(h_task).contiguous(), h_adapter, h_task};
+  MolCondition cond{backend, block.kv_adapter.rows(0, D + H)(h_adapter).contiguous(), block.kv_task.rows(0, D)(h_task).contiguous(),
+                    h_adapter, h_task};
   apply_rope_inplace(cond.adapter, 0, H, block.head_dim, tables.adapter);
   apply_rope_inplace(cond.task, 0, H, block.head_dim, tables.task);
   return cond;

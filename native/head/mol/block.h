@@ -39,14 +39,9 @@ struct MolBlock {
   at::Tensor gating_factor;  // [1] float32 g: vision logits are scaled by the static factor tanh(g)
   LayerNorm ffn_norm;
   Linear ffn_fc;
-  // CpuFused's key projections (its values are projected after the weighted sums): the key (and gate) rows of
-  // kv_adapter [D+H, D] and kv_task [D, D], views of the stacks' rows, so that inference prepacks them on their own.
-  Linear adapter_keys, task_keys;
 
   // `prefix` e.g. "model.mlp_resnet_blocks.3."; heads = k_adapter rows - D (head-wise gate: one column per head).
-  // The GEMMs CpuFused runs (qkv_self, the key projections, o_proj, ffn.1) compute with `kernel` (Linear::prepared).
-  static MolBlock load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype,
-                       model::LinearKernel kernel);
+  static MolBlock load(const io::StateDict& sd, const std::string& prefix, int64_t dim, int64_t heads, at::ScalarType dtype);
   float tanh_g() const;
   // The groups of mol_block_table(): mutable for loading, read-only for parameters() and the export.
   template <class Self>
