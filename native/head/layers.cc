@@ -2,7 +2,6 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/layer_norm.h>
-#include <ATen/ops/linear.h>
 
 namespace m2vla::head {
 
@@ -23,7 +22,7 @@ Linear Linear::rows(int64_t begin, int64_t count) const {
   return {weight.narrow(0, begin, count), bias.narrow(0, begin, count)};
 }
 
-at::Tensor Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+at::Tensor Linear::operator()(const at::Tensor& x) const { return model::Linear{weight, bias}(x); }
 
 LayerNorm LayerNorm::load(const io::StateDict& sd, const std::string& name, int64_t dim, at::ScalarType dtype) {
   return {sd.get(name + ".weight", {dim}).to(dtype).contiguous(), sd.get(name + ".bias", {dim}).to(dtype).contiguous()};

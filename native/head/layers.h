@@ -1,5 +1,7 @@
 // Linear and LayerNorm as the head's files load them: by name, shape-checked against the dims the head expects,
-// so a checkpoint that does not fit fails at load naming the tensor instead of deep inside a matmul.
+// so a checkpoint that does not fit fails at load naming the tensor instead of deep inside a matmul. The GEMM is the
+// VLM's model::Linear on the plain weights (its Aten kernel: differentiable, every device): see docs/architecture.md
+// "One Linear" for why the head's weights are not prepacked.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -7,6 +9,7 @@
 #include <vector>
 
 #include "io/state_dict.h"
+#include "model/layers.h"
 
 namespace m2vla::head {
 
