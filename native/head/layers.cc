@@ -1,7 +1,6 @@
 #include "head/layers.h"
 
 #include <ATen/ops/cat.h>
-#include <ATen/ops/layer_norm.h>
 
 namespace m2vla::head {
 
@@ -29,7 +28,7 @@ LayerNorm LayerNorm::load(const io::StateDict& sd, const std::string& name, int6
 }
 
 at::Tensor LayerNorm::operator()(const at::Tensor& x) const {
-  return at::layer_norm(x, {weight.size(0)}, weight, bias, kEps);
+  return model::LayerNorm{weight, bias, kEps}(x);
 }
 
 }  // namespace m2vla::head
