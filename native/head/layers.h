@@ -1,7 +1,7 @@
 // Linear and LayerNorm as the head's files load them: by name, shape-checked against the dims the head expects,
-// so a checkpoint that does not fit fails at load naming the tensor instead of deep inside a matmul. The GEMM is the
-// VLM's model::Linear on the plain weights, the norm the VLM's model::LayerNorm (its Aten kernel: differentiable, every device): see docs/architecture.md
-// "One Linear" for why the head's weights are not prepacked.
+// so a checkpoint that does not fit fails at load naming the tensor instead of deep inside a matmul. They compute with
+// the VLM's model::Linear (its Aten kernel on the plain weights: differentiable, every device) and model::LayerNorm;
+// docs/architecture.md "One Linear" says why the head's weights are not prepacked.
 #pragma once
 #include <ATen/core/Tensor.h>
 
