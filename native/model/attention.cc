@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -65,6 +66,7 @@ M2VLA_SIMD_CLONES void softmax_row(at::BFloat16* row, int64_t valid, int64_t n, 
 // softmax over the last dim of scores [groups, rows * g, keys] (contiguous) in place; causal: row i * g + head of the
 // block sees keys 0 .. keys - rows + i.
 void softmax_inplace(at::Tensor& scores, int64_t rows, int64_t g, bool causal) {
+  RECORD_USER_SCOPE("m2vla_attention_softmax");  // an op of its stage in m2vla_bench act --profile
   const int64_t keys = scores.size(2), total = scores.size(0) * scores.size(1);
   at::BFloat16* base = scores.mutable_data_ptr<at::BFloat16>();
   at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
