@@ -13,10 +13,21 @@
 namespace m2vla::model {
 namespace {
 
-// bfloat16 bits -> an unsigned key with the order of the values (negatives reversed below positives): integer
-// min/max vectorize, float ones do not without fast-math.
+// bfloat16 bits -> an unsigned key with the order of the values (negatives reversed below positives).
 inline uint16_t order_key(uint16_t b) { return (b & 0x8000) ? uint16_t(~b) : uint16_t(b | 0x8000); }
-inline float from_key(uint16_t k) {
+M2VLA_SIMD_CLONES void quantize_range(const uint16_t* x, uint8_t* q, int64_t n, float inv_scale, float offset) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = uint32_t(x[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    const float v = std::min(std::max(f * inv_scale + offset, 0.0f), 255.0f);  // offset = zero point + 0.5: rounds
+    q[i] = uint8_t(int32_t(v));
+  }
+}
+
+}  // namespace
+
+float from_key(uint16_t k) {
   const uint16_t b = (k & 0x8000) ? uint16_t(k & 0x7fff) : uint16_t(~k);
   const uint32_t bits = uint32_t(b) << 16;
   float f;
@@ -33,18 +44,6 @@ M2VLA_SIMD_CLONES void key_range(const uint16_t* x, int64_t n, uint16_t& lo, uin
   }
   lo = l, hi = h;
 }
-
-M2VLA_SIMD_CLONES void quantize_range(const uint16_t* x, uint8_t* q, int64_t n, float inv_scale, float offset) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t bits = uint32_t(x[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    const float v = std::min(std::max(f * inv_scale + offset, 0.0f), 255.0f);  // offset = zero point + 0.5: rounds
-    q[i] = uint8_t(int32_t(v));
-  }
-}
-
-}  // namespace
 
 QuantizedActivations quantize_activations(const at::Tensor& x) {
   if (x.scalar_type() != at::kBFloat16 || !x.is_contiguous() || !x.is_cpu())

@@ -17,4 +17,9 @@ struct QuantizedActivations {
 // x: bfloat16, contiguous (E_NATIVE otherwise).
 QuantizedActivations quantize_activations(const at::Tensor& x);
 
+// The range of n bfloat16 values (their bits) as order keys, one pass: integer min/max vectorize, float ones do not
+// without fast-math. from_key(key) is the value.
+void key_range(const uint16_t* x, int64_t n, uint16_t& lo, uint16_t& hi);
+float from_key(uint16_t key);
+
 }  // namespace m2vla::model

@@ -1,6 +1,7 @@
 // The VLM's building blocks against libtorch's own ops. gemm_attention (model/attention.h): bfloat16 inputs, compared
 // with at::scaled_dot_product_attention of the same inputs in float64, at the towers' shapes (no mask, odd lengths,
-// head_dim 64 and 72) and Qwen2's (GQA, causal over several row blocks, keys beyond the queries).
+// head_dim 64 and 72) and Qwen2's (GQA, causal over several row blocks, keys beyond the queries; rows from 1 key, the
+// first of a block, to more than 16, the softmax's lanes, with a remainder).
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -56,6 +57,7 @@ TEST(gemm_attention_matches_sdpa_at_the_vlm_shapes) {
       {1, 14, 2, 300, 300, 64, true},    // Qwen2.5-0.5B, three causal row blocks
       {2, 4, 2, 130, 133, 16, true},     // keys beyond the queries (a prompt after cached positions)
       {1, 2, 1, 1, 1, 8, true},          // one position
+      {1, 4, 1, 9, 13, 8, true},         // rows of 5 .. 13 keys, fewer than the softmax's 16 lanes
   };
   for (const AttentionCase& c : cases) {
     const Errors e = attention_errors(c);
