@@ -46,7 +46,7 @@ interface Profile {
 }
 
 const PROFILES: Record<'quick' | 'full', Profile> = {
-  quick: { demosPerTask: 12, stages: [800, 1600, 2400], batch: 16, lr: 1e-3, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
+  quick: { demosPerTask: 36, stages: [800, 1600, 2400], batch: 16, lr: 1e-3, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
   full: { demosPerTask: 40, stages: [1000, 2000, 4000, 6000], batch: 16, lr: 1e-3, episodes: 20, curveEpisodes: 10, replan: 4, maxSteps: 100 },
 };
 
@@ -154,7 +154,7 @@ async function main() {
   if (v.help || (!v.quick && !v.full && !v.run)) {
     console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
       '       [--vlm pretrained|random] [--pretrain-steps N] [--no-random-row]\n' +
-      '  --quick  12 demos per task, 3 x 2400 training steps, 10 episodes per task: ~20 min on 2 cores\n' +
+      '  --quick  36 demos per task, 3 x 2400 training steps, 10 episodes per task: 60 min on 2 loaded cores (2026-12-02)\n' +
       '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
       '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
       '           apt-get install libosmesa6 with sudo when OSMesa is missing)');
