@@ -120,7 +120,7 @@ function claims(r: Report): string[] {
   for (const v of r.variants.slice(1)) out.push(row(`seen tasks, ${v.label}`, ...counts(v.result, false), v.ablation ? 'ablation (Table V)' : ''));
   out.push(row('seen tasks, mean-action baseline', ...counts(r.baseline, false)));
   if (r.probe) out.push(row('language probe: scenes where both instructions head for their own cube', r.probe.correct, r.probe.scenes,
-    `goal ≥ 10/12; mean |y(red) − y(blue)| ${r.probe.meanGap.toFixed(3)}`));
+    `goal ≥ ${Math.ceil((10 / 12) * r.probe.scenes)}/${r.probe.scenes} (the issue's 10/12); mean |y(red) − y(blue)| ${r.probe.meanGap.toFixed(3)}`));
   if (r.backbone.ask) out.push(row('frozen VLM ask(), held-out scenes and phrasings', r.backbone.ask.correct, r.backbone.ask.total,
     Object.entries(r.backbone.ask.byKind).map(([k, a]) => `${k} ${a.correct}/${a.total}`).join(', ')));
   const pre = r.backbone.pretrain as { train_seconds?: number; steps?: number; final_loss?: number; recipe?: string } | null;
