@@ -283,6 +283,12 @@ export async function ensureRandomRun(dir: string, dims: RandomRunDims,
     ? ['tokenizer.json', 'tokenizer_config.json'].map((f) => sha256(path.join(options.tokenizerDir!, f))) : [];
   const inputs = JSON.stringify({ seed, dims, tokenizer });
   if (verified(dir, inputs)) return dir;
+  // Only a run this function wrote (its record is there) or an empty directory is replaced: never a user's folder
+  // (say M2VLA_FULLSIZE_DIR pointed at a real checkpoint), which the swap below would delete.
+  if (fs.existsSync(dir) && !fs.existsSync(path.join(dir, RECORD)) && fs.readdirSync(dir).length > 0) {
+    throw new ConfigError(`${dir}: not a generated random run (no ${RECORD}) and not empty; refusing to replace it. `
+      + 'Point at a new or empty directory.');
+  }
   // Written aside and renamed in whole: processes racing here (parallel test files) never see a half-written run.
   const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   fs.mkdirSync(tmp, { recursive: true });

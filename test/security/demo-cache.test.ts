@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../lib/errors.js';
+import { DEMO_DIMS, ensureRandomRun } from '../../lib/random-run.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -57,5 +59,18 @@ describe('demo model cache', () => {
     fs.mkdirSync(other, { mode: 0o700 });
     fs.chownSync(other, 12345, 12345);
     expect(demoRunDir(other).error).toMatch(/belongs to uid 12345, not to this user \(0\)/);
+  });
+
+  it("never replaces a folder it did not write (a user's checkpoint named as the run directory)", async () => {
+    const theirs = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-theirs-'));
+    fs.writeFileSync(path.join(theirs, 'model.safetensors'), 'their weights');
+    const err = await ensureRandomRun(theirs, DEMO_DIMS).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/not a generated random run \(no m2vla-random-run\.json\) and not empty; refusing to replace it/);
+    expect(fs.readFileSync(path.join(theirs, 'model.safetensors'), 'utf8')).toBe('their weights');
+    // An empty folder is filled.
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-empty-'));
+    expect(await ensureRandomRun(empty, DEMO_DIMS)).toBe(empty);
+    expect(fs.existsSync(path.join(empty, 'm2vla-random-run.json'))).toBe(true);
   });
 });
