@@ -1,4 +1,4 @@
-// `npm run prebuild`: compile without a baked libtorch path and place the binary where node-gyp-build looks
+// `npm run build:prebuild`: compile without a baked libtorch path and place the binary where node-gyp-build looks
 // (prebuilds/<platform>-<arch>/m2vla.napi.node). At load time lib/native/binding.ts preloads libtorch.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
