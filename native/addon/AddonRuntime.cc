@@ -144,15 +144,15 @@ Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
   return js_errors(env, [&]() -> Napi::Value {
     if (!info[0].IsObject()) fail(ErrorCode::Input, "resolvePlacement: expected an options object");
     const Napi::Object o = info[0].As<Napi::Object>();
-    CpuMatrixFeatures cpu = cpu_matrix_features();
-    if (o.Has("cpuFeatures")) {
+    // Given features decide for another CPU; only this machine's are detected (and maybe measured).
+    const auto given = [&]() -> CpuMatrixFeatures {
       const Napi::Object f = o.Get("cpuFeatures").As<Napi::Object>();
       const auto flag = [&](const char* name) { return f.Get(name).ToBoolean().Value(); };
       const auto gflops = [&](const char* name) { return f.Has(name) ? f.Get(name).ToNumber().DoubleValue() : 0.0; };
-      cpu = {flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni"), gflops("bf16Gflops"),
-             gflops("fp32Gflops")};
-    }
-    const Placement p = placement_from_js(o, cpu);
+      return {flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni"), gflops("bf16Gflops"),
+              gflops("fp32Gflops")};
+    };
+    const Placement p = placement_from_js(o, o.Has("cpuFeatures") ? given() : cpu_matrix_features());
     auto out = Napi::Object::New(env);
     out.Set("device", p.device.str());
     out.Set("dtype", p.int8 ? "int8" : p.dtype == at::kFloat ? "float32" : p.dtype == at::kBFloat16 ? "bfloat16" : "float16");

@@ -15,7 +15,7 @@
 
 namespace m2vla::model {
 
-// Whether attention() below serves `x` (bfloat16 on the CPU, no autograd).
+// Whether gemm_attention() below serves `x` (bfloat16 on the CPU, no autograd).
 bool gemm_attention_applies(const at::Tensor& x);
 
 // q [B, T, heads * head_dim], k and v [B, S, kv_heads * head_dim] (views with any row stride, e.g. slices of a fused
