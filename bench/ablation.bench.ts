@@ -47,4 +47,4 @@ for (const dtype of dtypes) {
 }
 printTable(`head.forward at full size (hidden states given, ${PROMPT}-token prompt), batch 1, ${threads} threads`,
   rows.map(({ raw, ...r }) => r));
-writeResults('ablation', { threads, iters, prompt: PROMPT, rows });
+await writeResults('ablation', { threads, iters, prompt: PROMPT, rows });

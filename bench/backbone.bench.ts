@@ -35,4 +35,4 @@ for (const dtype of dtypes) {
   });
 }
 printTable(`full-size VLM forward, batch 1, ${threads} threads`, rows.map(({ _raw, ...r }) => r));
-console.log(`results: ${writeResults('backbone', { threads, promptLen: PROMPT, rows: rows.map((r) => ({ ...r, _raw: JSON.parse(r._raw) })) })}`);
+console.log(`results: ${await writeResults('backbone', { threads, promptLen: PROMPT, rows: rows.map((r) => ({ ...r, _raw: JSON.parse(r._raw) })) })}`);

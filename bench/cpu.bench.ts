@@ -98,5 +98,5 @@ if (argv.includes('--child')) {
   console.log(`2048³ GEMM peak, ${threads} threads: float32 ${gemm.float32.toFixed(0)} GFLOP/s, bfloat16 ${gemm.bfloat16.toFixed(0)} GFLOP/s`);
   console.log(`load average before/after: ${loadBefore.map((l) => l.toFixed(2)).join(' ')} / ${loadAfter.map((l) => l.toFixed(2)).join(' ')}`);
   printTable(`full-size VLM + head, batch 1, ${threads} threads, p50 of ${iters} (PyTorch: the VLM only, bfloat16, ${(eager as { impl?: string }).impl ?? '-'} implementation: 'released' = timm + transformers, 'torch' = bench/reference/torch_only.py)`, rows);
-  console.log(`results: ${writeResults('cpu', { cpu, threads, iters, promptLen: PROMPT, gemmPeakGflops: gemm, loadavg: { before: loadBefore, after: loadAfter }, m2vla, pytorch: eager })}`);
+  console.log(`results: ${await writeResults('cpu', { cpu, threads, iters, promptLen: PROMPT, gemmPeakGflops: gemm, loadavg: { before: loadBefore, after: loadAfter }, m2vla, pytorch: eager })}`);
 }

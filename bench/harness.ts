@@ -47,8 +47,8 @@ export async function timeAsync(name: string, fn: () => Promise<unknown>, iterat
   return stats([...r.latency.samples]);
 }
 
-export function machine() {
-  const info = runtimeInfo();
+export async function machine() {
+  const info = await runtimeInfo();
   return {
     cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     node: process.version, libtorch: info.libtorch.version, threads: info.threads,
@@ -56,11 +56,11 @@ export function machine() {
   };
 }
 
-export function writeResults(name: string, data: unknown): string {
+export async function writeResults(name: string, data: unknown): Promise<string> {
   const dir = path.join(BENCH_DIR, 'results');
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${name}.json`);
-  fs.writeFileSync(file, JSON.stringify({ machine: machine(), ...data as object }, null, 2) + '\n');
+  fs.writeFileSync(file, JSON.stringify({ machine: await machine(), ...data as object }, null, 2) + '\n');
   return file;
 }
 

@@ -65,7 +65,7 @@ for (const dtype of dtypes) {
 printTable(`act() at full size, batch 1, ${onGpu ? device : `${threads} threads`}, 8-action chunks; peak MiB = ` +
   `${onGpu ? 'GPU caching allocator' : 'process RSS'}`, actRows.map(({ raw, ...r }) => r));
 if (onGpu) {
-  console.log(`results: ${writeResults('policy-cuda', { device, promptLen: PROMPT, act: actRows })}`);
+  console.log(`results: ${await writeResults('policy-cuda', { device, promptLen: PROMPT, act: actRows })}`);
   process.exit(0);
 }
 
@@ -89,4 +89,4 @@ for (const batch of [1, 8]) {
 }
 bank.dispose();
 printTable(`MSM top-4 over a ${CAPACITY} × ${KEY_DIM} bf16 bank, ${threads} threads`, retrievalRows.map(({ raw, ...r }) => r));
-console.log(`results: ${writeResults('policy', { threads, promptLen: PROMPT, act: actRows, retrieval: retrievalRows })}`);
+console.log(`results: ${await writeResults('policy', { threads, promptLen: PROMPT, act: actRows, retrieval: retrievalRows })}`);

@@ -65,5 +65,5 @@ if (argv.includes('--child')) {
       chunks: r.chunks, 'late chunks': r.lateChunks, dropped: r.droppedChunks, 'act p50': ms(r.act.p50), 'act p99': ms(r.act.p99),
       'obs→action p50': ms(r.delay.p50), 'obs→action p99': ms(r.delay.p99), 'peak MiB': r.peakRssMiB,
     })));
-  console.log(`results: ${writeResults('realtime', { hz, replanSteps: replan, seconds, threads, rows })}`);
+  console.log(`results: ${await writeResults('realtime', { hz, replanSteps: replan, seconds, threads, rows })}`);
 }

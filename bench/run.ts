@@ -39,7 +39,7 @@ if (argv.includes('--help') || argv.includes('-h') || unknown.length > 0 || (!na
 }
 let suites = named.length ? named : Object.keys(SUITES);
 if (cudaProjection) {
-  const info = runtimeInfo();
+  const info = await runtimeInfo();
   if (!info.cudaAvailable) {
     console.log(`--device ${flags[deviceIdx + 1]}: this ${info.cuda ? 'CUDA build sees no usable GPU' : 'build is CPU-only'}; ` +
       'printing the roofline projection for RTX 3090 and A800 instead (labelled PROJECTION).');

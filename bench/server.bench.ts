@@ -98,4 +98,4 @@ console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
 for (const r of results) {
   console.log(`| ${r.name} | ${r.requests} | ${r.throughput.toFixed(1)} | ${fmt(r.latency.p50)} | ${fmt(r.latency.p95)} | ${r.meanBatch.toFixed(1)} |`);
 }
-console.log(`wrote ${writeResults('server', { runDir: values.run ?? 'demo', rounds, results })}`);
+console.log(`wrote ${await writeResults('server', { runDir: values.run ?? 'demo', rounds, results })}`);

@@ -107,7 +107,7 @@ console.log(`RSS start ${start.toFixed(1)} MiB, end ${end.toFixed(1)} MiB (growt
 console.log(`30 stalled 14 MiB frames: all 30 closed by the server ${closedAfterS.toFixed(1)} s after they were sent ` +
   `(frame timeout ${FRAME_TIMEOUT_S} s); server RSS ${heldMiB.toFixed(1)} MiB while held, ${afterStallMiB.toFixed(1)} MiB 1 s ` +
   'later (freed buffers stay in the allocator until reused)');
-const file = writeResults('soak', {
+const file = await writeResults('soak', {
   requests: total, clients, seconds, failed, encodings: kinds, samples,
   growthMiB: end - start, stalledFrames: { connections: 30, bytesEach: 14 << 20, frameTimeoutS: FRAME_TIMEOUT_S, allClosedAfterS: closedAfterS, heldMiB, afterTimeoutMiB: afterStallMiB },
   cpuFlags: (/^flags\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(' ')

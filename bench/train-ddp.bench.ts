@@ -102,5 +102,5 @@ if (process.argv[2] === '--child') {
           `(per rank: ${ranks.map((x) => `${x.collectiveMsPerStep.toFixed(1)} ms`).join(', ')})` : ''));
     }
   }
-  console.log(`results: ${writeResults('train-ddp', { batch, nproc, results })}`);
+  console.log(`results: ${await writeResults('train-ddp', { batch, nproc, results })}`);
 }

@@ -138,7 +138,7 @@ if (process.argv[2] === '--child') {
     fs.rmSync(dumpBatch, { recursive: true, force: true });
   }
   console.table(rows);
-  console.log(`results: ${writeResults('train', { batch, threads, clipNorm: CLIP, lr: LR, results })}`);
+  console.log(`results: ${await writeResults('train', { batch, threads, clipNorm: CLIP, lr: LR, results })}`);
   if (mismatches.length) {
     console.error(mismatches.join('\n'));
     process.exitCode = 1;

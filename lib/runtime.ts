@@ -8,9 +8,14 @@ export interface RuntimeInfo extends BuildInfo {
   libtorch: { dir: string; source: string; version: string };
 }
 
-/** What was loaded and built, and this CPU's features. Its first call may measure a few ms of GEMMs for dtype 'auto'. */
-export function runtimeInfo(): RuntimeInfo {
+/**
+ * What was loaded and built, and this CPU's features. Async because dtype 'auto' on a CPU with AVX512-BF16 and no AMX
+ * rests on a one-time GEMM probe whose first run includes oneDNN's initialisation (~150-250 ms): it runs on the torch
+ * worker, never on the JS thread. Rejects with the addon's load error when the addon does not load.
+ */
+export async function runtimeInfo(): Promise<RuntimeInfo> {
   const { addon, file, libtorch } = loadBinding();
+  await runTorchJob(() => addon.probeCpuMatrix());
   return { ...addon.buildInfo(), addonPath: file, libtorch };
 }
 

@@ -10,6 +10,8 @@ import { checkOptions, closest } from '../lib/options.js';
 import { FIXTURE_A } from './helpers/fixtures.js';
 import { LIBERO as LIBERO_DIR } from './helpers/train.js';
 
+const cudaBuild = (await api.runtimeInfo()).cuda;
+
 describe('checkOptions', () => {
   it('names the unknown key and the closest valid one', () => {
     const known = ['dtype', 'device', 'threads', 'warmup'];
@@ -118,7 +120,7 @@ describe('m2vla: usage and exit 2 on a bad command line', () => {
     expect(err).toContain(`usage: m2vla ${command}`);
   });
 
-  it.skipIf(api.runtimeInfo().cuda)('serve --device reaches loadPolicy: a GPU on a CPU-only build is a ConfigError saying how to build one', async () => {
+  it.skipIf(cudaBuild)('serve --device reaches loadPolicy: a GPU on a CPU-only build is a ConfigError saying how to build one', async () => {
     expect(await run('serve', '--device', 'cuda:0', '--port', '0')).toBe(1);
     expect(err).toMatch(/m2vla serve: ConfigError \[E_CONFIG\]: device 'cuda:0'.*CPU-only build/);
   });

@@ -27,7 +27,7 @@ export const doctorCommand = {
     }
     let info;
     try {
-      info = runtimeInfo();
+      info = await runtimeInfo();
     } catch (e) {
       const tried: string[] = [];
       const found = findLibtorch({ tried });

@@ -11,7 +11,7 @@ import { getBinding } from '../../lib/native/binding.js';
 import type { NativeTensor } from '../../lib/native/binding.js';
 import { FIXTURE_A, loadCases, maxAbsDiff, toFloat32 } from '../helpers/fixtures.js';
 
-const info = runtimeInfo();
+const info = await runtimeInfo();
 let cases: Record<string, NativeTensor>;
 let policy: Policy;
 

@@ -14,6 +14,7 @@ const selfCheck = (options: Options): Promise<KernelCheckResult> =>
 
 const kernels = ['molAttention', 'l1TopK'] as const;
 
+const info = await runtimeInfo();
 describe('kernel self-check', () => {
   it.each(kernels)('%s: trusts a candidate that matches the reference', async (kernel) => {
     const r = await selfCheck({ kernel, candidate: 'reference', seed: 7 });
@@ -48,7 +49,6 @@ describe('kernel self-check', () => {
     expect((err as Error).message).toMatch(/kernel must be molAttention or l1TopK, got 'softmax'/);
   });
 
-  const info = runtimeInfo();
   it.skipIf(info.cuda)('a CPU build has no CUDA candidate', async () => {
     const err = await selfCheck({ kernel: 'l1TopK', candidate: 'cuda' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);

@@ -111,7 +111,7 @@ describe('loadPolicy(fixture A).act() from raw camera images', () => {
   });
 });
 
-describe.runIf(runtimeInfo().cpuDtype.int8)("dtype 'int8' and 'bfloat16' against float32 on fixture A", () => {
+describe.runIf((await runtimeInfo()).cpuDtype.int8)("dtype 'int8' and 'bfloat16' against float32 on fixture A", () => {
   // The normalized actions (in [-1, 1]) of every case and sample against the float32 policy. Measured on fixture A
   // (2026-12-01, AMX machine): bfloat16 max 0.05-0.08 / mean 0.012, int8 max 0.14 / mean 0.024 (one activation scale
   // per tensor on a tiny random model). Bounds: about twice the measured worst.

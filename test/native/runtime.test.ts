@@ -4,8 +4,8 @@ import { getBinding } from '../../lib/native/binding.js';
 import { pendingTorchJobs, runTorchJob } from '../../lib/native/queue.js';
 
 describe('native runtime', () => {
-  it('reports the libtorch it loaded and how it was built', () => {
-    const info = runtimeInfo();
+  it('reports the libtorch it loaded and how it was built', async () => {
+    const info = await runtimeInfo();
     expect(info.torchVersion).toMatch(/^2\.\d+\.\d+/);
     expect(info.libtorch.version.startsWith(info.torchVersion)).toBe(true);
     expect(['LIBTORCH', 'python3 torch', 'fetched wheel']).toContain(info.libtorch.source);
