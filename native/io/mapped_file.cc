@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,6 +15,13 @@ namespace m2vla::io {
 
 MappedFile::~MappedFile() {
   if (data) munmap(data, size);
+}
+
+void MappedFile::release(const void* p, size_t n) const {
+  const auto page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const auto lo = std::max(uintptr_t(p), uintptr_t(data)), hi = std::min(uintptr_t(p) + n, uintptr_t(data) + size);
+  const uintptr_t begin = (lo + page - 1) / page * page, end = hi / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 std::shared_ptr<MappedFile> map_file(const std::string& path) {

@@ -15,6 +15,11 @@ struct MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   ~MappedFile();
+
+  // Drops this process's mapping of the pages wholly inside [p, p + n) (MADV_DONTNEED): they leave the resident set,
+  // and the next read maps them again from the page cache (from the file if the cache let them go). Only for pages
+  // never written: a private mapping's written page would read back as the file's.
+  void release(const void* p, size_t n) const;
 };
 
 // E_CHECKPOINT "<path>: cannot open (...)" when the file cannot be opened or mapped.

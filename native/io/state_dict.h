@@ -29,6 +29,10 @@ struct StateDict {
 // A leading "module." (DDP) is stripped from every name. With `dtype`, floating tensors are converted to it.
 StateDict load_state_dict(const std::string& path, std::optional<at::ScalarType> dtype = std::nullopt);
 
+// E_CHECKPOINT "<source>: tensor '<name>' holds N NaN/Inf value(s)": such weights make every action NaN. The readers
+// below check every floating tensor they return.
+void check_finite(const std::string& source, const std::string& name, const at::Tensor& t);
+
 StateDict load_safetensors(const std::string& path);  // one file, mmap-backed
 StateDict load_torch_zip(const std::string& path);    // restricted unpickler, state dicts only
 

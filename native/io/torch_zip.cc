@@ -435,6 +435,7 @@ StateDict load_torch_zip(const std::string& path) {
     if (value.kind != Value::Kind::Tensor)
       fail(ErrorCode::Checkpoint, path, ": entry '", key.string, "' is not a tensor (found ", kind_name(value.kind), ")");
     sd.tensors[key.string] = materialize(zip, archive, key.string, value.tensor);
+    check_finite(path, key.string, sd.tensors[key.string]);
   }
   return sd;
 }

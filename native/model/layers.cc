@@ -141,7 +141,9 @@ Linear Linear::load_stacked(const Weights& sd, const std::vector<std::string>& n
     w.push_back(sd.take(names[i] + ".weight", {outs[i], in}));
     if (bias) b.push_back(sd.get(names[i] + ".bias", {outs[i]}));
   }
-  Linear l = make(at::cat(w), bias ? at::cat(b) : at::Tensor(), sd.linear);
+  at::Tensor stacked_bias = bias ? at::cat(b) : at::Tensor();
+  if (sd.linear == LinearKernel::Int8) return quantized(w, stacked_bias);  // no stacked bfloat16 copy
+  Linear l = make(at::cat(w), stacked_bias, sd.linear);
   for (const at::Tensor& t : w) page_out(t);
   return l;
 }
@@ -151,18 +153,38 @@ Linear Linear::make(at::Tensor weight, at::Tensor bias, LinearKernel kernel) {
   if (kernel != LinearKernel::Aten && !l.weight.is_cpu())
     fail(ErrorCode::Config, "the oneDNN and int8 linear kernels run on the CPU, the weights are on ", l.weight.device().str());
   if (kernel == LinearKernel::Aten) return l;
+  if (kernel == LinearKernel::Int8) return quantized({l.weight}, l.bias);
   const at::Tensor source = l.weight;
-  if (kernel == LinearKernel::Onednn) {
-    l.weight = reorder_op().call(source.contiguous(), std::nullopt);
-  } else {
-    // Symmetric per output channel: w ≈ scale[o] * q[o, i], q in [-127, 127].
-    at::Tensor w = source.to(at::kFloat);
-    l.scale = (w.abs().amax(1) / 127.0).clamp_min(1e-12);
-    at::Tensor q = (w / l.scale.unsqueeze(1)).round_().clamp_(-127, 127).to(at::kChar);
-    l.weight = qprepack_op().call(q, std::nullopt);
-    l.zero_points = at::zeros_like(l.scale, at::kLong);
-  }
+  l.weight = reorder_op().call(source.contiguous(), std::nullopt);
   page_out(source);
+  return l;
+}
+
+Linear Linear::quantized(const std::vector<at::Tensor>& parts, at::Tensor bias) {
+  int64_t out = 0;
+  for (const at::Tensor& p : parts) {
+    if (!p.is_cpu()) fail(ErrorCode::Config, "the int8 linear kernel runs on the CPU, the weights are on ", p.device().str());
+    out += p.size(0);
+  }
+  const int64_t in = parts.front().size(1);
+  at::Tensor q = at::empty({out, in}, at::kChar), scale = at::empty({out}, at::kFloat);
+  // Symmetric per output channel: w ≈ scale[o] * q[o, i], q in [-127, 127]. In blocks of rows, so that the float32
+  // temporaries are a few MB that each block reuses: whole-weight ones (up to 35 MB, four per weight) left the heap
+  // fragmented, and a load's resident set 1-2 GB larger than the model, by chance of the allocation order.
+  constexpr int64_t kRows = 256;
+  int64_t row = 0;
+  for (const at::Tensor& p : parts) {
+    for (int64_t r = 0; r < p.size(0); r += kRows) {
+      const int64_t n = std::min(kRows, p.size(0) - r);
+      at::Tensor w = p.narrow(0, r, n).to(at::kFloat);
+      at::Tensor s = (w.abs().amax(1) / 127.0).clamp_min(1e-12);
+      scale.narrow(0, row + r, n).copy_(s);
+      q.narrow(0, row + r, n).copy_(w.div_(s.unsqueeze(1)).round_().clamp_(-127, 127));  // integral: exact as int8
+    }
+    row += p.size(0);
+    page_out(p);
+  }
+  Linear l{qprepack_op().call(q, std::nullopt), std::move(bias), scale, at::zeros_like(scale, at::kLong), LinearKernel::Int8};
   return l;
 }
 

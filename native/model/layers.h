@@ -62,6 +62,8 @@ struct Linear {
                              int64_t in, bool bias);
   // A plain weight [out, in] (and bias) in the model dtype, prepared for `kernel`.
   static Linear make(at::Tensor weight, at::Tensor bias, LinearKernel kernel);
+  // LinearKernel::Int8 of the weights [out_i, in] stacked along their outputs, quantized part by part.
+  static Linear quantized(const std::vector<at::Tensor>& parts, at::Tensor bias);
 
   at::Tensor operator()(const at::Tensor& x, Act act = Act::None) const;
   // residual + this(x), the add fused into the GEMM where the kernel can.

@@ -6,6 +6,10 @@
 
 #include <algorithm>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "error.h"
 
 namespace m2vla::model {
@@ -168,7 +172,12 @@ at::Tensor Backbone::hidden_states(const at::Tensor& pixel_values, const at::Ten
 std::shared_ptr<const Backbone> load_backbone(const std::string& path, const BackboneConfig& cfg, at::ScalarType dtype,
                                               c10::Device device, LinearKernel linear) {
   io::StateDict sd = io::load_state_dict(path);
-  return std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device, linear});
+  auto backbone = std::make_shared<const Backbone>(cfg, Weights{sd, dtype, device, linear});
+#ifdef __GLIBC__
+  // Repacking freed a model's worth of temporaries into the heap; glibc keeps free heap pages resident until asked.
+  malloc_trim(0);
+#endif
+  return backbone;
 }
 
 }  // namespace m2vla::model

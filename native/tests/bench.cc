@@ -1,6 +1,6 @@
 // m2vla_bench: the policy and the custom kernels timed on a device, without Node (scripts/gpu-acceptance.sh runs it).
 //
-//   m2vla_bench act <run_dir> [--device cpu|cuda:N] [--dtype auto|float32|bfloat16] [--iters 20] [--warmup 3]
+//   m2vla_bench act <run_dir> [--device cpu|cuda:N] [--dtype auto|float32|bfloat16|int8] [--iters 20] [--warmup 3]
 //                   [--batch 1] [--prompt-len 50] [--kernels on|off] [--graph on|off] [--json <file>]
 //                   [--expect-path cuda-kernels|cpu-fused|libtorch-ops] [--profile <file>]
 //     Loads the run directory (resolve_run_dir), acts once (the first act: kernel choice and self-checks, cuBLAS
@@ -366,6 +366,7 @@ int bench_act(const Args& a) {
   const c10::InferenceMode inference;  // as the addon's workers run act(): no autograd records, in-place epilogues
   const Placement placement = resolve_placement(a.get("device", "cpu"), a.get("dtype", "auto"));
   const c10::Device d = placement.device;
+  const char* dtype_name = placement.int8 ? "int8" : c10::toString(placement.dtype);  // int8: its activations are bf16
   const int64_t iters = a.integer("iters", 20), warmup = a.integer("warmup", 3), batch = a.integer("batch", 1);
   const int64_t prompt_len = a.integer("prompt-len", 50);
   const bool kernels_on = a.get("kernels", "on") == "on";
@@ -383,7 +384,7 @@ int bench_act(const Args& a) {
   const double first_ms = ms_since(t);
   const KernelReport& k = policy->kernels();
   std::printf("device %s (%s), dtype %s, batch %lld, prompt %lld: kernel path %s\n", d.str().c_str(), placement.name.c_str(),
-              c10::toString(placement.dtype), (long long)batch, (long long)prompt_len, k.path().c_str());
+              dtype_name, (long long)batch, (long long)prompt_len, k.path().c_str());
   for (const auto& w : k.warnings) std::printf("  warning: %s\n", w.c_str());
   for (const auto& [name, r] : k.checks) std::printf("  self-check %s: %s\n", name.c_str(), r.detail.c_str());
 
@@ -411,7 +412,7 @@ int bench_act(const Args& a) {
   const int64_t chunk = first.normalized.size(1);
 
   JsonObject j;
-  j.str("run_dir", spec.dir).str("device", d.str()).str("device_name", placement.name).str("dtype", c10::toString(placement.dtype));
+  j.str("run_dir", spec.dir).str("device", d.str()).str("device_name", placement.name).str("dtype", dtype_name);
   j.num("batch", double(batch)).num("prompt_len", double(prompt_len)).str("kernel_path", k.path()).raw("checks", checks_json(k));
   j.num("load_ms", load_ms).num("first_act_ms", first_ms).num("iters", double(iters));
   j.num("p50_ms", p50).num("p95_ms", percentile(ms, 95)).num("p99_ms", percentile(ms, 99)).num("min_ms", percentile(ms, 0));
