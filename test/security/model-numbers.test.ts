@@ -3,11 +3,14 @@
  * actions. Config numbers are checked with file and field, weights for NaN/Inf and dtype at load, statistics for
  * overflow; and whatever still comes out non-finite is refused by act() (and held over by PolicyRunner).
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   CheckpointError, ConfigError, demoRunDir, loadPolicy, NonFiniteError, PolicyRunner, type Observation, type Policy,
 } from '../../lib/index.js';
+import { FIXTURE_A } from '../helpers/fixtures.js';
 import { editJson, observation, patchFloat32, rewriteHeader, runCopy } from './helpers.js';
 
 const loadError = (dir: string) => loadPolicy(dir).then((p) => { p.dispose(); return undefined; }, (e) => e);
@@ -60,6 +63,25 @@ describe('weights are checked once per tensor at load', () => {
       expect(err).toBeInstanceOf(CheckpointError);
       expect(err.message).toMatch(/proprio_projector\.safetensors: tensor 'fc2\.weight' holds 1 NaN\/Inf value\(s\) of 4096/);
     }
+  });
+
+  it('a NaN weight in a torch.save .pt checkpoint is a CheckpointError too', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2vla-security-pt-'));
+    fs.cpSync(FIXTURE_A, dir, { recursive: true });
+    fs.rmSync(path.join(dir, 'proprio_projector.safetensors'));  // so the run directory's .pt is the one read
+    const file = path.join(dir, 'proprio_projector--checkpoint.pt');
+    const zip = fs.readFileSync(file);
+    // The zip stores its entries uncompressed; the storage 'data/2' is the 64 x 64 float32 fc2.weight.
+    const name = Buffer.from('proprio_projector--checkpoint/data/2');
+    let at = -1;
+    for (let i = zip.indexOf(name); i >= 0; i = zip.indexOf(name, i + 1)) if (zip.readUInt32LE(i - 30) === 0x04034b50) at = i - 30;
+    expect(at).toBeGreaterThanOrEqual(0);
+    const data = at + 30 + zip.readUInt16LE(at + 26) + zip.readUInt16LE(at + 28);
+    zip.writeFloatLE(NaN, data + 7 * 4);
+    fs.writeFileSync(file, zip);
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.message).toMatch(/proprio_projector--checkpoint\.pt: tensor '[\w.]+' holds 1 NaN\/Inf value\(s\) of 4096/);
   });
 
   it('a float tensor relabelled I32 (same byte length) is a CheckpointError, not garbage weights', async () => {
