@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { getBinding } from '../lib/native/binding.js';
-import { runtimeInfo } from '../lib/runtime.js';
+import { probeCpuMatrix } from '../lib/runtime.js';
 import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
 import { EVAL_DIMS } from './dims.js';
@@ -251,7 +251,7 @@ async function main() {
     }
     const fullRun = analyses[0][1];
     // The seen-task rows are served with dtype 'auto'; the same trained run with the other backbone dtypes beside it.
-    await runtimeInfo();  // dtype 'auto''s GEMM probe, on the worker
+    await probeCpuMatrix();  // dtype 'auto''s measurement, on the worker, before resolvePlacement reads it
     const auto = getBinding().resolvePlacement({ device: 'cpu', dtype: 'auto' });
     extras.dtypes = { auto: `${auto.dtype} (${auto.reason})`, rows: [] };
     for (const dtype of ['float32', 'bfloat16', 'int8'].filter((d) => d !== auto.dtype)) {

@@ -13,6 +13,7 @@ import { loadBackboneFromSpec, type Backbone } from './backbone.js';
 import { resolveRunSpec, type Ablation } from './config.js';
 import { DisposedError, InputError, NonFiniteError, toTypedError } from './errors.js';
 import { resolveRunDir, type PullOptions } from './hub.js';
+import { probeCpuMatrix } from './runtime.js';
 import { loadHeadFromSpec, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
 import {
   getBinding, type ModelDtype, type NativeDevice, type NativeKernelReport, type NativePlacement, type NativePolicy,
@@ -344,7 +345,7 @@ function retrievalOf(r: NativePolicyResult, batch: number): ActOutput['retrieval
 export async function loadPolicy(runDir: string, options: PolicyOptions = {}): Promise<Policy> {
   checkOptions(options, POLICY_KEYS, 'loadPolicy');
   runDir = await resolveRunDir(runDir, options.hub);
-  await runTorchJob(() => getBinding().probeCpuMatrix());  // so that 'auto' never measures on this thread
+  await probeCpuMatrix();  // so that 'auto' never measures on this thread
   const placement = resolvePlacement(options);
   const run = resolveRunSpec(runDir, { unnormKey: options.unnormKey });  // the one read of the run directory
   const centerCrop = centerCropArea(options.centerCrop);

@@ -15,8 +15,19 @@ export interface RuntimeInfo extends BuildInfo {
  */
 export async function runtimeInfo(): Promise<RuntimeInfo> {
   const { addon, file, libtorch } = loadBinding();
-  await runTorchJob(() => addon.probeCpuMatrix());
+  await probeCpuMatrix();
   return { ...addon.buildInfo(), addonPath: file, libtorch };
+}
+
+let cpuMatrixProbe: Promise<void> | undefined;
+
+/**
+ * The GEMM probe behind dtype 'auto' (measured once per process natively), on the torch worker. Queued once: a later
+ * caller does not wait behind whatever torch job runs then.
+ */
+export function probeCpuMatrix(): Promise<void> {
+  cpuMatrixProbe ??= runTorchJob(() => getBinding().probeCpuMatrix());
+  return cpuMatrixProbe;
 }
 
 /** Measured square-GEMM throughput (GFLOP/s) of this machine for a dtype: the roofline benchmarks compare to. */

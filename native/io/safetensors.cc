@@ -86,18 +86,18 @@ StateDict load_safetensors(const std::string& path) {
            dtype->string);
     auto* ptr = const_cast<uint8_t*>(base + data_start + begin);
     at::Tensor t;
-    if (reinterpret_cast<uintptr_t>(ptr) % info.bytes == 0) {
+    const bool view = reinterpret_cast<uintptr_t>(ptr) % info.bytes == 0;
+    if (view) {
       auto keep = map;
       t = at::from_blob(ptr, sizes, [keep](void*) {}, at::TensorOptions().dtype(info.type));
-      check_finite(path, name, t);
-      // The check read every page of the file, tensors no model uses included (the LM head copy, SigLIP's pooling
-      // head, blocks after the one taken): out of the resident set again, a reader faults in what it reads.
-      map->release(ptr, end - begin);
     } else {  // misaligned (odd header length): copy out
       t = at::empty(sizes, at::TensorOptions().dtype(info.type));
       std::memcpy(t.data_ptr(), ptr, end - begin);
-      check_finite(path, name, t);
     }
+    check_finite(path, name, t);
+    // The check read every page of the file, tensors no model uses included (the LM head copy, SigLIP's pooling head,
+    // blocks after the one taken): out of the resident set again, a reader faults in what it reads.
+    if (view) map->release(ptr, end - begin);
     sd.tensors.emplace(name, std::move(t));
   }
   return sd;

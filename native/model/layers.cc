@@ -150,10 +150,10 @@ Linear Linear::load_stacked(const Weights& sd, const std::vector<std::string>& n
 
 Linear Linear::make(at::Tensor weight, at::Tensor bias, LinearKernel kernel) {
   Linear l{std::move(weight), std::move(bias), at::Tensor(), at::Tensor(), kernel};
-  if (kernel != LinearKernel::Aten && !l.weight.is_cpu())
-    fail(ErrorCode::Config, "the oneDNN and int8 linear kernels run on the CPU, the weights are on ", l.weight.device().str());
   if (kernel == LinearKernel::Aten) return l;
   if (kernel == LinearKernel::Int8) return quantized({l.weight}, l.bias);
+  if (!l.weight.is_cpu())
+    fail(ErrorCode::Config, "the oneDNN linear kernel runs on the CPU, the weights are on ", l.weight.device().str());
   const at::Tensor source = l.weight;
   l.weight = reorder_op().call(source.contiguous(), std::nullopt);
   page_out(source);
@@ -184,8 +184,7 @@ Linear Linear::quantized(const std::vector<at::Tensor>& parts, at::Tensor bias) 
     row += p.size(0);
     page_out(p);
   }
-  Linear l{qprepack_op().call(q, std::nullopt), std::move(bias), scale, at::zeros_like(scale, at::kLong), LinearKernel::Int8};
-  return l;
+  return {qprepack_op().call(q, std::nullopt), std::move(bias), scale, at::zeros_like(scale, at::kLong), LinearKernel::Int8};
 }
 
 at::Tensor Linear::operator()(const at::Tensor& x, Act act) const {
