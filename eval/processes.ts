@@ -30,11 +30,14 @@ export const m2vla = (args: string[], logFile: string) => run(process.execPath, 
 export const python = (script: string, args: string[], logFile: string) =>
   run(PYTHON, [path.join(EVAL_DIR, script), ...args], logFile, pythonEnv());
 
-/** `m2vla serve [--run dir] --port 0 [serveArgs]` (the embedded demo model without a run) until `body` settles; the port is read from its first line. */
+/**
+ * `m2vla serve [--run dir] --port 0 --threads N [serveArgs]` (the embedded demo model without a run) until `body`
+ * settles; the port is read from its first line.
+ */
 export async function withServer<T>(runDir: string | undefined, logFile: string, body: (url: string) => Promise<T>,
-  serveArgs: string[] = []): Promise<T> {
-  const child = spawn(process.execPath, ['--import', 'tsx', '-e', CLI, 'serve', ...(runDir ? ['--run', runDir] : []), '--port', '0', '--threads', '2',
-    ...serveArgs],
+  serveArgs: string[] = [], threads = 2): Promise<T> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '-e', CLI, 'serve', ...(runDir ? ['--run', runDir] : []), '--port', '0',
+    '--threads', String(threads), ...serveArgs],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));

@@ -63,7 +63,8 @@ export interface Report {
   /** The held-out task after `m2vla add-skills` of its demonstrations into the full model's bank (no training). */
   skills: { with: EvalResult; log: string } | null;
   /** What dtype 'auto' served the rows with, and the full model's run served with each other backbone dtype. */
-  dtypes?: { auto: string; rows: Array<{ dtype: string; result: EvalResult }> } | null;
+  /** The full model's trained run served with the other dtypes; `notRun`: those this CPU cannot run, and why. */
+  dtypes?: { auto: string; rows: Array<{ dtype: string; result: EvalResult }>; notRun?: Array<{ dtype: string; reason: string }> } | null;
 }
 
 /** Wilson score interval (95 %) of k successes in n trials. */
@@ -112,6 +113,7 @@ function claims(r: Report): string[] {
   for (const d of r.dtypes?.rows ?? []) {
     out.push(row(`seen tasks, full model, ${d.dtype} backbone + head`, ...counts(d.result, false), 'the same trained run served with `--dtype ' + d.dtype + '`'));
   }
+  for (const d of r.dtypes?.notRun ?? []) out.push(`| seen tasks, full model, ${d.dtype} backbone | not run | ${d.reason} |`);
   if (r.rephrased) out.push(row('seen tasks, rephrased instructions', ...counts(r.rephrased, false), 'never-seen phrasings, same seeds (Table I analogue)'));
   out.push(row('novel object + novel instruction (yellow cylinder)', ...counts(full.result, true), 'held out of every demonstration (Table II analogue)'));
   if (r.skills) {

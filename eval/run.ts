@@ -20,10 +20,11 @@
  * half-written results folder (the next run reuses the incomplete folder's demonstrations).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { getBinding } from '../lib/native/binding.js';
-import { probeCpuMatrix } from '../lib/runtime.js';
+import { runtimeInfo } from '../lib/runtime.js';
 import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
 import { EVAL_DIMS } from './dims.js';
@@ -39,6 +40,8 @@ interface Profile {
   stages: number[];
   batch: number;
   lr: number;
+  /** Steps of linear warmup to `lr` (the rate is 10 % of it at step 0). */
+  warmup: number;
   /** Episodes per task at the last stage, and at the earlier ones. */
   episodes: number;
   curveEpisodes: number;
@@ -46,10 +49,20 @@ interface Profile {
   maxSteps: number;
 }
 
+// lr 2e-3 with 200 warmup steps: at 2400 steps it was the recipe whose policy followed the instruction (2026-12-02,
+// eval/language-probe.ts 29/36 scenes vs 0/36 at lr 1e-3 without warmup, and 0/36 at 3e-3 with gradient clipping).
 const PROFILES: Record<'quick' | 'full', Profile> = {
-  quick: { demosPerTask: 36, stages: [800, 1600, 2400], batch: 16, lr: 1e-3, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
-  full: { demosPerTask: 40, stages: [1000, 2000, 4000, 6000], batch: 16, lr: 1e-3, episodes: 20, curveEpisodes: 10, replan: 4, maxSteps: 100 },
+  quick: { demosPerTask: 36, stages: [800, 1600, 2400], batch: 16, lr: 2e-3, warmup: 200, episodes: 10, curveEpisodes: 4, replan: 4, maxSteps: 100 },
+  full: { demosPerTask: 40, stages: [1000, 2000, 4000, 6000], batch: 16, lr: 2e-3, warmup: 200, episodes: 20, curveEpisodes: 10, replan: 4, maxSteps: 100 },
 };
+
+/**
+ * The trainings run side by side, each on its own cores: the eval's tiny model runs many small ops, which one torch
+ * thread runs about as fast as two (measured 2026-12-02, 2 cores: ~0.17 s/step on 2 threads alone, 0.16-0.22 s/step
+ * each for two at once on 1 thread), so two trainings at once take about the time of one.
+ */
+const TRAINING_SLOTS = Math.min(4, os.availableParallelism());
+const TRAINING_THREADS = Math.max(1, Math.floor(os.availableParallelism() / TRAINING_SLOTS));
 
 /** The VLM's pretraining budget in optimizer steps (part of its recipe hash: the same steps, the same cached VLM). */
 const PRETRAIN_STEPS = 600;
@@ -62,10 +75,21 @@ export const VARIANTS = [
 
 interface Context {
   profile: Profile;
+  /** torch threads of each training and server process: the cores shared out among the trainings that run at once. */
+  threads: number;
   work: string;
   out: string;
   demos: string;
   logs: string;
+}
+
+/** Runs the jobs in order, at most `limit` at a time; rejects on the first failure. */
+async function inParallel(limit: number, jobs: Array<() => Promise<void>>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) await jobs[next++]();
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, worker));
 }
 
 async function evaluate(ctx: Context, source: { url?: string; baseline?: boolean }, episodes: number, name: string,
@@ -100,15 +124,15 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: Variant): P
     const started = Date.now();
     // A constant rate with one x0.1 decay at 80 %: the same schedule whatever stage a resumed run stops at.
     await m2vla(['train', '--data', ctx.demos, '--init', base, '--out', runDir, '--steps', String(steps),
-      '--batch-size', String(profile.batch), '--lr', String(profile.lr), '--seed', '0', '--schedule', 'step',
-      '--decay-at', String(Math.round(last * 0.8)), '--checkpoint-every', String(last), '--threads', '2',
+      '--batch-size', String(profile.batch), '--lr', String(profile.lr), '--warmup', String(profile.warmup), '--seed', '0', '--schedule', 'step',
+      '--decay-at', String(Math.round(last * 0.8)), '--checkpoint-every', String(last), '--threads', String(ctx.threads),
       ...(variant.ablation ? ['--ablation', variant.ablation] : []), ...(i > 0 ? ['--resume'] : [])],
     path.join(ctx.logs, `train-${variant.name}.log`));
     trainSeconds += (Date.now() - started) / 1000;
     const final = steps === last;
     log(`${variant.name}: evaluating step ${steps} (${final ? profile.episodes : profile.curveEpisodes} episodes per task)`);
     const r = await withServer(runDir, path.join(ctx.logs, `serve-${variant.name}.log`), (url) =>
-      evaluate(ctx, { url }, final ? profile.episodes : profile.curveEpisodes, `${variant.name}-step${steps}`, final));
+      evaluate(ctx, { url }, final ? profile.episodes : profile.curveEpisodes, `${variant.name}-step${steps}`, final), [], ctx.threads);
     curve.push({ steps, successSeen: r.success_rate_seen ?? 0, episodesPerTask: r.episodes_per_task });
     if (final) result = r;
   }
@@ -121,6 +145,44 @@ async function trainAndEvaluate(ctx: Context, base: string, variant: Variant): P
       finalLoss: tail.reduce((a, m) => a + m.loss, 0) / tail.length, analysis: null,
     },
   };
+}
+
+type FullRunExtras = Pick<Report, 'rephrased' | 'probe' | 'skills' | 'dtypes'>;
+
+/**
+ * The trained full model's other rows: served with the backbone dtypes 'auto' did not pick, with rephrased
+ * instructions, the language probe, and the held-out task with its demonstrations added to the MSM bank (no training).
+ */
+async function evaluateFullRun(ctx: Context, fullRun: string): Promise<FullRunExtras> {
+  const { profile, logs, threads } = ctx;
+  const { cpuDtype } = await runtimeInfo();  // dtype 'auto''s measurement, on the worker, before resolvePlacement reads it
+  const auto = getBinding().resolvePlacement({ device: 'cpu', dtype: 'auto' });
+  // int8 needs AVX512-VNNI or AMX-INT8: on other CPUs its row says so instead of failing the whole eval.
+  const notRun = cpuDtype.int8 ? [] : [{ dtype: 'int8', reason: 'this CPU has neither AVX512-VNNI nor AMX-INT8 (m2vla doctor)' }];
+  const dtypes: NonNullable<FullRunExtras['dtypes']> = { auto: `${auto.dtype} (${auto.reason})`, rows: [], notRun };
+  const runnable = ['float32', 'bfloat16', 'int8'].filter((d) => d !== auto.dtype && !notRun.some((n) => n.dtype === d));
+  for (const dtype of runnable) {
+    log(`full: served with --dtype ${dtype}`);
+    dtypes.rows.push({ dtype, result: await withServer(fullRun, path.join(logs, `serve-full-${dtype}.log`), (url) =>
+      evaluate(ctx, { url }, profile.episodes, `full-${dtype}`, false), ['--dtype', dtype], threads) });
+  }
+  log('full: rephrased instructions');
+  const rephrased = await withServer(fullRun, path.join(logs, 'serve-full.log'), (url) =>
+    evaluate(ctx, { url }, profile.episodes, 'full-rephrased', false, ['--rephrase']), [], threads);
+  log('full: language probe');
+  const probe = await languageProbe(fullRun, ctx.demos);
+  log('full: held-out task with its demonstrations added to the skill bank, no training');
+  const heldDemos = path.join(ctx.work, 'demos-held-out');
+  fs.rmSync(heldDemos, { recursive: true, force: true });
+  await python('make_demos.py', ['--out', heldDemos, '--per-task', String(profile.demosPerTask), '--tasks', 'yellow_bowl',
+    '--image-size', String(EVAL_DIMS.imageSize)], path.join(logs, 'demos-held-out.log'));
+  const skillsRun = path.join(ctx.work, 'runs', 'full-skills');
+  fs.rmSync(skillsRun, { recursive: true, force: true });
+  await m2vla(['add-skills', fullRun, '--data', heldDemos, '--out', skillsRun], path.join(logs, 'add-skills.log'));
+  const added = fs.readFileSync(path.join(logs, 'add-skills.log'), 'utf8').trim().split('\n').filter((l) => l.startsWith('m2vla add-skills')).pop() ?? '';
+  const withSkills = await withServer(skillsRun, path.join(logs, 'serve-skills.log'), (url) =>
+    evaluate(ctx, { url }, profile.episodes, 'full-skills', true, ['--tasks', 'yellow_bowl']), [], threads);
+  return { dtypes, rephrased, probe, skills: { with: withSkills, log: added } };
 }
 
 /**
@@ -180,7 +242,7 @@ async function main() {
   const work = path.join(out, 'work');
   const logs = path.join(work, 'logs');
   fs.mkdirSync(logs, { recursive: true });
-  const ctx: Context = { profile, work, out, demos: path.join(work, 'demos'), logs };
+  const ctx: Context = { profile, threads: TRAINING_THREADS, work, out, demos: path.join(work, 'demos'), logs };
   log(`profile ${profileName}; results in ${final} when done (until then in ${out})`);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
@@ -219,7 +281,7 @@ async function main() {
   const variants: VariantReport[] = [];
   const analyses: Array<[VariantReport, string]> = [];
   let backbone: BackboneReport = { kind: v.run ? 'given' : 'random', dir: null, pretrain: null, seconds: 0, ask: null };
-  const extras: Pick<Report, 'rephrased' | 'probe' | 'skills' | 'dtypes'> = { rephrased: null, probe: null, skills: null, dtypes: null };
+  const extras: FullRunExtras = { rephrased: null, probe: null, skills: null, dtypes: null };
   if (v.run) {
     const runDir = path.resolve(v.run);
     log(`evaluating ${runDir}`);
@@ -231,55 +293,32 @@ async function main() {
     analyses.push([report, runDir]);
   } else {
     const randomBase = await ensureRandomRun(path.join(work, 'base'), EVAL_DIMS, { seed: 0, tokenizerDir: TINY_TOKENIZER_DIR });
-    let base = randomBase;
-    // The random-VLM row needs no pretrained VLM: it trains and is evaluated while the VLM pretrains (other processes).
-    const randomRow = v.vlm === 'pretrained' && !v['no-random-row']
-      ? trainAndEvaluate(ctx, randomBase, { name: 'full-random-vlm', label: 'M²-VLA (full), random VLM', ablation: null })
-      : null;
-    if (v.vlm === 'pretrained') {
+    // The random-VLM row needs no pretrained VLM: it trains while the VLM pretrains (another process).
+    const withRandomRow = v.vlm === 'pretrained' && !v['no-random-row'];
+    const base = v.vlm === 'random' ? Promise.resolve(randomBase) : (async () => {
       log('pretrained VLM (eval/pretrain_vlm.py; cached by its recipe)');
       const t = Date.now();
       const pre = await pretrainedBackbone(ctx, randomBase, Number(v['pretrain-steps']));
-      base = pre.dir;
-      log(`VLM at ${base}; measuring ask() on its held-out questions`);
-      backbone = { kind: 'pretrained', dir: base, pretrain: pre.info, seconds: (Date.now() - t) / 1000, ask: await askAccuracy(base) };
+      log(`VLM at ${pre.dir}; measuring ask() on its held-out questions`);
+      backbone = { kind: 'pretrained', dir: pre.dir, pretrain: pre.info, seconds: (Date.now() - t) / 1000, ask: await askAccuracy(pre.dir) };
+      return pre.dir;
+    })();
+    // Each training (and its evaluations) is one job on ctx.threads torch threads; the full model's job goes on to the
+    // evaluations of its run (other dtypes, rephrasings, probe, skills) while the other trainings run.
+    const trained: Array<TrainedVariant | undefined> = [];
+    const jobs: Array<() => Promise<void>> = VARIANTS.map((variant, i) => async () => {
+      trained[i] = await trainAndEvaluate(ctx, await base, variant);
+      if (i === 0) Object.assign(extras, await evaluateFullRun(ctx, trained[i]!.runDir));
+    });
+    if (withRandomRow) {
+      jobs.splice(1, 0, async () => {
+        trained[VARIANTS.length] = await trainAndEvaluate(ctx, randomBase, { name: 'full-random-vlm', label: 'M²-VLA (full), random VLM', ablation: null });
+      });
     }
-    for (const variant of VARIANTS) {
-      const trained = await trainAndEvaluate(ctx, base, variant);
-      variants.push(trained.report);
-      analyses.push([trained.report, trained.runDir]);
-    }
-    const fullRun = analyses[0][1];
-    // The seen-task rows are served with dtype 'auto'; the same trained run with the other backbone dtypes beside it.
-    await probeCpuMatrix();  // dtype 'auto''s measurement, on the worker, before resolvePlacement reads it
-    const auto = getBinding().resolvePlacement({ device: 'cpu', dtype: 'auto' });
-    extras.dtypes = { auto: `${auto.dtype} (${auto.reason})`, rows: [] };
-    for (const dtype of ['float32', 'bfloat16', 'int8'].filter((d) => d !== auto.dtype)) {
-      log(`full: served with --dtype ${dtype}`);
-      extras.dtypes.rows.push({ dtype, result: await withServer(fullRun, path.join(logs, `serve-full-${dtype}.log`), (url) =>
-        evaluate(ctx, { url }, profile.episodes, `full-${dtype}`, false), ['--dtype', dtype]) });
-    }
-    log('full: rephrased instructions');
-    extras.rephrased = await withServer(fullRun, path.join(logs, 'serve-full.log'), (url) =>
-      evaluate(ctx, { url }, profile.episodes, 'full-rephrased', false, ['--rephrase']));
-    log('full: language probe');
-    extras.probe = await languageProbe(fullRun, ctx.demos);
-    log('full: held-out task with its demonstrations added to the skill bank, no training');
-    const heldDemos = path.join(work, 'demos-held-out');
-    fs.rmSync(heldDemos, { recursive: true, force: true });
-    await python('make_demos.py', ['--out', heldDemos, '--per-task', String(profile.demosPerTask), '--tasks', 'yellow_bowl',
-      '--image-size', String(EVAL_DIMS.imageSize)], path.join(logs, 'demos-held-out.log'));
-    const skillsRun = path.join(work, 'runs', 'full-skills');
-    fs.rmSync(skillsRun, { recursive: true, force: true });
-    await m2vla(['add-skills', fullRun, '--data', heldDemos, '--out', skillsRun], path.join(logs, 'add-skills.log'));
-    const added = fs.readFileSync(path.join(logs, 'add-skills.log'), 'utf8').trim().split('\n').filter((l) => l.startsWith('m2vla add-skills')).pop() ?? '';
-    const withSkills = await withServer(skillsRun, path.join(logs, 'serve-skills.log'), (url) =>
-      evaluate(ctx, { url }, profile.episodes, 'full-skills', true, ['--tasks', 'yellow_bowl']));
-    extras.skills = { with: withSkills, log: added };
-    if (randomRow) {
-      const trained = await randomRow;
-      variants.push(trained.report);
-      analyses.push([trained.report, trained.runDir]);
+    await Promise.all([base, inParallel(TRAINING_SLOTS, jobs)]);
+    for (const t of trained.filter((x) => x !== undefined)) {
+      variants.push(t.report);
+      analyses.push([t.report, t.runDir]);
     }
   }
   for (const [report, runDir] of analyses) {

@@ -58,6 +58,8 @@ CpuMatrixFeatures detect_cpu_matrix_features() {
   const bool amx = (capability(caps, "amx_bf16") || capability(caps, "amx_int8")) && at::cpu::init_amx();
   CpuMatrixFeatures f{amx && capability(caps, "amx_bf16"), amx && capability(caps, "amx_int8"),
                       capability(caps, "avx512_bf16"), capability(caps, "avx512_vnni")};
+  f.onednn_bf16 = (capability(caps, "avx512_bw") && capability(caps, "avx512_vl") && capability(caps, "avx512_dq")) ||
+                  capability(caps, "avx_ne_convert");
   if (f.avx512_bf16 && !f.amx_bf16) {
     f.fp32_gflops = gemm_gflops(at::kFloat);
     f.bf16_gflops = gemm_gflops(at::kBFloat16);

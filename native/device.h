@@ -25,6 +25,9 @@ struct CpuMatrixFeatures {
   // such Xeon, 4.3x on an AMD Zen 5), so cpu_matrix_features() measures bfloat16 and float32 GEMM throughput here
   // (GFLOP/s; 0 = not measured).
   double bf16_gflops = 0, fp32_gflops = 0;
+  // oneDNN's bfloat16 linears (model::LinearKernel::Onednn) need AVX512-BW/VL/DQ or AVX-NE-CONVERT: its weight
+  // reorder refuses other CPUs, where bfloat16 runs through at::linear (AVX2-only CPUs: AMD Zen 2/3, older Intel).
+  bool onednn_bf16 = false;
 };
 // The first call measures (~2-6 ms, once per process): call it first off the JS thread (the addon's
 // probeCpuMatrix() worker, which loadPolicy awaits).

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "device.h"
 #include "error.h"
 #include "model/quantize.h"
 
@@ -113,7 +114,8 @@ at::Tensor own(const at::Tensor& stored, at::Tensor taken, LinearKernel linear) 
 
 LinearKernel inference_kernel(c10::Device device, at::ScalarType dtype, bool int8) {
   if (int8) return LinearKernel::Int8;
-  return device.is_cpu() && dtype == at::kBFloat16 ? LinearKernel::Onednn : LinearKernel::Aten;
+  const bool onednn = device.is_cpu() && dtype == at::kBFloat16 && cpu_matrix_features().onednn_bf16;
+  return onednn ? LinearKernel::Onednn : LinearKernel::Aten;
 }
 
 at::Tensor Weights::get(const std::string& name) const {
