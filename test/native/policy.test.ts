@@ -111,15 +111,18 @@ describe('loadPolicy(fixture A).act() from raw camera images', () => {
   });
 });
 
-describe.runIf((await runtimeInfo()).cpuDtype.int8)("dtype 'int8' and 'bfloat16' against float32 on fixture A", () => {
+const comparedDtypes = (await runtimeInfo()).cpuDtype.int8 ? (['bfloat16', 'int8'] as const) : (['bfloat16'] as const);
+describe("dtype 'bfloat16' and 'int8' against float32 on fixture A", () => {
   // The normalized actions (in [-1, 1]) of every case and sample against the float32 policy. Measured on fixture A
   // (2026-12-01, AMX machine): bfloat16 max 0.05-0.08 / mean 0.012, int8 max 0.14 / mean 0.024 (one activation scale
-  // per tensor on a tiny random model). Bounds: about twice the measured worst.
+  // per tensor on a tiny random model). Bounds: about twice the measured worst. bfloat16 runs on every CPU (oneDNN's
+  // kernels with AVX512-BW/VL/DQ or AVX-NE-CONVERT, at::linear on AVX2-only CPUs, where oneDNN's reorder refused it
+  // until 2026-12-07); int8 where the CPU has AVX512-VNNI or AMX-INT8 (device.test.ts checks the ConfigError elsewhere).
   const BOUND = { bfloat16: { max: 0.15, mean: 0.03 }, int8: { max: 0.3, mean: 0.05 } };
   const measured: string[] = [];
   afterAll(() => console.log(`normalized-action error vs float32 (fixture A):\n${measured.join('\n')}`));
 
-  it.each(['bfloat16', 'int8'] as const)('%s: loads, acts, and stays within its bound of float32', async (dtype) => {
+  it.each(comparedDtypes)('%s: loads, acts, and stays within its bound of float32', async (dtype) => {
     await using p = await loadPolicy(FIXTURE_A, { dtype });
     await using f32 = await loadPolicy(FIXTURE_A, { dtype: 'float32' });
     expect(p.metadata).toMatchObject({ dtype, dtypeReason: 'asked for' });
