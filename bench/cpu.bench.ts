@@ -64,11 +64,20 @@ if (argv.includes('--child')) {
   const eagerDtype = flag('eager-dtype', 'auto') === 'auto' ? cpuDtype.auto : flag('eager-dtype', 'auto');
   if (eagerDtype !== 'float32' && eagerDtype !== 'bfloat16') throw new Error(`--eager-dtype: expected auto, float32 or bfloat16, got ${eagerDtype}`);
   const gemm: Record<string, number> = {};
-  for (const dtype of ['float32', 'bfloat16'] as const) gemm[dtype] = (await measureGemmPeak({ n: 2048, iters: 8, dtype, threads })).gflops;
+  // Without AVX-512 bfloat16 GEMMs run on ATen's fallback at ~1 GFLOP/s: a 2048³ one would take minutes, 512³ tells.
+  const gemmSize = (dtype: string) => (dtype === 'bfloat16' && !cpuDtype.onednnBf16 ? 512 : 2048);
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    gemm[dtype] = (await measureGemmPeak({ n: gemmSize(dtype), iters: gemmSize(dtype) === 2048 ? 8 : 2, dtype, threads })).gflops;
+  }
   const m2vla = [];
-  // int8 by default only where it can run (AVX512-VNNI or AMX-INT8); named in --dtypes elsewhere, its ConfigError shows.
-  if (!cpuDtype.int8 && !argv.includes('--dtypes')) console.log('int8: not run, this CPU has neither AVX512-VNNI nor AMX-INT8');
-  for (const dtype of flag('dtypes', cpuDtype.int8 ? 'float32,bfloat16,int8' : 'float32,bfloat16').split(',')) {
+  // By default each dtype only where it runs at speed: int8 needs AVX512-VNNI or AMX-INT8 (elsewhere a ConfigError),
+  // bfloat16 oneDNN's kernels (without AVX-512 one full-size act() would take tens of minutes); --dtypes overrides.
+  const defaults = ['float32', ...(cpuDtype.onednnBf16 ? ['bfloat16'] : []), ...(cpuDtype.int8 ? ['int8'] : [])];
+  if (!argv.includes('--dtypes')) {
+    if (!cpuDtype.onednnBf16) console.log('bfloat16: not run, this CPU has no AVX-512 (ATen\'s fallback bfloat16 GEMM)');
+    if (!cpuDtype.int8) console.log('int8: not run, this CPU has neither AVX512-VNNI nor AMX-INT8');
+  }
+  for (const dtype of flag('dtypes', defaults.join(',')).split(',')) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--dtype', dtype, ...argv],
       { encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'inherit'] });
     const line = r.stdout.trim().split('\n').pop() ?? '';
@@ -103,8 +112,9 @@ if (argv.includes('--child')) {
       'max|Δ| vs f32': '-', 'mean|Δ| vs f32': '-' });
   }
   console.log(`\nCPU: ${cpu.model}, ${os.cpus().length} cores; flags: ${cpu.flags.join(' ')}`);
-  console.log(`2048³ GEMM peak, ${threads} threads: float32 ${gemm.float32.toFixed(0)} GFLOP/s, bfloat16 ${gemm.bfloat16.toFixed(0)} GFLOP/s`);
+  console.log(`GEMM peak, ${threads} threads: float32 ${gemm.float32.toFixed(0)} GFLOP/s (${gemmSize('float32')}³), ` +
+    `bfloat16 ${gemm.bfloat16.toFixed(1)} GFLOP/s (${gemmSize('bfloat16')}³)`);
   console.log(`load average before/after: ${loadBefore.map((l) => l.toFixed(2)).join(' ')} / ${loadAfter.map((l) => l.toFixed(2)).join(' ')}`);
   printTable(`full-size VLM + head, batch 1, ${threads} threads, p50 of ${iters} (PyTorch: the VLM only, ${eagerDtype}, ${(eager as { impl?: string }).impl ?? '-'} implementation: 'released' = timm + transformers, 'torch' = bench/reference/torch_only.py)`, rows);
-  console.log(`results: ${await writeResults('cpu', { cpu, threads, iters, promptLen: PROMPT, gemmPeakGflops: gemm, eagerDtype, loadavg: { before: loadBefore, after: loadAfter }, m2vla, pytorch: eager })}`);
+  console.log(`results: ${await writeResults('cpu', { cpu, threads, iters, promptLen: PROMPT, gemmPeakGflops: gemm, gemmSize: { float32: gemmSize('float32'), bfloat16: gemmSize('bfloat16') }, eagerDtype, loadavg: { before: loadBefore, after: loadAfter }, m2vla, pytorch: eager })}`);
 }

@@ -347,6 +347,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   runDir = await resolveRunDir(runDir, options.hub);
   await probeCpuMatrix();  // so that 'auto' never measures on this thread
   const placement = resolvePlacement(options);
+  if (placement.warning) process.emitWarning(placement.warning, { code: 'M2VLA_SLOW_DTYPE' });
   const run = resolveRunSpec(runDir, { unnormKey: options.unnormKey });  // the one read of the run directory
   const centerCrop = centerCropArea(options.centerCrop);
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };

@@ -16,6 +16,7 @@ struct Placement {
   std::string name = "CPU";  // the GPU's name on CUDA
   int capability = 0;        // CUDA compute capability x 10 (86 = 8.6); 0 on the CPU
   std::string reason;        // why this dtype: what 'auto' saw, or that it was asked for
+  std::string warning;       // set when the dtype runs far below this CPU's float32 speed (bfloat16 without oneDNN's)
 };
 
 // The CPU's matrix engines as oneDNN can use them (AMX only where the kernel grants this process the tile state).

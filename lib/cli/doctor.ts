@@ -57,7 +57,8 @@ export const doctorCommand = {
       `  CPU features:   AVX2 ${yes(info.cpu.avx2)}, AVX-512 ${yes(info.cpu.avx512f)}, AVX512-BF16 ${yes(info.cpu.avx512bf16)}, AMX-BF16 ${yes(info.cpu['amx-bf16'])}, ` +
         `AMX-INT8 ${yes(info.cpu['amx-int8'])}, AVX512-VNNI ${yes(info.cpu.avx512vnni)}, AMX usable ${yes(info.cpu.amxUsable)}`,
       `  CPU dtype:      'auto' = ${info.cpuDtype.auto} (${info.cpuDtype.reason}); ` +
-        `'int8' ${info.cpuDtype.int8 ? 'available' : 'unavailable (needs AVX512-VNNI or AMX-INT8)'}`,
+        `'int8' ${info.cpuDtype.int8 ? 'available' : 'unavailable (needs AVX512-VNNI or AMX-INT8)'}` +
+        (info.cpuDtype.onednnBf16 ? '' : "; 'bfloat16' runs, but slowly (no oneDNN bfloat16 kernels without AVX-512)"),
     ];
     if (!info.libtorch.version.startsWith(info.torchVersion)) {
       lines.push(`  WARNING: the addon was compiled against libtorch ${info.torchVersion} but ${info.libtorch.version} is loaded; ` +

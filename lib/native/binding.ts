@@ -40,7 +40,11 @@ export interface BuildInfo {
   cpu: Record<'avx2' | 'avx512f' | 'avx512bf16' | 'amx-bf16' | 'amx-int8' | 'avx512vnni' | 'amxUsable', boolean>;
   /** What dtype 'auto' picks on this CPU and why; whether dtype 'int8' can run here (AVX512-VNNI or AMX-INT8). */
   /** bf16Gflops/fp32Gflops: the GEMM probe behind 'auto' on CPUs with AVX512-BF16 and no AMX (absent elsewhere). */
-  cpuDtype: { auto: 'float32' | 'bfloat16'; reason: string; int8: boolean; bf16Gflops?: number; fp32Gflops?: number };
+  cpuDtype: {
+    auto: 'float32' | 'bfloat16'; reason: string; int8: boolean; bf16Gflops?: number; fp32Gflops?: number;
+    /** Whether oneDNN runs bfloat16 here (AVX512-BW/VL/DQ or AVX-NE-CONVERT); without it ATen's fallback is ~50x slower than float32. */
+    onednnBf16: boolean;
+  };
   napiVersion: number;
 }
 
@@ -58,6 +62,8 @@ export interface NativePlacement {
   dtype: ModelDtype;
   /** Why this dtype: what 'auto' saw on this machine, or "asked for". */
   reason: string;
+  /** Set when the dtype runs far below this CPU's float32 speed (bfloat16 on a CPU without AVX-512). */
+  warning?: string;
   /** 'CPU' or the GPU's name. */
   name: string;
   /** CUDA compute capability (8.6), 0 on the CPU. */
@@ -409,7 +415,8 @@ export interface BindingModule {
   /** cpuFeatures: decide for another CPU than this one (tests of the rule). */
   resolvePlacement(options: {
     device?: string; dtype?: string;
-    cpuFeatures?: { amxBf16: boolean; amxInt8: boolean; avx512Bf16: boolean; avx512Vnni: boolean; bf16Gflops?: number; fp32Gflops?: number };
+    cpuFeatures?: { amxBf16: boolean; amxInt8: boolean; avx512Bf16: boolean; avx512Vnni: boolean; bf16Gflops?: number; fp32Gflops?: number;
+      /** Default true (a CPU with AVX-512). */ onednnBf16?: boolean };
   }): NativePlacement;
   /** CUDA builds only: peak bytes of libtorch's caching allocator on a GPU since the last reset. */
   gpuPeakMemory?(options: { device: string; reset: boolean }): number;

@@ -77,6 +77,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   dtype.Set("auto", automatic.dtype == at::kBFloat16 ? "bfloat16" : "float32");
   dtype.Set("reason", automatic.reason);
   dtype.Set("int8", m.avx512_vnni || m.amx_int8);
+  dtype.Set("onednnBf16", m.onednn_bf16);
   if (m.bf16_gflops > 0) {  // measured for 'auto' (AVX512-BF16 without AMX)
     dtype.Set("bf16Gflops", m.bf16_gflops);
     dtype.Set("fp32Gflops", m.fp32_gflops);
@@ -149,14 +150,17 @@ Napi::Value ResolvePlacement(const Napi::CallbackInfo& info) {
       const Napi::Object f = o.Get("cpuFeatures").As<Napi::Object>();
       const auto flag = [&](const char* name) { return f.Get(name).ToBoolean().Value(); };
       const auto gflops = [&](const char* name) { return f.Has(name) ? f.Get(name).ToNumber().DoubleValue() : 0.0; };
-      return {flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni"), gflops("bf16Gflops"),
-              gflops("fp32Gflops")};
+      CpuMatrixFeatures given{flag("amxBf16"), flag("amxInt8"), flag("avx512Bf16"), flag("avx512Vnni"),
+                              gflops("bf16Gflops"), gflops("fp32Gflops")};
+      given.onednn_bf16 = !f.Has("onednnBf16") || flag("onednnBf16");  // features given for an AVX-512 CPU by default
+      return given;
     };
     const Placement p = placement_from_js(o, o.Has("cpuFeatures") ? given() : cpu_matrix_features());
     auto out = Napi::Object::New(env);
     out.Set("device", p.device.str());
     out.Set("dtype", p.int8 ? "int8" : p.dtype == at::kFloat ? "float32" : p.dtype == at::kBFloat16 ? "bfloat16" : "float16");
     out.Set("reason", p.reason);
+    if (!p.warning.empty()) out.Set("warning", p.warning);
     out.Set("name", p.name);
     out.Set("capability", p.capability / 10.0);
     return out;

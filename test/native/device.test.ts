@@ -87,7 +87,7 @@ describe('loadPolicy({ device, dtype })', () => {
 
 describe("dtype 'auto' and 'int8' on the CPU", () => {
   const none = { amxBf16: false, amxInt8: false, avx512Bf16: false, avx512Vnni: false };
-  type CpuFeatures = typeof none & { bf16Gflops?: number; fp32Gflops?: number };
+  type CpuFeatures = typeof none & { bf16Gflops?: number; fp32Gflops?: number; onednnBf16?: boolean };
   const resolve = (dtype: string, cpuFeatures: CpuFeatures = none, device = 'cpu') => getBinding().resolvePlacement({ device, dtype, cpuFeatures });
 
   it('auto is bfloat16 where the CPU has AMX-BF16 or its bfloat16 GEMMs measured >= 1.5x float32, and says why', () => {
@@ -121,6 +121,28 @@ describe("dtype 'auto' and 'int8' on the CPU", () => {
     expect(resolve('int8', { ...none, amxInt8: true })).toMatchObject({ dtype: 'int8' });
     expect(() => resolve('int8')).toThrow(/dtype 'int8' needs a CPU with AVX512-VNNI or AMX-INT8 .* use 'bfloat16', 'float32' or 'auto'/);
     expect(() => resolve('int8', { ...none, amxInt8: true }, 'cuda:0')).toThrow(/dtype 'int8' runs on the CPU only .* use 'bfloat16', 'float16' or 'auto'/);
+  });
+
+  it("bfloat16 without AVX-512: runs, with a warning (ATen's fallback is ~50x slower than float32); 'auto' says why", () => {
+    const avx2 = { ...none, onednnBf16: false };
+    expect(resolve('bfloat16', avx2)).toMatchObject({ dtype: 'bfloat16', reason: 'asked for', warning: expect.stringMatching(/~50x slower than float32.*use 'float32'/) });
+    expect(resolve('auto', avx2)).toMatchObject({ dtype: 'float32', reason: expect.stringMatching(/^auto: this CPU has no AVX-512, so bfloat16 matmuls run on ATen's fallback/) });
+    expect(resolve('bfloat16').warning).toBeUndefined();
+    expect(resolve('float32', avx2).warning).toBeUndefined();
+  });
+
+  it("loadPolicy({ dtype: 'bfloat16' }) warns (M2VLA_SLOW_DTYPE) exactly where oneDNN cannot run bfloat16", async () => {
+    const codes: string[] = [];
+    const onWarning = (w: Error & { code?: string }) => { if (w.code) codes.push(w.code); };
+    process.on('warning', onWarning);
+    try {
+      await using p = await loadPolicy(FIXTURE_A, { dtype: 'bfloat16' });
+      expect(p.metadata.dtype).toBe('bfloat16');
+      await new Promise((r) => setImmediate(r));  // warnings are emitted on the next tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(codes.includes('M2VLA_SLOW_DTYPE')).toBe(!info.cpuDtype.onednnBf16);
   });
 
   it.runIf(!info.cpuDtype.int8)("loadPolicy({ dtype: 'int8' }) on this CPU -> ConfigError", async () => {
