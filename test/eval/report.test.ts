@@ -52,8 +52,12 @@ describe('eval report', () => {
         ask: { correct: 30, total: 40, byKind: { colour: { correct: 10, total: 10 } }, examples: [] } },
       rephrased: result([7, 7, 7, 7, 7]), probe: { scenes: 12, correct: 11, meanGap: 0.4, step: 4 },
       skills: { with: result([0, 0, 0, 0, 0], 6), log: 'm2vla add-skills: 500 entries' },
+      dtypes: { auto: 'float32 (auto: no AVX-512)', rows: [{ dtype: 'bfloat16', result: result([7, 7, 8, 8, 9]) }],
+        notRun: [{ dtype: 'int8', reason: 'this CPU has neither AVX512-VNNI nor AMX-INT8 (m2vla doctor)' }] },
     };
     const md = writeReport(dir, report);
+    expect(md).toMatch(/full model, bfloat16 backbone \+ head \| 39\/50 = 78%/);
+    expect(md).toContain('| seen tasks, full model, int8 backbone | not run | this CPU has neither AVX512-VNNI nor AMX-INT8');
     expect(md).toContain('40/50 = 80% [67%–89%]');             // full, seen tasks
     expect(md).toContain('35/50 = 70%');                        // rephrased
     expect(md).toMatch(/novel object \+ novel instruction.*1\/10 = 10%/);
