@@ -61,7 +61,8 @@ if (argv.includes('--child')) {
   const run = await fullsizeRun();
   const cpu = cpuFlags(), loadBefore = os.loadavg();
   const { cpuDtype } = await runtimeInfo();
-  const eagerDtype = flag('eager-dtype', 'auto') === 'auto' ? cpuDtype.auto : flag('eager-dtype', 'auto');
+  const eagerFlag = flag('eager-dtype', 'auto');
+  const eagerDtype = eagerFlag === 'auto' ? cpuDtype.auto : eagerFlag;
   if (eagerDtype !== 'float32' && eagerDtype !== 'bfloat16') throw new Error(`--eager-dtype: expected auto, float32 or bfloat16, got ${eagerDtype}`);
   const gemm: Record<string, number> = {};
   // Without AVX-512 bfloat16 GEMMs run on ATen's fallback at ~1 GFLOP/s: a 2048³ one would take minutes, 512³ tells.

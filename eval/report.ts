@@ -62,8 +62,10 @@ export interface Report {
   probe: ProbeResult | null;
   /** The held-out task after `m2vla add-skills` of its demonstrations into the full model's bank (no training). */
   skills: { with: EvalResult; log: string } | null;
-  /** What dtype 'auto' served the rows with, and the full model's run served with each other backbone dtype. */
-  /** The full model's trained run served with the other dtypes; `notRun`: those this CPU cannot run, and why. */
+  /**
+   * What dtype 'auto' served the rows with, the full model's run served with each other backbone dtype, and `notRun`:
+   * the dtypes this CPU cannot run, and why.
+   */
   dtypes?: { auto: string; rows: Array<{ dtype: string; result: EvalResult }>; notRun?: Array<{ dtype: string; reason: string }> } | null;
 }
 

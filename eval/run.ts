@@ -23,7 +23,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { getBinding } from '../lib/native/binding.js';
 import { runtimeInfo } from '../lib/runtime.js';
 import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
@@ -155,12 +154,11 @@ type FullRunExtras = Pick<Report, 'rephrased' | 'probe' | 'skills' | 'dtypes'>;
  */
 async function evaluateFullRun(ctx: Context, fullRun: string): Promise<FullRunExtras> {
   const { profile, logs, threads } = ctx;
-  const { cpuDtype } = await runtimeInfo();  // dtype 'auto''s measurement, on the worker, before resolvePlacement reads it
-  const auto = getBinding().resolvePlacement({ device: 'cpu', dtype: 'auto' });
+  const { cpuDtype } = await runtimeInfo();  // what dtype 'auto' picks here (its GEMM probe runs on the torch worker)
   // int8 needs AVX512-VNNI or AMX-INT8: on other CPUs its row says so instead of failing the whole eval.
   const notRun = cpuDtype.int8 ? [] : [{ dtype: 'int8', reason: 'this CPU has neither AVX512-VNNI nor AMX-INT8 (m2vla doctor)' }];
-  const dtypes: NonNullable<FullRunExtras['dtypes']> = { auto: `${auto.dtype} (${auto.reason})`, rows: [], notRun };
-  const runnable = ['float32', 'bfloat16', 'int8'].filter((d) => d !== auto.dtype && !notRun.some((n) => n.dtype === d));
+  const dtypes: NonNullable<FullRunExtras['dtypes']> = { auto: `${cpuDtype.auto} (${cpuDtype.reason})`, rows: [], notRun };
+  const runnable = ['float32', 'bfloat16', 'int8'].filter((d) => d !== cpuDtype.auto && !notRun.some((n) => n.dtype === d));
   for (const dtype of runnable) {
     log(`full: served with --dtype ${dtype}`);
     dtypes.rows.push({ dtype, result: await withServer(fullRun, path.join(logs, `serve-full-${dtype}.log`), (url) =>

@@ -24,7 +24,8 @@ enum class LinearKernel {
 };
 
 // The kernel of a model loaded for inference (not training): Int8 when asked, Onednn for bfloat16 on a CPU whose
-// oneDNN runs it (CpuMatrixFeatures::onednn_bf16), Aten otherwise (float32 on the CPU: MKL's sgemm behind at::linear is as fast as oneDNN's there).
+// oneDNN runs it (CpuMatrixFeatures::onednn_bf16), Aten otherwise (float32 on the CPU: MKL's sgemm behind at::linear
+// is as fast as oneDNN's there).
 LinearKernel inference_kernel(c10::Device device, at::ScalarType dtype, bool int8);
 
 // The checkpoint as model files read it: StateDict's lookups, each tensor converted to the model dtype as it is
