@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { resolveRunSpec, type BackboneConfig, type RunSpec } from './config.js';
 import { centerCropArea } from './images.js';
-import { DisposedError, InputError } from './errors.js';
-import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice } from './native/binding.js';
+import { DisposedError, InputError, toTypedError } from './errors.js';
+import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice, type NativePlacement } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
 import { PromptTokenizer } from './tokenizer.js';
@@ -128,7 +128,26 @@ const ASK_KEYS = optionKeys<AskOptions>({ maxNewTokens: true, stopIds: true });
 
 export async function loadBackbone(runDir: string, options: BackboneOptions = {}): Promise<Backbone> {
   checkOptions(options, BACKBONE_KEYS, 'loadBackbone');
+  resolvePlacement(options.device, options.dtype ?? 'float32');
   return loadBackboneFromSpec(resolveRunSpec(runDir, { statistics: false, head: false }), options);
+}
+
+/**
+ * The checked device and dtype: the rules (which strings, 'auto', what a build or GPU can run) are native/device.cc's
+ * alone; here only the types are checked. InputError for a malformed value, ConfigError for what cannot run here. A
+ * dtype far below this CPU's float32 speed is a process warning (code M2VLA_SLOW_DTYPE).
+ */
+export function resolvePlacement(device: unknown = 'cpu', dtype: unknown): NativePlacement {
+  if (typeof device !== 'string') throw new InputError(`device: expected a string ('cpu', 'cuda' or 'cuda:N'), got ${JSON.stringify(device)}`);
+  if (typeof dtype !== 'string') throw new InputError(`dtype: expected a string ('auto', 'float32', 'bfloat16', 'float16', 'int8'), got ${JSON.stringify(dtype)}`);
+  let placement: NativePlacement;
+  try {
+    placement = getBinding().resolvePlacement({ device, dtype });
+  } catch (e) {
+    throw toTypedError(e);
+  }
+  if (placement.warning) process.emitWarning(placement.warning, { code: 'M2VLA_SLOW_DTYPE' });
+  return placement;
 }
 
 /** loadBackbone over an already resolved run directory (loadPolicy resolves it once for the VLM and the head). */

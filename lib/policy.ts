@@ -9,9 +9,9 @@
  * in one.
  */
 import path from 'node:path';
-import { loadBackboneFromSpec, type Backbone } from './backbone.js';
+import { loadBackboneFromSpec, resolvePlacement, type Backbone } from './backbone.js';
 import { resolveRunSpec, type Ablation } from './config.js';
-import { DisposedError, InputError, NonFiniteError, toTypedError } from './errors.js';
+import { DisposedError, InputError, NonFiniteError } from './errors.js';
 import { resolveRunDir, type PullOptions } from './hub.js';
 import { probeCpuMatrix } from './runtime.js';
 import { loadHeadFromSpec, type ActionHead, type DenoiseOptions, type MemoryBankSnapshot } from './head.js';
@@ -346,8 +346,7 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   checkOptions(options, POLICY_KEYS, 'loadPolicy');
   runDir = await resolveRunDir(runDir, options.hub);
   await probeCpuMatrix();  // so that 'auto' never measures on this thread
-  const placement = resolvePlacement(options);
-  if (placement.warning) process.emitWarning(placement.warning, { code: 'M2VLA_SLOW_DTYPE' });
+  const placement = resolvePlacement(options.device, options.dtype ?? 'auto');
   const run = resolveRunSpec(runDir, { unnormKey: options.unnormKey });  // the one read of the run directory
   const centerCrop = centerCropArea(options.centerCrop);
   const on = { dtype: placement.dtype, device: placement.device as NativeDevice, threads: options.threads };
@@ -376,21 +375,6 @@ export async function loadPolicy(runDir: string, options: PolicyOptions = {}): P
   } catch (e) {
     backbone.dispose();
     throw e;
-  }
-}
-
-/**
- * The checked device and dtype: the rules (which strings, 'auto', what a build or GPU can run) are native/device.cc's
- * alone; here only the types are checked. InputError for a malformed value, ConfigError for what cannot run here.
- */
-function resolvePlacement(options: PolicyOptions): NativePlacement {
-  const { device = 'cpu', dtype = 'auto' } = options;
-  if (typeof device !== 'string') throw new InputError(`device: expected a string ('cpu', 'cuda' or 'cuda:N'), got ${JSON.stringify(device)}`);
-  if (typeof dtype !== 'string') throw new InputError(`dtype: expected a string ('auto', 'float32', 'bfloat16', 'float16', 'int8'), got ${JSON.stringify(dtype)}`);
-  try {
-    return getBinding().resolvePlacement({ device, dtype });
-  } catch (e) {
-    throw toTypedError(e);
   }
 }
 

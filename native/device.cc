@@ -118,7 +118,7 @@ Placement resolve_placement(const std::string& device, const std::string& dtype,
                   "but use 'float32' (or 'auto') for speed";
     if (p.int8 && !cpu.avx512_vnni && !cpu.amx_int8)
       fail(ErrorCode::Config, "dtype 'int8' needs a CPU with AVX512-VNNI or AMX-INT8 (oneDNN's int8 matmuls); this one has ",
-           "neither: use 'bfloat16', 'float32' or 'auto'");
+           "neither: use ", cpu.onednn_bf16 ? "'bfloat16', 'float32'" : "'float32'", " or 'auto'");
     return p;
   }
   const int index = device.size() > 4 ? std::stoi(device.substr(5)) : 0;

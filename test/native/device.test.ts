@@ -5,7 +5,7 @@
  * CUDA-specific expectations switch.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, InputError, loadPolicy, runtimeInfo, type Policy } from '../../lib/index.js';
+import { ConfigError, InputError, loadBackbone, loadPolicy, runtimeInfo, type Policy } from '../../lib/index.js';
 import { doctorCommand } from '../../lib/cli/doctor.js';
 import { getBinding } from '../../lib/native/binding.js';
 import type { NativeTensor } from '../../lib/native/binding.js';
@@ -120,6 +120,8 @@ describe("dtype 'auto' and 'int8' on the CPU", () => {
     expect(resolve('int8', { ...none, avx512Vnni: true })).toMatchObject({ dtype: 'int8', reason: 'asked for' });
     expect(resolve('int8', { ...none, amxInt8: true })).toMatchObject({ dtype: 'int8' });
     expect(() => resolve('int8')).toThrow(/dtype 'int8' needs a CPU with AVX512-VNNI or AMX-INT8 .* use 'bfloat16', 'float32' or 'auto'/);
+    // Without AVX-512 bfloat16 is no alternative (ATen's fallback, ~50x slower than float32): not suggested.
+    expect(() => resolve('int8', { ...none, onednnBf16: false })).toThrow(/AVX512-VNNI or AMX-INT8 .* use 'float32' or 'auto'$/);
     expect(() => resolve('int8', { ...none, amxInt8: true }, 'cuda:0')).toThrow(/dtype 'int8' runs on the CPU only .* use 'bfloat16', 'float16' or 'auto'/);
   });
 
@@ -131,18 +133,20 @@ describe("dtype 'auto' and 'int8' on the CPU", () => {
     expect(resolve('float32', avx2).warning).toBeUndefined();
   });
 
-  it("loadPolicy({ dtype: 'bfloat16' }) warns (M2VLA_SLOW_DTYPE) exactly where oneDNN cannot run bfloat16", async () => {
+  it.each([
+    ['loadPolicy', async () => { await using p = await loadPolicy(FIXTURE_A, { dtype: 'bfloat16' }); expect(p.metadata.dtype).toBe('bfloat16'); }],
+    ['loadBackbone', async () => { await using b = await loadBackbone(FIXTURE_A, { dtype: 'bfloat16' }); expect(b.dtype).toBe('bfloat16'); }],
+  ])("%s({ dtype: 'bfloat16' }) warns (M2VLA_SLOW_DTYPE) exactly where oneDNN cannot run bfloat16", async (_, load) => {
     const codes: string[] = [];
     const onWarning = (w: Error & { code?: string }) => { if (w.code) codes.push(w.code); };
     process.on('warning', onWarning);
     try {
-      await using p = await loadPolicy(FIXTURE_A, { dtype: 'bfloat16' });
-      expect(p.metadata.dtype).toBe('bfloat16');
+      await load();
       await new Promise((r) => setImmediate(r));  // warnings are emitted on the next tick
     } finally {
       process.off('warning', onWarning);
     }
-    expect(codes.includes('M2VLA_SLOW_DTYPE')).toBe(!info.cpuDtype.onednnBf16);
+    expect(codes.filter((c) => c === 'M2VLA_SLOW_DTYPE').length).toBe(info.cpuDtype.onednnBf16 ? 0 : 1);
   });
 
   it.runIf(!info.cpuDtype.int8)("loadPolicy({ dtype: 'int8' }) on this CPU -> ConfigError", async () => {
