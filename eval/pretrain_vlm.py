@@ -2,8 +2,9 @@
 
 The model is the Prismatic layout m2vla loads (DINOv2-style tower with class + 4 register tokens and LayerScale,
 SigLIP-style tower, the fused GELU MLP projector, a small Qwen2), with the tensor names and dims of a base run
-directory (lib/random-run.ts, eval/dims.ts EVAL_DIMS). It is trained from scratch with next-token loss on the answer
-tokens only, on questions about rendered scenes (both cameras, as the policy sees them):
+directory (lib/random-run.ts, eval/dims.ts EVAL_DIMS). The towers keep the base's weights (frozen, as Prismatic keeps
+its pretrained towers; --towers trained trains them too); the projector and the LLM are trained from scratch with
+next-token loss on the answer tokens only, on questions about rendered scenes (both cameras, as the policy sees them):
   - colour, shape, presence and count of the objects;
   - where an object is (left / right / center of the table, front / back), which is closer to the bowl or plate;
   - relations (is A left of B), what lies in the bowl or on the plate;
@@ -40,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 PALETTE = {"red": (0.85, 0.1, 0.1), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1), "green": (0.1, 0.7, 0.2),
            "purple": (0.55, 0.15, 0.75), "orange": (0.95, 0.5, 0.05)}
 BODIES = {"red_cube": "cube", "blue_cube": "cube", "yellow_cylinder": "cylinder"}
@@ -318,13 +319,18 @@ def build_model(manifest: dict, cfg: dict):
                              rope_theta=tc["rope_theta"], tie_word_embeddings=True, max_position_embeddings=4096)
             self.language_model = Qwen2ForCausalLM(qc)
 
-        def patches(self, pixels):  # [B, 6 * num_images, S, S] -> [B, num_images * patches, hidden]
+        def towers(self, pixels):  # [B, 6 * num_images, S, S] -> [B, num_images * patches, dino + siglip dims]
             b, _, s, _ = pixels.shape
             per = pixels.view(b, self.num_images, 2, 3, s, s)
             dino = self.vision_backbone.featurizer(per[:, :, 0].reshape(-1, 3, s, s))
             sig = self.vision_backbone.fused_featurizer(per[:, :, 1].reshape(-1, 3, s, s))
             fused = torch.cat([dino, sig], -1)
-            fused = fused.view(b, self.num_images * fused.shape[1], fused.shape[2])
+            return fused.view(b, self.num_images * fused.shape[1], fused.shape[2])
+
+        def patches(self, pixels):  # [B, 6 * num_images, S, S] -> [B, num_images * patches, hidden]
+            return self.project(self.towers(pixels))
+
+        def project(self, fused):
             p = self.projector
             return p.fc3(torch.nn.functional.gelu(p.fc2(torch.nn.functional.gelu(p.fc1(fused)))))
 
@@ -357,7 +363,7 @@ def recipe_hash(args, base: str) -> str:
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
     # The recipe is what decides the weights: a step budget, not a time budget, so the same hash means the same model.
-    h.update(json.dumps({k: getattr(args, k) for k in ("steps", "seed", "batch", "questions", "lr", "scenes", "heldout")},
+    h.update(json.dumps({k: getattr(args, k) for k in ("steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers")},
                         sort_keys=True).encode())
     for name in ("config.json", "manifest.json", "tokenizer.json"):
         with open(os.path.join(base, name), "rb") as f:
@@ -370,13 +376,17 @@ def main() -> None:
     p.add_argument("--base", required=True, help="a random run directory with the eval's dims (configs, tokenizer)")
     p.add_argument("--out-root", required=True)
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps (warmup, then cosine decay to 5 %%)")
-    p.add_argument("--scenes", type=int, default=3000, help="distinct training scenes rendered")
+    p.add_argument("--scenes", type=int, default=16000, help="distinct training scenes rendered")
     p.add_argument("--batch", type=int, default=8, help="scenes per step")
     p.add_argument("--questions", type=int, default=4, help="questions per scene and step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--heldout", type=int, default=60, help="held-out scenes for the accuracy")
+    p.add_argument("--towers", choices=("frozen", "trained"), default="frozen",
+                   help="frozen: the vision towers keep the base's weights and only the projector and the LLM train "
+                        "(Prismatic's recipe: towers trained from scratch on these questions kept only what the answers "
+                        "need, and the policy on top lost the scene geometry); trained: all of it from scratch")
     args = p.parse_args()
 
     base = os.path.abspath(args.base)
@@ -410,13 +420,38 @@ def pretrain(args, base: str, final: str) -> None:
     size = manifest["vision"]["image_size"]
     env = TabletopEnv(size)
 
+    model = build_model(manifest, cfg)
+    base_sd = load_file(os.path.join(base, "model.safetensors"))
+    frozen = args.towers == "frozen"
+    if frozen:
+        towers = {k[len("vision_backbone."):]: v.float() for k, v in base_sd.items()
+                  if k.startswith("vision_backbone.") and ".attn_pool." not in k}  # the MAP head stays in `kept`
+        model.vision_backbone.load_state_dict(towers)
+        model.vision_backbone.requires_grad_(False)
+
+    # What a step feeds per scene, made once: the pixel values (bfloat16 halves the memory; the rounding is below the
+    # model's float32 noise), or with frozen towers their features (~16 KB a scene: many scenes fit, and the projector
+    # and LLM see a scene ~1-2 times instead of memorizing a few thousand).
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
-    train_scenes = []
+    train_scenes, scene_inputs, pending = [], [], []
+
+    def encode_pending():
+        x = torch.stack([pixel_values(list(frames), prep) for frames in pending])
+        if frozen:
+            with torch.no_grad():
+                x = model.towers(x)
+        scene_inputs.extend(x.to(torch.bfloat16))
+        pending.clear()
+
     for _ in range(args.scenes):
         s = sample_scene(rng)
-        frames = render_scene(env, s)
-        train_scenes.append((s, frames))  # uint8: pixel values are made per batch (a float copy of every scene is ~1 GB)
+        train_scenes.append(s)
+        pending.append(render_scene(env, s))
+        if len(pending) == 64:
+            encode_pending()
+    if pending:
+        encode_pending()
     held_rng = np.random.default_rng(args.seed + 10**6)
     held = []
     for _ in range(args.heldout):
@@ -425,13 +460,13 @@ def pretrain(args, base: str, final: str) -> None:
         for kind, q, a in questions(s, held_rng, HELD_OUT_TEMPLATES, ROBOT_HELD_OUT):
             held.append({"kind": kind, "question": q, "answer": a, "frames": frames})
     render_s = time.time() - t0
-    print(f"rendered {len(train_scenes)} training scenes, {args.heldout} held-out ({len(held)} questions) in {render_s:.0f} s", flush=True)
+    print(f"rendered {len(train_scenes)} training scenes ({'tower features' if frozen else 'pixels'} kept), "
+          f"{args.heldout} held-out ({len(held)} questions) in {render_s:.0f} s", flush=True)
 
-    model = build_model(manifest, cfg)
-    base_sd = load_file(os.path.join(base, "model.safetensors"))
     # Tensors the policy never reads keep the base's values: SigLIP's MAP head and the action queries (the head trains them).
     kept = {k: v for k, v in base_sd.items() if ".attn_pool." in k or k == "action_queries.weight"}
-    opt = torch.optim.AdamW([q for q in model.parameters()], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    trained = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     losses = []
     encoded: dict[tuple[str, str], tuple[list[int], int]] = {}  # the templates make a few thousand distinct pairs
 
@@ -442,7 +477,8 @@ def pretrain(args, base: str, final: str) -> None:
         return encoded[q, a]
 
     def batch_loss(items):
-        """items: (pixels, [(q, a), ...]) per scene; loss over answer tokens (and <|im_end|>) only."""
+        """items: (pixels, or the frozen towers' features, [(q, a), ...]) per scene; loss over answer tokens (and
+        <|im_end|>) only."""
         seqs, pix = [], []
         for pixels, qa in items:
             for q, a in qa:
@@ -456,7 +492,7 @@ def pretrain(args, base: str, final: str) -> None:
             labels[i, np_: len(s)] = torch.tensor(s[np_:])
         # Scenes' patches computed once per scene, repeated for their questions.
         uniq = torch.stack([px for px, _ in items])
-        patches = model.patches(uniq)
+        patches = model.project(uniq if frozen else model.towers(uniq))
         counts = torch.tensor([len(qa) for _, qa in items])
         patches = patches.repeat_interleave(counts, 0)
         logits = model.logits(patches, ids)
@@ -466,8 +502,6 @@ def pretrain(args, base: str, final: str) -> None:
         return torch.nn.functional.cross_entropy(text_logits[:, :-1].reshape(-1, text_logits.shape[-1]),
                                                  labels[:, 1:].reshape(-1), ignore_index=-100)
 
-    # Pixel values of every scene once (bfloat16 halves the memory; the rounding is below the model's float32 noise).
-    scene_pixels = [pixel_values(list(frames), prep).to(torch.bfloat16) for _, frames in train_scenes]
     t_train = time.time()
     warmup = min(100, args.steps // 10 + 1)
     for step in range(args.steps):
@@ -477,13 +511,13 @@ def pretrain(args, base: str, final: str) -> None:
         idx = rng.integers(len(train_scenes), size=args.batch)
         items = []
         for i in idx:
-            qa = questions(train_scenes[i][0], rng, TRAIN_TEMPLATES, ROBOT_TRAIN)
+            qa = questions(train_scenes[i], rng, TRAIN_TEMPLATES, ROBOT_TRAIN)
             sel = rng.permutation(len(qa))[: args.questions]
-            items.append((scene_pixels[i].float(), [(qa[j][1], qa[j][2]) for j in sel]))
+            items.append((scene_inputs[i].float(), [(qa[j][1], qa[j][2]) for j in sel]))
         loss = batch_loss(items)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         losses.append(loss.item())
         if (step + 1) % 25 == 0:
@@ -518,7 +552,7 @@ def pretrain(args, base: str, final: str) -> None:
         write_run(tmp, final, base, model, base_sd, kept, cfg, held, tok, im_end, size, {
             "recipe": os.path.basename(final), "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
             "total_seconds": round(time.time() - started, 1), "steps": step, "scenes": args.scenes,
-            "batch_scenes": args.batch, "questions_per_scene": args.questions, "threads": args.threads,
+            "batch_scenes": args.batch, "questions_per_scene": args.questions, "threads": args.threads, "towers": args.towers,
             "final_loss": float(np.mean(losses[-100:])), "heldout_accuracy_pytorch": accuracy})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed: never a half-written VLM

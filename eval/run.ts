@@ -64,7 +64,7 @@ const TRAINING_SLOTS = Math.min(4, os.availableParallelism());
 const TRAINING_THREADS = Math.max(1, Math.floor(os.availableParallelism() / TRAINING_SLOTS));
 
 /** The VLM's pretraining budget in optimizer steps (part of its recipe hash: the same steps, the same cached VLM). */
-const PRETRAIN_STEPS = 600;
+const PRETRAIN_STEPS = 3000;
 
 export const VARIANTS = [
   { name: 'full', label: 'M²-VLA (full)', ablation: null },
@@ -195,7 +195,7 @@ async function pretrainedBackbone(ctx: Context, base: string, steps: number): Pr
   const logFile = path.join(ctx.logs, 'pretrain-vlm.log');
   fs.rmSync(logFile, { force: true });
   await run(PYTHON, [path.join(EVAL_DIR, 'pretrain_vlm.py'), '--base', base, '--out-root', cache, '--steps', String(steps),
-    '--scenes', '2000', '--heldout', '40'],
+    '--scenes', '16000', '--heldout', '40'],
     logFile, env).catch((e: Error) => {
     throw new Error(`${e.message}\n(pretraining needs torch, transformers, safetensors and tokenizers on M2VLA_PYREF=${torchDir})`);
   });
