@@ -363,7 +363,7 @@ def recipe_hash(args, base: str) -> str:
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
     # The recipe is what decides the weights: a step budget, not a time budget, so the same hash means the same model.
-    h.update(json.dumps({k: getattr(args, k) for k in ("steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers")},
+    h.update(json.dumps({k: getattr(args, k) for k in ("steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers", "patch_rms")},
                         sort_keys=True).encode())
     for name in ("config.json", "manifest.json", "tokenizer.json"):
         with open(os.path.join(base, name), "rb") as f:
@@ -383,6 +383,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--heldout", type=int, default=60, help="held-out scenes for the accuracy")
+    p.add_argument("--patch-rms", type=float, default=2.0,
+                   help="the patches' RMS (per token) above which a squared penalty applies (0: none)")
     p.add_argument("--towers", choices=("frozen", "trained"), default="frozen",
                    help="frozen: the vision towers keep the base's weights and only the projector and the LLM train "
                         "(Prismatic's recipe: towers trained from scratch on these questions kept only what the answers "
@@ -493,14 +495,19 @@ def pretrain(args, base: str, final: str) -> None:
         # Scenes' patches computed once per scene, repeated for their questions.
         uniq = torch.stack([px for px, _ in items])
         patches = model.project(uniq if frozen else model.towers(uniq))
+        # Left free, the projector scales the patches up (RMS 10-12, single values ~75, against ~1.9 for the random
+        # projector): the LLM then leaves them almost untouched through its layers, so every layer the head reads
+        # carries the same few large dimensions, and its L1 skill keys are decided by them.
+        excess = (patches.pow(2).mean(-1).sqrt() - args.patch_rms).clamp_min(0).pow(2).mean() if args.patch_rms else 0.0
         counts = torch.tensor([len(qa) for _, qa in items])
         patches = patches.repeat_interleave(counts, 0)
         logits = model.logits(patches, ids)
         npatch = patches.shape[1]
         # Logits at sequence position j predict token j+1; token i of ids sits at position i + npatch (i >= 1).
         text_logits = torch.cat([logits[:, :1], logits[:, 1 + npatch:]], 1)  # positions of ids[0], ids[1:]
-        return torch.nn.functional.cross_entropy(text_logits[:, :-1].reshape(-1, text_logits.shape[-1]),
-                                                 labels[:, 1:].reshape(-1), ignore_index=-100)
+        answers = torch.nn.functional.cross_entropy(text_logits[:, :-1].reshape(-1, text_logits.shape[-1]),
+                                                    labels[:, 1:].reshape(-1), ignore_index=-100)
+        return answers, excess
 
     t_train = time.time()
     warmup = min(100, args.steps // 10 + 1)
@@ -514,14 +521,15 @@ def pretrain(args, base: str, final: str) -> None:
             qa = questions(train_scenes[i], rng, TRAIN_TEMPLATES, ROBOT_TRAIN)
             sel = rng.permutation(len(qa))[: args.questions]
             items.append((scene_inputs[i].float(), [(qa[j][1], qa[j][2]) for j in sel]))
-        loss = batch_loss(items)
+        answers, excess = batch_loss(items)
+        loss = answers + excess
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(answers.item())
         if (step + 1) % 25 == 0:
-            print(f"step {step + 1}/{args.steps} loss {np.mean(losses[-25:]):.3f} lr {lr:.2e} {time.time() - t_train:.0f} s", flush=True)
+            print(f"step {step + 1}/{args.steps} loss {np.mean(losses[-25:]):.3f} patch-rms excess {float(excess):.3f} lr {lr:.2e} {time.time() - t_train:.0f} s", flush=True)
     train_s = time.time() - t_train
     step = args.steps
 
@@ -553,6 +561,7 @@ def pretrain(args, base: str, final: str) -> None:
             "recipe": os.path.basename(final), "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
             "total_seconds": round(time.time() - started, 1), "steps": step, "scenes": args.scenes,
             "batch_scenes": args.batch, "questions_per_scene": args.questions, "threads": args.threads, "towers": args.towers,
+            "patch_rms": args.patch_rms,
             "final_loss": float(np.mean(losses[-100:])), "heldout_accuracy_pytorch": accuracy})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed: never a half-written VLM

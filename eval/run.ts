@@ -215,8 +215,8 @@ async function main() {
   if (v.help || (!v.quick && !v.full && !v.run)) {
     console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
       '       [--vlm pretrained|random] [--pretrain-steps N] [--no-random-row]\n' +
-      '  --quick  36 demos per task, 3 x 2400 training steps, 10 episodes per task: 27 min on 2 idle cores with the\n' +
-      '           VLM and demos cached (2026-12-07; +11 min to pretrain the VLM, +2 min to record the demos)\n' +
+      '  --quick  36 demos per task, 3 x 2400 training steps, 10 episodes per task: 26 min on 2 idle cores with the\n' +
+      '           VLM and demos cached (2026-12-07; +15 min to pretrain the VLM, +2 min to record the demos)\n' +
       '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
       '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
       '           apt-get install libosmesa6 with sudo when OSMesa is missing)');
