@@ -14,6 +14,7 @@ import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice, ty
 import { runTorchJob } from './native/queue.js';
 import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
 import { PromptTokenizer } from './tokenizer.js';
+import { probeCpuMatrix } from './runtime.js';
 import { checkOptions, optionKeys } from './options.js';
 
 export interface BackboneOptions {
@@ -128,6 +129,7 @@ const ASK_KEYS = optionKeys<AskOptions>({ maxNewTokens: true, stopIds: true });
 
 export async function loadBackbone(runDir: string, options: BackboneOptions = {}): Promise<Backbone> {
   checkOptions(options, BACKBONE_KEYS, 'loadBackbone');
+  await probeCpuMatrix();  // resolvePlacement reads the CPU's features: their first read measures GEMMs, never on this thread
   resolvePlacement(options.device, options.dtype ?? 'float32');
   return loadBackboneFromSpec(resolveRunSpec(runDir, { statistics: false, head: false }), options);
 }
@@ -135,7 +137,8 @@ export async function loadBackbone(runDir: string, options: BackboneOptions = {}
 /**
  * The checked device and dtype: the rules (which strings, 'auto', what a build or GPU can run) are native/device.cc's
  * alone; here only the types are checked. InputError for a malformed value, ConfigError for what cannot run here. A
- * dtype far below this CPU's float32 speed is a process warning (code M2VLA_SLOW_DTYPE).
+ * dtype far below this CPU's float32 speed is a process warning (code M2VLA_SLOW_DTYPE). Callers await
+ * probeCpuMatrix() first: the rules read the CPU's features, whose first read measures GEMMs.
  */
 export function resolvePlacement(device: unknown = 'cpu', dtype: unknown): NativePlacement {
   if (typeof device !== 'string') throw new InputError(`device: expected a string ('cpu', 'cuda' or 'cuda:N'), got ${JSON.stringify(device)}`);
