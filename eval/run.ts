@@ -195,7 +195,7 @@ async function pretrainedBackbone(ctx: Context, base: string, steps: number): Pr
   const logFile = path.join(ctx.logs, 'pretrain-vlm.log');
   fs.rmSync(logFile, { force: true });
   await run(PYTHON, [path.join(EVAL_DIR, 'pretrain_vlm.py'), '--base', base, '--out-root', cache, '--steps', String(steps),
-    '--scenes', '16000', '--heldout', '40'],
+    '--heldout', '40'],
     logFile, env).catch((e: Error) => {
     throw new Error(`${e.message}\n(pretraining needs torch, transformers, safetensors and tokenizers on M2VLA_PYREF=${torchDir})`);
   });
