@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadPolicy, measureGemmPeak, runtimeInfo } from '../lib/index.js';
+import { placementRefusal } from '../lib/backbone.js';
 import { fmt, fullsizeRun, printTable, runEager, stats, writeResults } from './harness.js';
 
 const argv = process.argv.slice(2);
@@ -76,7 +77,8 @@ if (argv.includes('--child')) {
   const defaults = ['float32', ...(cpuDtype.onednnBf16 ? ['bfloat16'] : []), ...(cpuDtype.int8 ? ['int8'] : [])];
   if (!argv.includes('--dtypes')) {
     if (!cpuDtype.onednnBf16) console.log('bfloat16: not run, this CPU has no AVX-512 (ATen\'s fallback bfloat16 GEMM)');
-    if (!cpuDtype.int8) console.log('int8: not run, this CPU has neither AVX512-VNNI nor AMX-INT8');
+    const int8Refusal = placementRefusal('cpu', 'int8');
+    if (int8Refusal) console.log(`int8: not run: ${int8Refusal}`);
   }
   for (const dtype of flag('dtypes', defaults.join(',')).split(',')) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--dtype', dtype, ...argv],

@@ -23,6 +23,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { placementRefusal } from '../lib/backbone.js';
 import { runtimeInfo } from '../lib/runtime.js';
 import { ensureRandomRun, TINY_TOKENIZER_DIR } from '../lib/random-run.js';
 import { analyzeRun, type RunAnalysis } from './analysis.js';
@@ -155,8 +156,11 @@ type FullRunExtras = Pick<Report, 'rephrased' | 'probe' | 'skills' | 'dtypes'>;
 async function evaluateFullRun(ctx: Context, fullRun: string): Promise<FullRunExtras> {
   const { profile, logs, threads } = ctx;
   const { cpuDtype } = await runtimeInfo();  // what dtype 'auto' picks here (its GEMM probe runs on the torch worker)
-  // int8 needs AVX512-VNNI or AMX-INT8: on other CPUs its row says so instead of failing the whole eval.
-  const notRun = cpuDtype.int8 ? [] : [{ dtype: 'int8', reason: 'this CPU has neither AVX512-VNNI nor AMX-INT8 (m2vla doctor)' }];
+  // A dtype this CPU cannot run (int8 without AVX512-VNNI or AMX-INT8): its row says why instead of failing the eval.
+  const notRun = ['int8'].flatMap((dtype) => {
+    const reason = placementRefusal('cpu', dtype);
+    return reason ? [{ dtype, reason }] : [];
+  });
   const dtypes: NonNullable<FullRunExtras['dtypes']> = { auto: `${cpuDtype.auto} (${cpuDtype.reason})`, rows: [], notRun };
   const runnable = ['float32', 'bfloat16', 'int8'].filter((d) => d !== cpuDtype.auto && !notRun.some((n) => n.dtype === d));
   for (const dtype of runnable) {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { resolveRunSpec, type BackboneConfig, type RunSpec } from './config.js';
 import { centerCropArea } from './images.js';
-import { DisposedError, InputError, toTypedError } from './errors.js';
+import { ConfigError, DisposedError, InputError, toTypedError } from './errors.js';
 import { getBinding, type ModelDtype, type NativeBackbone, type NativeDevice, type NativePlacement } from './native/binding.js';
 import { runTorchJob } from './native/queue.js';
 import { packObservations, type Observation, type PackedBatch, type TensorData } from './observation.js';
@@ -20,9 +20,10 @@ import { checkOptions, optionKeys } from './options.js';
 export interface BackboneOptions {
   /**
    * Weights and computation dtype (float16 on CUDA only; int8 = W8A8 linears, the rest bfloat16, on a CPU with
-   * AVX512-VNNI or AMX-INT8). Default float32.
+   * AVX512-VNNI or AMX-INT8; 'auto' = what loadPolicy's 'auto' picks on this machine, `backbone.dtype` says which).
+   * Default float32.
    */
-  dtype?: ModelDtype;
+  dtype?: 'auto' | ModelDtype;
   /** Where the weights live and forward() runs ('cuda:N' needs a CUDA build). Default 'cpu'. */
   device?: NativeDevice;
   /** Torch threads for this model's jobs (default: libtorch's choice). */
@@ -130,8 +131,9 @@ const ASK_KEYS = optionKeys<AskOptions>({ maxNewTokens: true, stopIds: true });
 export async function loadBackbone(runDir: string, options: BackboneOptions = {}): Promise<Backbone> {
   checkOptions(options, BACKBONE_KEYS, 'loadBackbone');
   await probeCpuMatrix();  // resolvePlacement reads the CPU's features: their first read measures GEMMs, never on this thread
-  resolvePlacement(options.device, options.dtype ?? 'float32');
-  return loadBackboneFromSpec(resolveRunSpec(runDir, { statistics: false, head: false }), options);
+  const placement = resolvePlacement(options.device, options.dtype ?? 'float32');
+  return loadBackboneFromSpec(resolveRunSpec(runDir, { statistics: false, head: false }),
+    { ...options, dtype: placement.dtype, device: placement.device as NativeDevice });
 }
 
 /**
@@ -153,11 +155,29 @@ export function resolvePlacement(device: unknown = 'cpu', dtype: unknown): Nativ
   return placement;
 }
 
-/** loadBackbone over an already resolved run directory (loadPolicy resolves it once for the VLM and the head). */
-export async function loadBackboneFromSpec(spec: RunSpec, options: BackboneOptions): Promise<Backbone> {
+/**
+ * Why `dtype` cannot run on `device` in this build and on this CPU (the ConfigError message of native/device.cc's
+ * rules, which say what works instead), or undefined when it can. Callers await probeCpuMatrix() first.
+ */
+export function placementRefusal(device: string, dtype: string): string | undefined {
+  try {
+    getBinding().resolvePlacement({ device, dtype });
+    return undefined;
+  } catch (e) {
+    const error = toTypedError(e);
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+}
+
+/**
+ * loadBackbone over an already resolved run directory and placement (loadPolicy resolves both once for the VLM and
+ * the head).
+ */
+export async function loadBackboneFromSpec(spec: RunSpec, options: BackboneOptions & { dtype: ModelDtype }): Promise<Backbone> {
   const { dir: runDir, backbone: config } = spec;
   const centerCrop = centerCropArea(options.centerCrop);  // checked at load, not at the first act
-  const dtype = options.dtype ?? 'float32';
+  const dtype = options.dtype;
   const modelPath = spec.files.model;
   const tokenizer = fs.existsSync(path.join(runDir, 'tokenizer.json')) ? await PromptTokenizer.load(runDir, { vocabSize: config.llm.vocabSize }) : undefined;
   const native = await runTorchJob(() => getBinding().createBackbone({

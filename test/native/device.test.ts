@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, InputError, loadBackbone, loadPolicy, runtimeInfo, type Policy } from '../../lib/index.js';
+import { placementRefusal } from '../../lib/backbone.js';
 import { doctorCommand } from '../../lib/cli/doctor.js';
 import { getBinding } from '../../lib/native/binding.js';
 import type { NativeTensor } from '../../lib/native/binding.js';
@@ -147,6 +148,20 @@ describe("dtype 'auto' and 'int8' on the CPU", () => {
       process.off('warning', onWarning);
     }
     expect(codes.filter((c) => c === 'M2VLA_SLOW_DTYPE').length).toBe(info.cpuDtype.onednnBf16 ? 0 : 1);
+  });
+
+  it("loadBackbone({ dtype: 'auto' }) reports the dtype it chose, the one loadPolicy's 'auto' chooses", async () => {
+    await using p = await loadPolicy(FIXTURE_A, { dtype: 'auto' });
+    await using b = await loadBackbone(FIXTURE_A, { dtype: 'auto' });
+    expect(b.dtype).toBe(p.metadata.dtype);
+    expect(['float32', 'bfloat16']).toContain(b.dtype);
+  });
+
+  it("placementRefusal: the ConfigError's words for what cannot run here (eval and bench rows), nothing for what can", () => {
+    expect(placementRefusal('cpu', 'float32')).toBeUndefined();
+    expect(placementRefusal('cpu', 'int8')).toEqual(info.cpuDtype.int8 ? undefined : expect.stringMatching(/needs a CPU with AVX512-VNNI or AMX-INT8.*use /));
+    expect(placementRefusal('cpu', 'float16')).toMatch(/'float16' is for CUDA devices/);
+    expect(() => placementRefusal('cpu', 'fp8')).toThrow(InputError);
   });
 
   it.runIf(!info.cpuDtype.int8)("loadPolicy({ dtype: 'int8' }) on this CPU -> ConfigError", async () => {
