@@ -17,7 +17,7 @@ question phrasings in HELD_OUT_TEMPLATES.
 
 Output: a run directory in the released layout (the base's files, model.safetensors replaced), written as
 <out-root>/vlm-<recipe hash>.tmp-<pid> and renamed when complete, so a stopped run leaves no half-written VLM; an
-existing <out-root>/vlm-<hash> (same script, options and base) is reused. Also written: heldout.json (questions
+existing <out-root>/vlm-<hash> (same RECIPE_VERSION, options and base) is reused. Also written: heldout.json (questions
 with their images, for m2vla's ask(), eval/vqa.ts) and pretrain.json (time, loss, held-out accuracy in PyTorch).
 
   PYTHONPATH=eval/.venv-target:/work/pyref MUJOCO_GL=osmesa python3 eval/pretrain_vlm.py \\
@@ -41,6 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
+# Part of the recipe hash with the options and the base: bump it with any change to this file that changes the weights
+# (scenes, questions, model, training), so that a cached VLM is never reused for another recipe; edits that do not
+# (comments, measurements, output) keep the cache.
 RECIPE_VERSION = 3
 PALETTE = {"red": (0.85, 0.1, 0.1), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1), "green": (0.1, 0.7, 0.2),
            "purple": (0.55, 0.15, 0.75), "orange": (0.95, 0.5, 0.05)}
@@ -360,11 +363,9 @@ def pixel_values(frames: list[np.ndarray], prep: dict):
 
 def recipe_hash(args, base: str) -> str:
     h = hashlib.sha256()
-    with open(os.path.abspath(__file__), "rb") as f:
-        h.update(f.read())
     # The recipe is what decides the weights: a step budget, not a time budget, so the same hash means the same model.
-    h.update(json.dumps({k: getattr(args, k) for k in ("steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers", "patch_rms")},
-                        sort_keys=True).encode())
+    h.update(json.dumps({"version": RECIPE_VERSION, **{k: getattr(args, k) for k in (
+        "steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers", "patch_rms")}}, sort_keys=True).encode())
     for name in ("config.json", "manifest.json", "tokenizer.json"):
         with open(os.path.join(base, name), "rb") as f:
             h.update(f.read())
@@ -481,11 +482,7 @@ def pretrain(args, base: str, final: str) -> None:
     def batch_loss(items):
         """items: (pixels, or the frozen towers' features, [(q, a), ...]) per scene; loss over answer tokens (and
         <|im_end|>) only."""
-        seqs, pix = [], []
-        for pixels, qa in items:
-            for q, a in qa:
-                seqs.append(encode(q, a))
-                pix.append(pixels)
+        seqs = [encode(q, a) for _, qa in items for q, a in qa]
         T = max(len(s) for s, _ in seqs)
         ids = torch.zeros(len(seqs), T, dtype=torch.long)
         labels = torch.full((len(seqs), T), -100, dtype=torch.long)
