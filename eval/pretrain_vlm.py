@@ -170,8 +170,8 @@ ROBOT_TRAIN = (ACTION_VERBS, PLATE_VERBS, LIFT)
 ROBOT_HELD_OUT = ([("transfer", "into"), ("carry", "to")], [("lay", "on"), ("bring", "to")], ["hold up the {obj}"])
 
 
-def questions(scene: dict, rng, templates: dict, robot: tuple | None) -> list[tuple[str, str, str]]:
-    """(kind, question, answer) about a scene, one or more per kind that applies."""
+def questions(scene: dict, rng, templates: dict, robot: tuple | None, robot_answer: str) -> list[tuple[str, str, str]]:
+    """(kind, question, answer) about a scene, one or more per kind that applies; robot_answer: --robot-answer."""
     objs = scene["objects"]
     out = []
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
@@ -222,9 +222,12 @@ def questions(scene: dict, rng, templates: dict, robot: tuple | None) -> list[tu
             task = f"{verb} the {synonyms(o, rng)} {prep} the plate"
         else:
             task = pick(lift).format(obj=synonyms(o, rng))
-        # The answer's first token names the side: the policy reads the last prompt token's hidden state (SPEC 1.5's
-        # "AQ" slice starts there), and that is the position that predicts the first answer token.
-        out.append(("robot", f"What action should the robot take to {task}?", f"{side(o['xy'])} {depth(o['xy'])}"))
+        # The policy reads the last prompt token's hidden state (SPEC 1.5's "AQ" slice starts there), the position that
+        # predicts the answer's first token: 'where' makes it the side of the object (grounding), 'target' the object's
+        # canonical colour (the instruction parsed, whatever its verbs and nouns), then its shape and place.
+        where = f"{side(o['xy'])} {depth(o['xy'])}"
+        answer = where if robot_answer == "where" else f"{o['colour']} {o['shape']} {where}"
+        out.append(("robot", f"What action should the robot take to {task}?", answer))
     return out
 
 
@@ -365,7 +368,7 @@ def recipe_hash(args, base: str) -> str:
     h = hashlib.sha256()
     # The recipe is what decides the weights: a step budget, not a time budget, so the same hash means the same model.
     h.update(json.dumps({"version": RECIPE_VERSION, **{k: getattr(args, k) for k in (
-        "steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers", "patch_rms")}}, sort_keys=True).encode())
+        "steps", "seed", "batch", "questions", "lr", "scenes", "heldout", "towers", "patch_rms", "robot_answer")}}, sort_keys=True).encode())
     for name in ("config.json", "manifest.json", "tokenizer.json"):
         with open(os.path.join(base, name), "rb") as f:
             h.update(f.read())
@@ -386,6 +389,9 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=60, help="held-out scenes for the accuracy")
     p.add_argument("--patch-rms", type=float, default=2.0,
                    help="the patches' RMS (per token) above which a squared penalty applies (0: none)")
+    p.add_argument("--robot-answer", choices=("where", "target"), default="where",
+                   help="the answer to the robot's prompt: 'where' = the side and depth of the object to grasp; 'target' "
+                        "= its colour and shape first (the instruction parsed), then side and depth")
     p.add_argument("--towers", choices=("frozen", "trained"), default="frozen",
                    help="frozen: the vision towers keep the base's weights and only the projector and the LLM train "
                         "(Prismatic's recipe: towers trained from scratch on these questions kept only what the answers "
@@ -460,7 +466,7 @@ def pretrain(args, base: str, final: str) -> None:
     for _ in range(args.heldout):
         s = sample_scene(held_rng)
         frames = render_scene(env, s)
-        for kind, q, a in questions(s, held_rng, HELD_OUT_TEMPLATES, ROBOT_HELD_OUT):
+        for kind, q, a in questions(s, held_rng, HELD_OUT_TEMPLATES, ROBOT_HELD_OUT, args.robot_answer):
             held.append({"kind": kind, "question": q, "answer": a, "frames": frames})
     render_s = time.time() - t0
     print(f"rendered {len(train_scenes)} training scenes ({'tower features' if frozen else 'pixels'} kept), "
@@ -515,7 +521,7 @@ def pretrain(args, base: str, final: str) -> None:
         idx = rng.integers(len(train_scenes), size=args.batch)
         items = []
         for i in idx:
-            qa = questions(train_scenes[i], rng, TRAIN_TEMPLATES, ROBOT_TRAIN)
+            qa = questions(train_scenes[i], rng, TRAIN_TEMPLATES, ROBOT_TRAIN, args.robot_answer)
             sel = rng.permutation(len(qa))[: args.questions]
             items.append((scene_inputs[i].float(), [(qa[j][1], qa[j][2]) for j in sel]))
         answers, excess = batch_loss(items)
@@ -558,7 +564,7 @@ def pretrain(args, base: str, final: str) -> None:
             "recipe": os.path.basename(final), "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
             "total_seconds": round(time.time() - started, 1), "steps": step, "scenes": args.scenes,
             "batch_scenes": args.batch, "questions_per_scene": args.questions, "threads": args.threads, "towers": args.towers,
-            "patch_rms": args.patch_rms,
+            "patch_rms": args.patch_rms, "robot_answer": args.robot_answer,
             "final_loss": float(np.mean(losses[-100:])), "heldout_accuracy_pytorch": accuracy})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed: never a half-written VLM

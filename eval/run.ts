@@ -65,7 +65,7 @@ const TRAINING_SLOTS = Math.min(4, os.availableParallelism());
 const TRAINING_THREADS = Math.max(1, Math.floor(os.availableParallelism() / TRAINING_SLOTS));
 
 /** The VLM's pretraining budget in optimizer steps (part of its recipe hash: the same steps, the same cached VLM). */
-const PRETRAIN_STEPS = 3000;
+const PRETRAIN_STEPS = 6000;
 
 export const VARIANTS = [
   { name: 'full', label: 'M²-VLA (full)', ablation: null },
@@ -191,7 +191,7 @@ async function evaluateFullRun(ctx: Context, fullRun: string): Promise<FullRunEx
  * The pretrained backbone: eval/pretrain_vlm.py over the random base's layout (PyTorch on the CPU, from M2VLA_PYREF or
  * .pyref/), reused when its recipe's directory exists. Returns the run directory and what pretraining recorded.
  */
-async function pretrainedBackbone(ctx: Context, base: string, steps: number): Promise<{ dir: string; info: Record<string, unknown> }> {
+async function pretrainedBackbone(ctx: Context, base: string, steps: number, robotAnswer: string): Promise<{ dir: string; info: Record<string, unknown> }> {
   const torchDir = process.env.M2VLA_PYREF ?? path.join(EVAL_DIR, '..', '.pyref');
   const env = pythonEnv();
   env.PYTHONPATH = `${env.PYTHONPATH}${path.delimiter}${torchDir}`;
@@ -199,7 +199,7 @@ async function pretrainedBackbone(ctx: Context, base: string, steps: number): Pr
   const logFile = path.join(ctx.logs, 'pretrain-vlm.log');
   fs.rmSync(logFile, { force: true });
   await run(PYTHON, [path.join(EVAL_DIR, 'pretrain_vlm.py'), '--base', base, '--out-root', cache, '--steps', String(steps),
-    '--heldout', '40'],
+    '--heldout', '40', '--robot-answer', robotAnswer],
     logFile, env).catch((e: Error) => {
     throw new Error(`${e.message}\n(pretraining needs torch, transformers, safetensors and tokenizers on M2VLA_PYREF=${torchDir})`);
   });
@@ -213,14 +213,17 @@ async function main() {
     options: {
       quick: { type: 'boolean' }, full: { type: 'boolean' }, run: { type: 'string' }, out: { type: 'string' },
       episodes: { type: 'string' }, setup: { type: 'boolean' }, vlm: { type: 'string', default: 'pretrained' },
-      'pretrain-steps': { type: 'string', default: String(PRETRAIN_STEPS) }, 'no-random-row': { type: 'boolean' }, help: { type: 'boolean' },
+      'pretrain-steps': { type: 'string', default: String(PRETRAIN_STEPS) }, 'robot-answer': { type: 'string', default: 'where' },
+      'no-random-row': { type: 'boolean' }, help: { type: 'boolean' },
     },
   });
   if (v.help || (!v.quick && !v.full && !v.run)) {
     console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
-      '       [--vlm pretrained|random] [--pretrain-steps N] [--no-random-row]\n' +
-      '  --quick  36 demos per task, 3 x 2400 training steps, 10 episodes per task: 26 min on 2 idle cores with the\n' +
-      '           VLM and demos cached (2026-12-07; +15 min to pretrain the VLM, +2 min to record the demos)\n' +
+      '       [--vlm pretrained|random] [--pretrain-steps N] [--robot-answer where|target] [--no-random-row]\n' +
+      '  --quick  36 demos per task, 3 x 2400 training steps, 10 episodes per task: ~26 min on 2 idle cores with the\n' +
+      '           VLM and demos cached (22 min with --no-random-row, 2026-12-08; +26 min to pretrain the VLM once,\n' +
+      '           +3 min to record the demos)\n' +
+      '  --robot-answer  what the VLM learns to answer to the robot\'s prompt (eval/pretrain_vlm.py, docs/eval.md)\n' +
       '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
       '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
       '           apt-get install libosmesa6 with sudo when OSMesa is missing)');
@@ -235,6 +238,7 @@ async function main() {
     return;
   }
   if (v.vlm !== 'pretrained' && v.vlm !== 'random') throw new Error(`--vlm: expected pretrained or random, got ${v.vlm}`);
+  if (v['robot-answer'] !== 'where' && v['robot-answer'] !== 'target') throw new Error(`--robot-answer: expected where or target, got ${v['robot-answer']}`);
   const profileName = v.full ? 'full' : 'quick';
   const profile = { ...PROFILES[profileName] };
   if (v.episodes) profile.episodes = Number(v.episodes);
@@ -301,7 +305,7 @@ async function main() {
     const base = v.vlm === 'random' ? Promise.resolve(randomBase) : (async () => {
       log('pretrained VLM (eval/pretrain_vlm.py; cached by its recipe)');
       const t = Date.now();
-      const pre = await pretrainedBackbone(ctx, randomBase, Number(v['pretrain-steps']));
+      const pre = await pretrainedBackbone(ctx, randomBase, Number(v['pretrain-steps']), v['robot-answer']!);
       log(`VLM at ${pre.dir}; measuring ask() on its held-out questions`);
       backbone = { kind: 'pretrained', dir: pre.dir, pretrain: pre.info, seconds: (Date.now() - t) / 1000, ask: await askAccuracy(pre.dir) };
       return pre.dir;
