@@ -221,10 +221,10 @@ async function main() {
     console.log('usage: npm run eval -- --quick|--full [--run <runDir>] [--out <dir>] [--episodes N] [--setup]\n' +
       '       [--vlm pretrained|random] [--pretrain-steps N] [--robot-answer where|target] [--no-random-row]\n' +
       '  --quick  36 demos per task, 3 x 2400 training steps, 10 episodes per task: ~26 min on 2 idle cores with the\n' +
-      '           VLM and demos cached (22 min with --no-random-row, 2026-12-08; +26 min to pretrain the VLM once,\n' +
+      '           VLM and demos cached (22 min with --no-random-row, 2026-12-08; +30 min to pretrain the VLM once,\n' +
       '           +3 min to record the demos)\n' +
-      '  --robot-answer  what the VLM learns to answer to the robot\'s prompt (eval/pretrain_vlm.py, docs/eval.md)\n' +
       '  --full   40 demos per task, 3 x 6000 steps, 20 episodes per task: a few hours\n' +
+      '  --robot-answer  what the VLM learns to answer to the robot\'s prompt (eval/pretrain_vlm.py, docs/eval.md)\n' +
       '  --setup  install the Python side first (bash eval/setup.sh: pip --target eval/.venv-target, and\n' +
       '           apt-get install libosmesa6 with sudo when OSMesa is missing)');
     return;
