@@ -74,10 +74,10 @@ if (argv.includes('--child')) {
   const m2vla = [];
   // By default each dtype only where it runs at speed: int8 needs AVX512-VNNI or AMX-INT8 (elsewhere a ConfigError),
   // bfloat16 oneDNN's kernels (without AVX-512 one full-size act() would take tens of minutes); --dtypes overrides.
-  const defaults = ['float32', ...(cpuDtype.onednnBf16 ? ['bfloat16'] : []), ...(cpuDtype.int8 ? ['int8'] : [])];
+  const int8Refusal = placementRefusal('cpu', 'int8');
+  const defaults = ['float32', ...(cpuDtype.onednnBf16 ? ['bfloat16'] : []), ...(int8Refusal ? [] : ['int8'])];
   if (!argv.includes('--dtypes')) {
     if (!cpuDtype.onednnBf16) console.log('bfloat16: not run, this CPU has no AVX-512 (ATen\'s fallback bfloat16 GEMM)');
-    const int8Refusal = placementRefusal('cpu', 'int8');
     if (int8Refusal) console.log(`int8: not run: ${int8Refusal}`);
   }
   for (const dtype of flag('dtypes', defaults.join(',')).split(',')) {

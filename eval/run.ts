@@ -157,10 +157,8 @@ async function evaluateFullRun(ctx: Context, fullRun: string): Promise<FullRunEx
   const { profile, logs, threads } = ctx;
   const { cpuDtype } = await runtimeInfo();  // what dtype 'auto' picks here (its GEMM probe runs on the torch worker)
   // A dtype this CPU cannot run (int8 without AVX512-VNNI or AMX-INT8): its row says why instead of failing the eval.
-  const notRun = ['int8'].flatMap((dtype) => {
-    const reason = placementRefusal('cpu', dtype);
-    return reason ? [{ dtype, reason }] : [];
-  });
+  const int8Refusal = placementRefusal('cpu', 'int8');
+  const notRun = int8Refusal ? [{ dtype: 'int8', reason: int8Refusal }] : [];
   const dtypes: NonNullable<FullRunExtras['dtypes']> = { auto: `${cpuDtype.auto} (${cpuDtype.reason})`, rows: [], notRun };
   const runnable = ['float32', 'bfloat16', 'int8'].filter((d) => d !== cpuDtype.auto && !notRun.some((n) => n.dtype === d));
   for (const dtype of runnable) {
