@@ -361,6 +361,20 @@ def pixel_values(frames: list[np.ndarray], prep: dict):
     return torch.cat(out, 0)
 
 
+def greedy_answer(model, tok, im_end: int, patches, question: str, max_tokens: int = 8) -> str:
+    """The model's greedy answer to `question` about a scene's projected patches (as m2vla's ask() decodes)."""
+    import torch
+    ids = tok.encode(chat(question), add_special_tokens=False).ids
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            nxt = int(model.logits(patches, torch.tensor([ids + out]))[0, -1].argmax())
+            if nxt == im_end:
+                break
+            out.append(nxt)
+    return tok.decode(out).strip()
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -542,17 +556,8 @@ def pretrain(args, base: str, final: str) -> None:
     correct: dict[str, list[int]] = {}
     with torch.no_grad():
         for h in held:
-            px = pixel_values(list(h["frames"]), prep).unsqueeze(0)
-            patches = model.patches(px)
-            ids = tok.encode(chat(h["question"]), add_special_tokens=False).ids
-            out = []
-            for _ in range(8):
-                logits = model.logits(patches, torch.tensor([ids + out]))
-                nxt = int(logits[0, -1].argmax())
-                if nxt == im_end:
-                    break
-                out.append(nxt)
-            ok = int(tok.decode(out).strip() == h["answer"])
+            patches = model.patches(pixel_values(list(h["frames"]), prep).unsqueeze(0))
+            ok = int(greedy_answer(model, tok, im_end, patches, h["question"]) == h["answer"])
             correct.setdefault(h["kind"], []).append(ok)
     accuracy = {k: {"correct": sum(v), "n": len(v)} for k, v in correct.items()}
     total = sum(a["correct"] for a in accuracy.values()), sum(a["n"] for a in accuracy.values())
